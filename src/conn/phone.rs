@@ -1,0 +1,140 @@
+//! The phone's socket: auth with a phone token, then linking, session control
+//! and relaying to the account's web sessions.
+
+use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
+use crate::peer::PairingEvent;
+
+use super::{Conn, Handler, Stop};
+
+#[derive(Default)]
+pub struct Phone {
+    /// Set once authenticated.
+    account: Option<String>,
+}
+
+impl Handler for Phone {
+    async fn on_frame(&mut self, conn: &mut Conn, req: Request<'_>) -> Result<(), Stop> {
+        let id = req.id.as_deref();
+        let Some(account) = self.account.clone() else {
+            // Before auth the parser lets nothing but `auth` through.
+            let ClientFrame::Auth { token } = req.frame else {
+                return conn
+                    .error(id, ErrorCode::NotAuthenticated, "authenticate first")
+                    .await;
+            };
+            let Some(account) = conn.gw.tokens.verify_phone(&token) else {
+                return Err(conn
+                    .refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken)
+                    .await);
+            };
+            conn.record_account(&account);
+            conn.gw.phone_online(&account, &conn.peer);
+            conn.stage = Stage::Live;
+            self.account = Some(account);
+            let account = self.account.as_deref().unwrap_or_default();
+            tracing::debug!("phone online");
+            return conn
+                .reply(&ServerFrame::Ready {
+                    id,
+                    role: "phone",
+                    account,
+                    session_id: None,
+                })
+                .await;
+        };
+        let gw = conn.gw.clone();
+        let result = match req.frame {
+            ClientFrame::Link(target) => {
+                let (LinkTarget::Ref(r) | LinkTarget::Code(r)) = &target;
+                tracing::debug!(prefix = %r.chars().take(6).collect::<String>(), "link");
+                gw.link(&account, target).map(|(request_id, device)| {
+                    ServerFrame::LinkRequest {
+                        id,
+                        request_id: &request_id,
+                        device: &device,
+                    }
+                    .to_text()
+                })
+            }
+            ClientFrame::LinkConfirm { request_id } => gw
+                .link_confirm(&account, &request_id)
+                .await
+                .map(|session| ServerFrame::DeviceLinked { id, session: &session }.to_text()),
+            ClientFrame::LinkReject { request_id } => gw
+                .link_reject(&account, &request_id)
+                .map(|()| ServerFrame::Ok { id, closed: None }.to_text()),
+            ClientFrame::ListSessions => {
+                let sessions = gw.list_sessions(&account);
+                Ok(ServerFrame::Sessions {
+                    id,
+                    sessions: &sessions,
+                }
+                .to_text())
+            }
+            ClientFrame::Logout { session_id } => gw
+                .logout(&account, Some(session_id.as_deref().unwrap_or_default()))
+                .await
+                .map(|closed| ServerFrame::Ok { id, closed: Some(closed) }.to_text()),
+            ClientFrame::LogoutAll => gw
+                .logout(&account, None)
+                .await
+                .map(|closed| ServerFrame::Ok { id, closed: Some(closed) }.to_text()),
+            ClientFrame::Send { body, to } => {
+                if body.get().len() > gw.config.max_body_bytes() {
+                    Err(ErrorCode::TooLarge)
+                } else {
+                    gw.relay_to_webs(&account, to.as_deref(), body)
+                        .map(|delivered| {
+                            ServerFrame::Ack {
+                                id,
+                                delivered: Some(delivered),
+                            }
+                            .to_text()
+                        })
+                }
+            }
+            ClientFrame::Auth { .. } | ClientFrame::Pair { .. } => Err(ErrorCode::UnknownType),
+        };
+        match result {
+            // A reply is owed only to a frame with an id.
+            Ok(reply) if id.is_some() => conn.write_text(reply).await,
+            Ok(_) => Ok(()),
+            Err(code) => conn.error(id, code, describe(code)).await,
+        }
+    }
+
+    async fn on_pairing(&mut self, _conn: &mut Conn, _event: PairingEvent) -> Result<(), Stop> {
+        Ok(())
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    async fn on_deadline(&mut self, _conn: &mut Conn) -> Result<(), Stop> {
+        Ok(())
+    }
+
+    fn on_exit(&mut self, conn: &Conn) {
+        if let Some(account) = &self.account {
+            conn.gw.phone_offline(account, conn.peer.conn_id());
+        }
+    }
+}
+
+/// The human text of an error the phone's requests can get.
+pub fn describe(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UnknownRef => "unknown, expired or used QR ref or code",
+        ErrorCode::UnknownRequest => "no such pending link request",
+        ErrorCode::UnknownSession => "no such session on this account",
+        ErrorCode::TooManyDevices => "the account already has the most linked devices allowed",
+        ErrorCode::RateLimited => "too many failed link attempts; wait a minute",
+        ErrorCode::PhoneOffline => "the phone is not connected",
+        ErrorCode::TooLarge => "body is larger than allowed",
+        ErrorCode::LoggedOut => "this session was logged out",
+        ErrorCode::UnknownType => "unknown frame type for this socket",
+        ErrorCode::Internal => "internal error; nothing was changed",
+        _ => "request refused",
+    }
+}

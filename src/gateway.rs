@@ -1,0 +1,58 @@
+//! The shared state of one running gateway, handed to every socket task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::pairing::Pairing;
+use crate::store::Store;
+use crate::tokens::Tokens;
+
+pub struct Gateway {
+    pub config: Config,
+    /// Base of QR payload links, without a trailing slash.
+    pub public_url: String,
+    pub tokens: Tokens,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub hub: Hub,
+    pub pairing: Pairing,
+    /// Cancelled when the gateway shuts down.
+    pub shutdown: CancellationToken,
+    /// Every socket task and timer, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Config,
+        public_url: String,
+        tokens: Tokens,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Gateway {
+            config,
+            public_url,
+            tokens,
+            store,
+            metrics,
+            hub: Hub::default(),
+            pairing: Pairing::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

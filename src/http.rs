@@ -1,0 +1,282 @@
+//! The HTTP side: the embedded pages, `/healthz`, `/metrics`, the demo token
+//! route, and the two WebSocket upgrades behind the Origin check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use rust_embed::RustEmbed;
+
+use crate::conn::{self, ClientInfo};
+use crate::gateway::Gateway;
+use crate::protocol::Role;
+
+/// `static/`, compiled into the binary so it serves from any working directory.
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Assets;
+
+/// Per-socket read buffer: small, because most sockets sit idle.
+const READ_BUFFER_BYTES: usize = 4096;
+/// Bytes gathered before tungstenite writes to the socket mid-batch.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    gw: Arc<Gateway>,
+    demo_limits: Arc<DashMap<IpAddr, Mutex<(Instant, u32)>>>,
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let demo = gw.config.demo;
+    let state = AppState {
+        gw,
+        demo_limits: Arc::default(),
+    };
+    let mut app = Router::new()
+        .route("/", get(|| async { asset("index.html") }))
+        .route("/phone", get(|| async { asset("phone.html") }))
+        .route("/static/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/ws/web", get(ws_web))
+        .route("/ws/phone", get(ws_phone));
+    if demo {
+        app = app.route("/demo/phone", post(demo_phone));
+    }
+    app.with_state(state)
+}
+
+fn asset(name: &str) -> Response {
+    let Some(file) = Assets::get(name) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let mime = match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        _ => "application/octet-stream",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        s.gw.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ws_web(
+    State(s): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(s.gw, Role::Web, addr, &headers, ws)
+}
+
+async fn ws_phone(
+    State(s): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(s.gw, Role::Phone, addr, &headers, ws)
+}
+
+fn upgrade(
+    gw: Arc<Gateway>,
+    role: Role,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin {
+        if !origin_allowed(origin, host, gw.config.allowed_origins.as_deref()) {
+            gw.metrics.upgrades_refused_origin.inc();
+            tracing::debug!(%origin, "upgrade refused: origin not allowed");
+            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        }
+    } else if headers.contains_key(header::ORIGIN) {
+        // An Origin header that is not even text is not allowed.
+        gw.metrics.upgrades_refused_origin.inc();
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let client = ClientInfo {
+        ip: addr.ip().to_canonical().to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    };
+    let max = gw.config.max_frame_bytes as usize;
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let tasks = gw.tasks.clone();
+            tasks.track_future(conn::serve(gw, socket, role, client))
+        })
+}
+
+/// `scheme://host[:port]` split into its parts, host lower-cased and the port
+/// defaulted from the scheme.
+fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => 0,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = split_host_port(rest, default_port)?;
+    Some((scheme, host, port))
+}
+
+/// `host[:port]` (IPv6 in brackets) with the given default port.
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+            None => (s.to_owned(), default_port),
+        }
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// The contract's Origin rule: with no list, the Origin's host and port must
+/// equal the request's `Host`; a list replaces that; `*` allows any, `null` too.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: Option<&[String]>) -> bool {
+    if let Some(list) = allowed {
+        if list.iter().any(|a| a.trim() == "*") {
+            return true;
+        }
+        if origin == "null" {
+            return false;
+        }
+        let Some(o) = parse_origin(origin) else {
+            return false;
+        };
+        return list.iter().any(|a| parse_origin(a.trim()).as_ref() == Some(&o));
+    }
+    if origin == "null" {
+        return false;
+    }
+    let (Some((_, o_host, o_port)), Some(host)) = (parse_origin(origin), host) else {
+        return false;
+    };
+    let default_port = if origin.to_ascii_lowercase().starts_with("https") {
+        443
+    } else {
+        80
+    };
+    split_host_port(host, default_port) == Some((o_host, o_port))
+}
+
+/// Demo phone tokens per client IP per minute.
+const DEMO_TOKENS_PER_MINUTE: u32 = 10;
+
+/// `POST /demo/phone` (only with `--demo`): a phone token for a fresh
+/// throw-away account, so a person can try pairing without an identity service.
+async fn demo_phone(
+    State(s): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+) -> Response {
+    let ip = addr.ip().to_canonical();
+    let allowed = {
+        let entry = s
+            .demo_limits
+            .entry(ip)
+            .or_insert_with(|| Mutex::new((Instant::now(), 0)));
+        let mut window = entry.lock();
+        if window.0.elapsed() >= Duration::from_secs(60) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= DEMO_TOKENS_PER_MINUTE
+    };
+    if !allowed {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many demo accounts; wait a minute")
+            .into_response();
+    }
+    let mut bytes = [0u8; 5];
+    rand::fill(&mut bytes);
+    let account = format!(
+        "demo-{}",
+        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
+    );
+    match s.gw.tokens.mint_phone(&account, Duration::from_secs(24 * 3600)) {
+        Ok(token) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            serde_json::json!({ "account": account, "token": token }).to_string(),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "demo token failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn default_rule_compares_host_and_port() {
+        let ok = |o, h| origin_allowed(o, Some(h), None);
+        assert!(ok("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(ok("http://LOCALHOST:8080", "localhost:8080"));
+        assert!(ok("http://example.com", "example.com:80"));
+        assert!(ok("https://example.com", "example.com:443"));
+        assert!(!ok("http://example.com", "example.com:8080"));
+        assert!(!ok("http://evil.test:8080", "127.0.0.1:8080"));
+        assert!(!ok("null", "127.0.0.1:8080"));
+        assert!(ok("http://[::1]:8080", "[::1]:8080"));
+    }
+
+    #[test]
+    fn list_replaces_default() {
+        let list = vec!["https://app.example.com".to_owned()];
+        assert!(origin_allowed("https://APP.example.com:443", Some("x"), Some(&list)));
+        assert!(!origin_allowed("http://x:1", Some("x:1"), Some(&list)));
+        assert!(!origin_allowed("null", None, Some(&list)));
+        let any = vec!["*".to_owned()];
+        assert!(origin_allowed("null", None, Some(&any)));
+    }
+}

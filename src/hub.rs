@@ -1,0 +1,182 @@
+//! Presence and routing: which phone socket and which web-session sockets of
+//! each account are live, and the account's session table.
+//!
+//! Everything here is synchronous. An account's state sits behind its own
+//! short-lived lock; callers copy out what they need and never hold the lock
+//! (or a DashMap ref) across an `.await`. Lock order: the accounts map is never
+//! touched while an account lock is held; an account lock may be held while
+//! taking a pairing attempt's lock, never the other way round.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::pairing::LinkRequest;
+use crate::peer::Peer;
+use crate::protocol::{ServerFrame, SessionInfo};
+use crate::store::StoredSession;
+use crate::time::rfc3339_ms;
+
+/// One linked web session in memory.
+pub struct SessionState {
+    pub record: StoredSession,
+    /// The session's live socket; at most one.
+    pub live: Option<Peer>,
+    /// Bumped whenever `live` changes, so a grace timer started for one
+    /// offline spell does nothing after a resume.
+    pub epoch: u64,
+}
+
+impl SessionState {
+    pub fn info(&self, now_ms: i64) -> SessionInfo {
+        let r = &self.record;
+        let online = self.live.is_some();
+        SessionInfo {
+            session_id: r.session_id.clone(),
+            device_name: r.device_name.clone(),
+            user_agent: r.user_agent.clone(),
+            ip: r.ip.clone(),
+            created_at: rfc3339_ms(r.created_at_ms),
+            // A session with a live socket is active now.
+            last_active_at: rfc3339_ms(if online { now_ms } else { r.last_active_at_ms }),
+            online,
+            remember: r.remember,
+        }
+    }
+}
+
+/// An account's live state.
+#[derive(Default)]
+pub struct AccountState {
+    /// Set when the account was dropped from the map; whoever locks a retired
+    /// account fetches the current one instead.
+    retired: bool,
+    pub phone: Option<Peer>,
+    pub sessions: HashMap<String, SessionState>,
+    /// Links confirmed but not yet durable: they count toward `max_devices`.
+    pub linking: usize,
+    pub requests: HashMap<String, LinkRequest>,
+    /// Times of failed `link`s within the last minute.
+    pub misses: VecDeque<Instant>,
+}
+
+impl AccountState {
+    fn is_idle(&self) -> bool {
+        self.phone.is_none()
+            && self.sessions.is_empty()
+            && self.linking == 0
+            && self.requests.is_empty()
+            && self.misses.is_empty()
+    }
+
+    /// Sends `frame` to the phone, if it is online.
+    pub fn to_phone(&self, frame: &ServerFrame<'_>) {
+        if let Some(phone) = &self.phone {
+            phone.send(&Utf8Bytes::from(frame.to_text()));
+        }
+    }
+
+    /// Sends one serialized frame to every live web socket; returns how many took it.
+    pub fn to_webs(&self, text: &Utf8Bytes) -> usize {
+        self.sessions
+            .values()
+            .filter_map(|s| s.live.as_ref())
+            .filter(|peer| peer.send(text))
+            .count()
+    }
+
+    /// Sessions oldest first.
+    pub fn list(&self, now_ms: i64) -> Vec<SessionInfo> {
+        let mut all: Vec<&SessionState> = self.sessions.values().collect();
+        all.sort_by(|a, b| {
+            (a.record.created_at_ms, &a.record.session_id)
+                .cmp(&(b.record.created_at_ms, &b.record.session_id))
+        });
+        all.into_iter().map(|s| s.info(now_ms)).collect()
+    }
+}
+
+struct Account {
+    state: Mutex<AccountState>,
+}
+
+/// Every account with a live phone, a session, or pairing in progress.
+#[derive(Default)]
+pub struct Hub {
+    accounts: DashMap<Arc<str>, Arc<Account>>,
+}
+
+impl Hub {
+    /// Runs `f` on the account's state under its lock, creating the account
+    /// if needed. `f` must not block.
+    pub fn with<R>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> R) -> R {
+        loop {
+            let acc = match self.accounts.get(account) {
+                Some(a) => a.clone(),
+                None => self
+                    .accounts
+                    .entry(Arc::from(account))
+                    .or_insert_with(|| {
+                        Arc::new(Account {
+                            state: Mutex::new(AccountState::default()),
+                        })
+                    })
+                    .clone(),
+            };
+            let mut state = acc.state.lock();
+            if !state.retired {
+                return f(&mut state);
+            }
+        }
+    }
+
+    /// Like `with`, but only for an account that exists.
+    pub fn with_existing<R>(
+        &self,
+        account: &str,
+        f: impl FnOnce(&mut AccountState) -> R,
+    ) -> Option<R> {
+        let acc = self.accounts.get(account)?.clone();
+        let mut state = acc.state.lock();
+        (!state.retired).then(|| f(&mut state))
+    }
+
+    /// Drops the account from the map when nothing refers to it any more.
+    pub fn release_if_idle(&self, account: &str) {
+        self.accounts.remove_if(account, |_, acc| {
+            let mut state = acc.state.lock();
+            if state.is_idle() {
+                state.retired = true;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A snapshot of the account ids, for sweeps.
+    pub fn account_ids(&self) -> Vec<Arc<str>> {
+        self.accounts.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Installs sessions read from the store at start-up.
+    pub fn restore(&self, sessions: Vec<StoredSession>) {
+        for record in sessions {
+            let account = record.account.clone();
+            self.with(&account, |state| {
+                state.sessions.insert(
+                    record.session_id.clone(),
+                    SessionState {
+                        record,
+                        live: None,
+                        epoch: 0,
+                    },
+                );
+            });
+        }
+    }
+}

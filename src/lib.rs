@@ -1,0 +1,157 @@
+//! pairgate: a WebSocket gateway that links web sessions to an account's phone
+//! by QR code, relays between them while the phone is online, and lets the
+//! phone end any session.
+//!
+//! Module map:
+//! - [`config`]: every option, its default and environment variable.
+//! - [`protocol`]: the wire contract's frames, error codes and close codes.
+//! - [`http`]: pages, health, metrics, and the WebSocket upgrades.
+//! - `conn`: one task per socket (`phone.rs`, `web.rs`), limits and heartbeats.
+//! - [`peer`]: the bounded handle through which others reach a socket.
+//! - [`hub`]: who is online per account, and routing.
+//! - [`pairing`]: QR refs and codes, pairing attempts, link requests.
+//! - [`sessions`]: link, resume, logout, expiry, relay rules.
+//! - [`store`]: durable session records behind a batching writer (redb).
+//! - [`tokens`]: phone and session JWTs and the secret.
+//! - [`qr`], [`device`], [`metrics`], [`time`]: small helpers.
+
+pub mod config;
+mod conn;
+pub mod device;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod pairing;
+pub mod peer;
+pub mod protocol;
+pub mod qr;
+pub mod sessions;
+pub mod store;
+pub mod time;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use gateway::Gateway;
+use metrics::Metrics;
+use store::{RedbBackend, Store};
+use tokens::Tokens;
+
+/// How long shutdown waits for sockets to say goodbye before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Idle expiry runs at least this often.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves the gateway on `listener` until `shutdown` resolves; then closes every
+/// socket with 1012, flushes the store, and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
+    let metrics = Arc::new(Metrics::new());
+    let backend = RedbBackend::open(&config.data_dir)?;
+    let (store, stored, writer) = Store::start(backend, metrics.clone())?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let cancel = CancellationToken::new();
+    let gw = Arc::new(Gateway::new(
+        config,
+        public_url,
+        Tokens::new(&secret),
+        store,
+        metrics.clone(),
+        cancel.clone(),
+    ));
+
+    restore(&gw, stored);
+    if let Some(idle) = gw.config.session_idle() {
+        spawn_idle_sweeper(&gw, idle);
+    }
+
+    let app = http::router(gw.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|tcp| {
+        // Small frames should leave at once, not wait for Nagle.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    let stop_http = cancel.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop_http.cancelled().await })
+            .into_future(),
+    );
+    tracing::info!(
+        "listening on http://{addr} (open http://{addr}/ in a browser; data dir {})",
+        gw.config.data_dir.display()
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: closing every socket with 1012");
+    cancel.cancel();
+    gw.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, gw.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sockets did not finish closing in time");
+    }
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::debug!("http connections still open at exit"),
+    }
+    gw.store.flush_and_stop().await;
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the stored sessions; ephemeral ones get a full grace from now.
+fn restore(gw: &Arc<Gateway>, stored: Vec<store::StoredSession>) {
+    gw.metrics.sessions.set(stored.len() as i64);
+    let ephemeral: Vec<(String, String)> = stored
+        .iter()
+        .filter(|s| !s.remember)
+        .map(|s| (s.account.clone(), s.session_id.clone()))
+        .collect();
+    tracing::info!(sessions = stored.len(), "sessions restored");
+    gw.hub.restore(stored);
+    for (account, session_id) in ephemeral {
+        gw.start_grace(&account, &session_id, 0, gw.config.ephemeral_grace());
+    }
+}
+
+/// Removes idle sessions at least every half of the idle time (and every minute).
+fn spawn_idle_sweeper(gw: &Arc<Gateway>, idle: Duration) {
+    let every = (idle / 2).min(MAX_SWEEP_INTERVAL).max(Duration::from_millis(10));
+    let gw2 = gw.clone();
+    gw.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => gw2.sweep_idle(idle).await,
+                _ = gw2.shutdown.cancelled() => return,
+            }
+        }
+    });
+}

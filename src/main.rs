@@ -1,0 +1,115 @@
+//! The `pairgate` binary: `serve` (the default) and `token`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pairgate::Config;
+use pairgate::tokens::{Tokens, resolve_secret};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "pairgate",
+    version,
+    about = "WebSocket pairing gateway: link web sessions to a phone by QR code",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve` options, accepted without the subcommand too.
+    #[command(flatten)]
+    serve: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway (the default).
+    Serve(Config),
+    /// Print a phone token for an account, signed with the gateway's secret.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Account id (`^[A-Za-z0-9_.-]{1,64}$`).
+    #[arg(long)]
+    account: String,
+    /// Data dir whose secret to use (created as `serve` would when missing).
+    #[arg(long, env = "PAIRGATE_DATA_DIR", default_value = "./pairgate-data")]
+    data_dir: PathBuf,
+    /// Use this secret instead of the data dir's.
+    #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl_secs: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Serve(config)) => serve(config),
+        None => serve(cli.serve),
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = resolve_secret(args.secret.as_deref(), &args.data_dir)?;
+    let token = Tokens::new(&secret).mint_phone(&args.account, Duration::from_secs(args.ttl_secs))?;
+    // The token is the command's output, for scripts: stdout, one line.
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{token}")?;
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        pairgate::run(listener, config, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

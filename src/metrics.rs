@@ -1,0 +1,210 @@
+//! Prometheus metrics. Every series the hot paths touch is created once up
+//! front and kept as a handle (an `Arc`'d atomic), so counting a relayed
+//! message is one atomic add, not a label lookup.
+
+use std::collections::HashMap;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::protocol::{CloseCode, ErrorCode, LogoutReason, Role};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Pairing attempts by how they ended.
+#[derive(Clone, Copy, Debug)]
+pub enum PairingOutcome {
+    Linked,
+    Rejected,
+    TimedOut,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug)]
+pub enum LogoutKind {
+    PhoneLogout,
+    PhoneLogoutAll,
+    SelfLogout,
+    Expired,
+}
+
+impl From<LogoutReason> for LogoutKind {
+    fn from(r: LogoutReason) -> Self {
+        match r {
+            LogoutReason::PhoneLogout => LogoutKind::PhoneLogout,
+            LogoutReason::PhoneLogoutAll => LogoutKind::PhoneLogoutAll,
+            LogoutReason::SelfLogout => LogoutKind::SelfLogout,
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sockets_phone: Gauge,
+    sockets_web: Gauge,
+    pub sessions: Gauge,
+    pairings: [Counter; 3],
+    pub relayed_web_to_phone: Counter,
+    pub relayed_phone_to_web: Counter,
+    errors: HashMap<ErrorCode, Counter>,
+    closes: HashMap<u16, Counter>,
+    logouts: [Counter; 4],
+    pub upgrades_refused_origin: Counter,
+    pub store_commit_seconds: Histogram,
+}
+
+fn family_member<M: Clone + Default + prometheus_client::metrics::TypedMetric>(
+    family: &Family<Labels, M>,
+    key: &'static str,
+    value: &'static str,
+) -> M
+where
+    Family<Labels, M>: Clone,
+{
+    family.get_or_create(&vec![(key, value)]).clone()
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+
+        let sockets = Family::<Labels, Gauge>::default();
+        registry.register(
+            "pairgate_sockets",
+            "Live WebSocket connections by role",
+            sockets.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "pairgate_sessions",
+            "Linked web sessions",
+            sessions.clone(),
+        );
+        let pairings = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_pairings",
+            "Pairing attempts by outcome",
+            pairings.clone(),
+        );
+        let relayed = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_messages_relayed",
+            "Relayed message frames by direction",
+            relayed.clone(),
+        );
+        let errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_errors",
+            "Error replies by code",
+            errors.clone(),
+        );
+        let closes = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_closes",
+            "Sockets closed by the gateway, by close code",
+            closes.clone(),
+        );
+        let logouts = Family::<Labels, Counter>::default();
+        registry.register("pairgate_logouts", "Ended sessions by kind", logouts.clone());
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_upgrades_refused",
+            "WebSocket upgrades refused before upgrading, by reason",
+            refused.clone(),
+        );
+        let store_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "pairgate_store_commit_seconds",
+            "Time to make one batch of store changes durable",
+            store_commit_seconds.clone(),
+        );
+
+        Metrics {
+            sockets_phone: family_member(&sockets, "role", "phone"),
+            sockets_web: family_member(&sockets, "role", "web"),
+            sessions,
+            pairings: [
+                family_member(&pairings, "outcome", "linked"),
+                family_member(&pairings, "outcome", "rejected"),
+                family_member(&pairings, "outcome", "timed_out"),
+            ],
+            relayed_web_to_phone: family_member(&relayed, "direction", "web_to_phone"),
+            relayed_phone_to_web: family_member(&relayed, "direction", "phone_to_web"),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| (*c, family_member(&errors, "code", c.as_str())))
+                .collect(),
+            closes: CloseCode::ALL
+                .iter()
+                .map(|c| (c.code(), family_member(&closes, "code", close_label(*c))))
+                .collect(),
+            logouts: [
+                family_member(&logouts, "kind", "phone_logout"),
+                family_member(&logouts, "kind", "phone_logout_all"),
+                family_member(&logouts, "kind", "self_logout"),
+                family_member(&logouts, "kind", "expired"),
+            ],
+            upgrades_refused_origin: family_member(&refused, "reason", "origin"),
+            store_commit_seconds,
+            registry,
+        }
+    }
+
+    pub fn sockets(&self, role: Role) -> &Gauge {
+        match role {
+            Role::Phone => &self.sockets_phone,
+            Role::Web => &self.sockets_web,
+        }
+    }
+
+    pub fn pairing(&self, outcome: PairingOutcome) {
+        self.pairings[outcome as usize].inc();
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(c) = self.errors.get(&code) {
+            c.inc();
+        }
+    }
+
+    pub fn close(&self, code: CloseCode) {
+        if let Some(c) = self.closes.get(&code.code()) {
+            c.inc();
+        }
+    }
+
+    pub fn logouts(&self, kind: LogoutKind, n: usize) {
+        self.logouts[kind as usize].inc_by(n as u64);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn close_label(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::TooLarge => "1009",
+        CloseCode::Restarting => "1012",
+        CloseCode::LoggedOut => "4001",
+        CloseCode::InvalidToken => "4003",
+        CloseCode::TimedOut => "4008",
+        CloseCode::Replaced => "4009",
+        CloseCode::RateLimited => "4029",
+        CloseCode::TooSlow => "4030",
+    }
+}

@@ -1,0 +1,507 @@
+//! The lifecycle of linked web sessions and of the phone's presence: link,
+//! resume, go offline, logout, logout_all, self-logout, ephemeral grace and
+//! idle expiry; plus relaying, which is only allowed while the phone is online.
+//!
+//! Every change that is announced is durable first: the store change is queued
+//! under the account lock (so changes to one session reach the disk in the
+//! order they were decided) and awaited before the reply goes out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+
+use crate::gateway::Gateway;
+use crate::metrics::{LogoutKind, PairingOutcome};
+use crate::pairing::{LinkRequest, LinkedWeb};
+use crate::peer::{PairingEvent, Peer};
+use crate::protocol::{
+    CloseCode, DeviceInfo, ErrorCode, LinkTarget, LogoutReason, RemovedReason, ServerFrame,
+    SessionInfo,
+};
+use crate::store::{Durable, StoreOp, StoredSession};
+use crate::time::now_ms;
+
+/// Failed `link`s allowed per account per sliding minute.
+const MAX_LINK_MISSES: usize = 5;
+const MISS_WINDOW: Duration = Duration::from_secs(60);
+
+fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_text())
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::fill(&mut bytes);
+    format!("s_{}", data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase())
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 9];
+    rand::fill(&mut bytes);
+    format!("r_{}", data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase())
+}
+
+/// A store failure answered to the client as `internal`.
+fn internal(e: impl std::fmt::Display) -> ErrorCode {
+    tracing::error!(error = %e, "store change failed");
+    ErrorCode::Internal
+}
+
+/// What a web socket learns when it resumes its session.
+pub struct Resumed {
+    pub phone_online: bool,
+}
+
+impl Gateway {
+    // ---- the phone -------------------------------------------------------
+
+    /// Makes `peer` the account's phone socket; an older one is replaced (4009).
+    pub fn phone_online(&self, account: &str, peer: &Peer) {
+        self.hub.with(account, |state| match state.phone.replace(peer.clone()) {
+            // A replacement is no change of online state: nobody is told.
+            Some(old) => {
+                old.close(CloseCode::Replaced, None);
+            }
+            None => {
+                state.to_webs(&text(&ServerFrame::PhoneStatus { online: true }));
+            }
+        });
+    }
+
+    /// Forgets the phone socket `conn_id`, unless a newer one already replaced it.
+    pub fn phone_offline(&self, account: &str, conn_id: u64) {
+        self.hub.with_existing(account, |state| {
+            if state.phone.as_ref().map(Peer::conn_id) == Some(conn_id) {
+                state.phone = None;
+                state.to_webs(&text(&ServerFrame::PhoneStatus { online: false }));
+            }
+        });
+        self.hub.release_if_idle(account);
+    }
+
+    // ---- linking (phone side) ---------------------------------------------
+
+    /// `link`: takes the ref (or code), tells the web socket it was scanned, and
+    /// returns the new request's id and the device asking.
+    pub fn link(&self, account: &str, target: LinkTarget) -> Result<(String, DeviceInfo), ErrorCode> {
+        let max_devices = self.config.max_devices;
+        let request_ttl = self.config.qr_ttl() * 3;
+        let result = self.hub.with(account, |state| {
+            let now = Instant::now();
+            while state
+                .misses
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= MISS_WINDOW)
+            {
+                state.misses.pop_front();
+            }
+            if state.misses.len() >= MAX_LINK_MISSES {
+                return Err(ErrorCode::RateLimited);
+            }
+            let reference = match &target {
+                LinkTarget::Ref(r) => Some(r.clone()),
+                LinkTarget::Code(c) => self.pairing.ref_for_code(c),
+            };
+            let Some(reference) = reference.filter(|r| self.pairing.is_valid(r)) else {
+                state.misses.push_back(now);
+                return Err(ErrorCode::UnknownRef);
+            };
+            // Checked before taking the ref, so the ref stays valid.
+            if state.sessions.len() + state.linking >= max_devices {
+                return Err(ErrorCode::TooManyDevices);
+            }
+            let Some(attempt) = self.pairing.take(&reference) else {
+                state.misses.push_back(now);
+                return Err(ErrorCode::UnknownRef);
+            };
+            let request_id = new_request_id();
+            {
+                let mut a = attempt.lock();
+                if a.dead || a.request.is_some() {
+                    return Err(ErrorCode::UnknownRef);
+                }
+                a.request = Some((account.to_owned(), request_id.clone()));
+            }
+            attempt.peer.send_pairing(PairingEvent::Scanned);
+            let device = attempt.device();
+            state.requests.insert(
+                request_id.clone(),
+                LinkRequest {
+                    attempt,
+                    expires_at: now + request_ttl,
+                },
+            );
+            Ok((request_id, device))
+        });
+        if result.is_err() {
+            self.hub.release_if_idle(account);
+        }
+        result
+    }
+
+    /// `link_confirm`: makes the link durable, then hands the web socket its
+    /// session. Returns the new session as the phone sees it.
+    pub async fn link_confirm(
+        self: &Arc<Self>,
+        account: &str,
+        request_id: &str,
+    ) -> Result<SessionInfo, ErrorCode> {
+        let max_devices = self.config.max_devices;
+        let (record, attempt, durable) = self.hub.with(account, |state| {
+            let Some(req) = state.requests.get(request_id) else {
+                return Err(ErrorCode::UnknownRequest);
+            };
+            if req.expires_at <= Instant::now() || req.attempt.lock().dead {
+                // Counts as rejected; the web socket's own timer (or its exit)
+                // takes care of its side.
+                state.requests.remove(request_id);
+                return Err(ErrorCode::UnknownRequest);
+            }
+            // Links still being written count: they will be sessions.
+            if state.sessions.len() + state.linking >= max_devices {
+                return Err(ErrorCode::TooManyDevices);
+            }
+            let Some(req) = state.requests.remove(request_id) else {
+                return Err(ErrorCode::UnknownRequest);
+            };
+            let (device_name, remember) = {
+                let a = req.attempt.lock();
+                (a.device_name.clone(), a.remember)
+            };
+            let now = now_ms();
+            let record = StoredSession {
+                account: account.to_owned(),
+                session_id: new_session_id(),
+                device_name,
+                user_agent: req.attempt.user_agent.clone(),
+                ip: req.attempt.ip.clone(),
+                created_at_ms: now,
+                last_active_at_ms: now,
+                remember,
+            };
+            let durable = self
+                .store
+                .enqueue(vec![StoreOp::Put(record.clone())])
+                .map_err(internal)?;
+            state.linking += 1;
+            Ok((record, req.attempt, durable))
+        })?;
+
+        let written = durable.wait().await;
+        let session_id = record.session_id.clone();
+        let token = self.tokens.mint_session(account, &session_id);
+        let outcome = self.hub.with(account, |state| {
+            state.linking -= 1;
+            let mut a = attempt.lock();
+            a.request = None;
+            if let Err(e) = written {
+                if !a.dead {
+                    attempt.peer.send_pairing(PairingEvent::Rejected);
+                }
+                return Err(internal(e));
+            }
+            let live = (!a.dead).then(|| {
+                a.linked = Some((account.to_owned(), session_id.clone()));
+                attempt.peer.clone()
+            });
+            drop(a);
+            if let Some(peer) = &live {
+                peer.send_pairing(PairingEvent::Linked(Box::new(LinkedWeb {
+                    account: account.to_owned(),
+                    session_id: session_id.clone(),
+                    token: token.clone(),
+                    remember: record.remember,
+                    phone_online: state.phone.is_some(),
+                })));
+            }
+            let offline_ephemeral = live.is_none() && !record.remember;
+            let session = crate::hub::SessionState {
+                record: record.clone(),
+                live,
+                epoch: 0,
+            };
+            let info = session.info(now_ms());
+            state.sessions.insert(session_id.clone(), session);
+            Ok((info, offline_ephemeral))
+        });
+        let (info, offline_ephemeral) = outcome?;
+        self.metrics.sessions.inc();
+        self.metrics.pairing(PairingOutcome::Linked);
+        if offline_ephemeral {
+            self.start_grace(account, &session_id, 0, self.config.ephemeral_grace());
+        }
+        Ok(info)
+    }
+
+    /// `link_reject`: the web socket starts over with a fresh QR.
+    pub fn link_reject(&self, account: &str, request_id: &str) -> Result<(), ErrorCode> {
+        let req = self
+            .hub
+            .with(account, |state| state.requests.remove(request_id))
+            .ok_or(ErrorCode::UnknownRequest)?;
+        self.metrics.pairing(PairingOutcome::Rejected);
+        let mut a = req.attempt.lock();
+        a.request = None;
+        if !a.dead {
+            req.attempt.peer.send_pairing(PairingEvent::Rejected);
+        }
+        Ok(())
+    }
+
+    /// Called by a scanned web socket whose request was never answered: it
+    /// counts as rejected. `false` if the request is being confirmed right now.
+    pub fn expire_request(&self, account: &str, request_id: &str) -> bool {
+        let expired = self
+            .hub
+            .with_existing(account, |state| state.requests.remove(request_id).is_some())
+            .unwrap_or(false);
+        if expired {
+            self.metrics.pairing(PairingOutcome::Rejected);
+        }
+        expired
+    }
+
+    // ---- session control (phone side) ---------------------------------------
+
+    pub fn list_sessions(&self, account: &str) -> Vec<SessionInfo> {
+        let now = now_ms();
+        self.hub
+            .with_existing(account, |state| state.list(now))
+            .unwrap_or_default()
+    }
+
+    /// `logout` (one session) or `logout_all` (`session_id` `None`). Resolves
+    /// once every socket of the ended sessions was sent `logged_out` and its
+    /// 4001 close (or dropped), and the end is durable. Returns how many ended.
+    pub async fn logout(&self, account: &str, session_id: Option<&str>) -> Result<usize, ErrorCode> {
+        let reason = match session_id {
+            Some(_) => LogoutReason::PhoneLogout,
+            None => LogoutReason::PhoneLogoutAll,
+        };
+        let (ended, durable) = self
+            .hub
+            .with(account, |state| {
+                let ids: Vec<String> = match session_id {
+                    Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
+                    Some(_) => return Err(ErrorCode::UnknownSession),
+                    None => state.sessions.keys().cloned().collect(),
+                };
+                let ops = ids
+                    .iter()
+                    .map(|sid| StoreOp::Delete {
+                        session_id: sid.clone(),
+                    })
+                    .collect();
+                let durable = self.store.enqueue(ops).map_err(internal)?;
+                let ended: Vec<Option<Peer>> = ids
+                    .iter()
+                    .filter_map(|sid| state.sessions.remove(sid))
+                    .map(|s| s.live)
+                    .collect();
+                Ok((ended, durable))
+            })?;
+        let closed = ended.len();
+        let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
+        let teardowns: Vec<_> = ended
+            .into_iter()
+            .flatten()
+            .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
+            .collect();
+        let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
+        self.metrics.sessions.dec_by(closed as i64);
+        self.metrics.logouts(reason.into(), closed);
+        written.map_err(internal)?;
+        Ok(closed)
+    }
+
+    // ---- web sessions -----------------------------------------------------
+
+    /// Makes `peer` the live socket of the session; an older one is replaced
+    /// (4009). `logged_out` if the session no longer exists.
+    pub fn resume(&self, account: &str, session_id: &str, peer: &Peer) -> Result<Resumed, ErrorCode> {
+        self.hub
+            .with_existing(account, |state| {
+                let phone_online = state.phone.is_some();
+                let session = state.sessions.get_mut(session_id)?;
+                session.epoch += 1;
+                session.record.last_active_at_ms = now_ms();
+                match session.live.replace(peer.clone()) {
+                    Some(old) => {
+                        old.close(CloseCode::Replaced, None);
+                    }
+                    None => state.to_phone(&ServerFrame::SessionOnline { session_id }),
+                }
+                Some(Resumed { phone_online })
+            })
+            .flatten()
+            .ok_or(ErrorCode::LoggedOut)
+    }
+
+    /// The socket `conn_id` of a session closed: the session goes offline
+    /// (unless a newer socket replaced it or the session has ended).
+    pub fn web_offline(self: &Arc<Self>, account: &str, session_id: &str, conn_id: u64) {
+        let grace = self.hub.with_existing(account, |state| {
+            let session = state.sessions.get_mut(session_id)?;
+            if session.live.as_ref().map(Peer::conn_id) != Some(conn_id) {
+                return None;
+            }
+            session.live = None;
+            session.epoch += 1;
+            session.record.last_active_at_ms = now_ms();
+            // Bookkeeping only: queued under the lock, nobody waits for it.
+            self.store.submit(vec![StoreOp::Put(session.record.clone())]);
+            let grace = (!session.record.remember).then_some(session.epoch);
+            state.to_phone(&ServerFrame::SessionOffline { session_id });
+            grace
+        });
+        if let Some(Some(epoch)) = grace {
+            self.start_grace(account, session_id, epoch, self.config.ephemeral_grace());
+        }
+    }
+
+    /// A web session ends itself. Durable before it returns.
+    pub async fn self_logout(&self, account: &str, session_id: &str) -> Result<(), ErrorCode> {
+        let durable = self.hub.with_existing(account, |state| {
+            state.sessions.remove(session_id)?;
+            Some(self.store.enqueue(vec![StoreOp::Delete {
+                session_id: session_id.to_owned(),
+            }]))
+        });
+        let durable = durable.flatten().ok_or(ErrorCode::LoggedOut)?;
+        self.finish_removal(account, session_id, RemovedReason::SelfLogout, durable)
+            .await
+    }
+
+    async fn finish_removal(
+        &self,
+        account: &str,
+        session_id: &str,
+        reason: RemovedReason,
+        durable: Result<Durable, crate::store::StoreError>,
+    ) -> Result<(), ErrorCode> {
+        self.metrics.sessions.dec();
+        self.metrics.logouts(
+            match reason {
+                RemovedReason::SelfLogout => LogoutKind::SelfLogout,
+                RemovedReason::Expired => LogoutKind::Expired,
+            },
+            1,
+        );
+        durable.map_err(internal)?.wait().await.map_err(internal)?;
+        self.hub.with_existing(account, |state| {
+            state.to_phone(&ServerFrame::SessionRemoved { session_id, reason })
+        });
+        self.hub.release_if_idle(account);
+        Ok(())
+    }
+
+    // ---- expiry -------------------------------------------------------------
+
+    /// Ends an ephemeral session `after` from now, unless it was resumed
+    /// (its epoch moved on) in the meantime.
+    pub fn start_grace(self: &Arc<Self>, account: &str, session_id: &str, epoch: u64, after: Duration) {
+        let gw = self.clone();
+        let (account, session_id) = (account.to_owned(), session_id.to_owned());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                _ = gw.shutdown.cancelled() => return,
+            }
+            let durable = gw.hub.with_existing(&account, |state| {
+                let s = state.sessions.get(&session_id)?;
+                if s.live.is_some() || s.epoch != epoch {
+                    return None;
+                }
+                state.sessions.remove(&session_id);
+                Some(gw.store.enqueue(vec![StoreOp::Delete {
+                    session_id: session_id.clone(),
+                }]))
+            });
+            if let Some(Some(durable)) = durable {
+                tracing::debug!(%account, %session_id, "ephemeral session expired");
+                let _ = gw
+                    .finish_removal(&account, &session_id, RemovedReason::Expired, durable)
+                    .await;
+            }
+        });
+    }
+
+    /// Removes sessions without a live socket that were last active longer
+    /// than the idle limit ago.
+    pub async fn sweep_idle(&self, idle: Duration) {
+        let cutoff = now_ms() - idle.as_millis() as i64;
+        for account in self.hub.account_ids() {
+            let removed = self.hub.with_existing(&account, |state| {
+                let stale: Vec<String> = state
+                    .sessions
+                    .values()
+                    .filter(|s| s.live.is_none() && s.record.last_active_at_ms < cutoff)
+                    .map(|s| s.record.session_id.clone())
+                    .collect();
+                stale
+                    .into_iter()
+                    .map(|sid| {
+                        state.sessions.remove(&sid);
+                        let durable = self.store.enqueue(vec![StoreOp::Delete {
+                            session_id: sid.clone(),
+                        }]);
+                        (sid, durable)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for (sid, durable) in removed.unwrap_or_default() {
+                tracing::debug!(%account, session_id = %sid, "idle session expired");
+                let _ = self
+                    .finish_removal(&account, &sid, RemovedReason::Expired, durable)
+                    .await;
+            }
+        }
+    }
+
+    // ---- relay ------------------------------------------------------------
+
+    /// A web session's `send`: to the phone, if it is online and keeps up.
+    pub fn relay_to_phone(&self, account: &str, session_id: &str, body: &RawValue) -> Result<(), ErrorCode> {
+        let phone = self
+            .hub
+            .with_existing(account, |state| state.phone.clone())
+            .flatten()
+            .ok_or(ErrorCode::PhoneOffline)?;
+        let frame = text(&ServerFrame::Message {
+            from: session_id,
+            body,
+        });
+        // A full phone queue closes the phone (4030): for the sender it is offline.
+        if !phone.send(&frame) {
+            return Err(ErrorCode::PhoneOffline);
+        }
+        self.metrics.relayed_web_to_phone.inc();
+        Ok(())
+    }
+
+    /// The phone's `send`: to one session's socket or every live one. Returns
+    /// how many sockets took it.
+    pub fn relay_to_webs(&self, account: &str, to: Option<&str>, body: &RawValue) -> Result<usize, ErrorCode> {
+        let frame = text(&ServerFrame::Message {
+            from: "phone",
+            body,
+        });
+        let delivered = self
+            .hub
+            .with_existing(account, |state| match to {
+                None => Ok(state.to_webs(&frame)),
+                Some(sid) => match state.sessions.get(sid) {
+                    None => Err(ErrorCode::UnknownSession),
+                    Some(s) => Ok(s.live.as_ref().is_some_and(|p| p.send(&frame)) as usize),
+                },
+            })
+            .unwrap_or(match to {
+                None => Ok(0),
+                Some(_) => Err(ErrorCode::UnknownSession),
+            })?;
+        self.metrics.relayed_phone_to_web.inc_by(delivered as u64);
+        Ok(delivered)
+    }
+}
