@@ -43,7 +43,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let mut app = Router::new()
         .route("/", get(|| async { asset("index.html") }))
         .route("/phone", get(|| async { asset("phone.html") }))
-        .route("/static/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
+        .route(
+            "/static/{file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/ws/web", get(ws_web))
@@ -192,7 +195,9 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: Option<&[String]>) 
         let Some(o) = parse_origin(origin) else {
             return false;
         };
-        return list.iter().any(|a| parse_origin(a.trim()).as_ref() == Some(&o));
+        return list
+            .iter()
+            .any(|a| parse_origin(a.trim()).as_ref() == Some(&o));
     }
     if origin == "null" {
         return false;
@@ -231,7 +236,10 @@ async fn demo_phone(
         window.1 <= DEMO_TOKENS_PER_MINUTE
     };
     if !allowed {
-        return (StatusCode::TOO_MANY_REQUESTS, "too many demo accounts; wait a minute")
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many demo accounts; wait a minute",
+        )
             .into_response();
     }
     let mut bytes = [0u8; 5];
@@ -240,9 +248,16 @@ async fn demo_phone(
         "demo-{}",
         data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
     );
-    match s.gw.tokens.mint_phone(&account, Duration::from_secs(24 * 3600)) {
+    match s
+        .gw
+        .tokens
+        .mint_phone(&account, Duration::from_secs(24 * 3600))
+    {
         Ok(token) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             serde_json::json!({ "account": account, "token": token }).to_string(),
         )
             .into_response(),
@@ -273,7 +288,11 @@ mod tests {
     #[test]
     fn list_replaces_default() {
         let list = vec!["https://app.example.com".to_owned()];
-        assert!(origin_allowed("https://APP.example.com:443", Some("x"), Some(&list)));
+        assert!(origin_allowed(
+            "https://APP.example.com:443",
+            Some("x"),
+            Some(&list)
+        ));
         assert!(!origin_allowed("http://x:1", Some("x:1"), Some(&list)));
         assert!(!origin_allowed("null", None, Some(&list)));
         let any = vec!["*".to_owned()];

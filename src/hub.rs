@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -20,6 +20,9 @@ use crate::peer::Peer;
 use crate::protocol::{ServerFrame, SessionInfo};
 use crate::store::StoredSession;
 use crate::time::rfc3339_ms;
+
+/// How long a failed `link` counts against its account.
+pub const MISS_WINDOW: Duration = Duration::from_secs(60);
 
 /// One linked web session in memory.
 pub struct SessionState {
@@ -70,7 +73,10 @@ impl AccountState {
             && self.sessions.is_empty()
             && self.linking == 0
             && self.requests.is_empty()
-            && self.misses.is_empty()
+            && self
+                .misses
+                .back()
+                .is_none_or(|t| t.elapsed() >= MISS_WINDOW)
     }
 
     /// Sends `frame` to the phone, if it is online.

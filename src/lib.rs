@@ -12,9 +12,11 @@
 //! - [`pairing`]: QR refs and codes, pairing attempts, link requests.
 //! - [`sessions`]: link, resume, logout, expiry, relay rules.
 //! - [`store`]: durable session records behind a batching writer (redb).
+//! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs and the secret.
 //! - [`qr`], [`device`], [`metrics`], [`time`]: small helpers.
 
+pub mod client;
 pub mod config;
 mod conn;
 pub mod device;
@@ -85,8 +87,7 @@ pub async fn run(
         spawn_idle_sweeper(&gw, idle);
     }
 
-    let app = http::router(gw.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(|tcp| {
         // Small frames should leave at once, not wait for Nagle.
         if let Err(e) = tcp.set_nodelay(true) {
@@ -142,7 +143,9 @@ fn restore(gw: &Arc<Gateway>, stored: Vec<store::StoredSession>) {
 
 /// Removes idle sessions at least every half of the idle time (and every minute).
 fn spawn_idle_sweeper(gw: &Arc<Gateway>, idle: Duration) {
-    let every = (idle / 2).min(MAX_SWEEP_INTERVAL).max(Duration::from_millis(10));
+    let every = (idle / 2)
+        .min(MAX_SWEEP_INTERVAL)
+        .max(Duration::from_millis(10));
     let gw2 = gw.clone();
     gw.tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);

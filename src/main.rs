@@ -1,7 +1,10 @@
-//! The `pairgate` binary: `serve` (the default) and `token`.
+//! The `pairgate` binary: `serve` (the default), `token` and `phone`.
+
+mod phone_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,6 +34,8 @@ enum Command {
     Serve(Config),
     /// Print a phone token for an account, signed with the gateway's secret.
     Token(TokenArgs),
+    /// An interactive phone client for operators and scripts.
+    Phone(phone_cli::PhoneArgs),
 }
 
 #[derive(clap::Args)]
@@ -49,18 +54,36 @@ struct TokenArgs {
     ttl_secs: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Serve(config)) => serve(config),
-        None => serve(cli.serve),
+        Some(Command::Token(args)) => token(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(config)) => serve(config).map(|()| ExitCode::SUCCESS),
+        Some(Command::Phone(args)) => phone(args),
+        None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
     }
+}
+
+fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {
+    // Stdout is the command's output; only warnings go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // One socket and one stdin: a single thread is plenty.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(phone_cli::run(args))
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = resolve_secret(args.secret.as_deref(), &args.data_dir)?;
-    let token = Tokens::new(&secret).mint_phone(&args.account, Duration::from_secs(args.ttl_secs))?;
+    let token =
+        Tokens::new(&secret).mint_phone(&args.account, Duration::from_secs(args.ttl_secs))?;
     // The token is the command's output, for scripts: stdout, one line.
     use std::io::Write;
     writeln!(std::io::stdout(), "{token}")?;

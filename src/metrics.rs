@@ -79,11 +79,7 @@ impl Metrics {
             sockets.clone(),
         );
         let sessions = Gauge::default();
-        registry.register(
-            "pairgate_sessions",
-            "Linked web sessions",
-            sessions.clone(),
-        );
+        registry.register("pairgate_sessions", "Linked web sessions", sessions.clone());
         let pairings = Family::<Labels, Counter>::default();
         registry.register(
             "pairgate_pairings",
@@ -97,11 +93,7 @@ impl Metrics {
             relayed.clone(),
         );
         let errors = Family::<Labels, Counter>::default();
-        registry.register(
-            "pairgate_errors",
-            "Error replies by code",
-            errors.clone(),
-        );
+        registry.register("pairgate_errors", "Error replies by code", errors.clone());
         let closes = Family::<Labels, Counter>::default();
         registry.register(
             "pairgate_closes",
@@ -109,7 +101,11 @@ impl Metrics {
             closes.clone(),
         );
         let logouts = Family::<Labels, Counter>::default();
-        registry.register("pairgate_logouts", "Ended sessions by kind", logouts.clone());
+        registry.register(
+            "pairgate_logouts",
+            "Ended sessions by kind",
+            logouts.clone(),
+        );
         let refused = Family::<Labels, Counter>::default();
         registry.register(
             "pairgate_upgrades_refused",

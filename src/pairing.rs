@@ -38,7 +38,13 @@ pub struct AttemptState {
 }
 
 impl Attempt {
-    pub fn new(peer: Peer, user_agent: String, ip: String, device_name: String, remember: bool) -> Self {
+    pub fn new(
+        peer: Peer,
+        user_agent: String,
+        ip: String,
+        device_name: String,
+        remember: bool,
+    ) -> Self {
         Attempt {
             peer,
             user_agent,

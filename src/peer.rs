@@ -171,7 +171,10 @@ impl PeerQueue {
 
     fn account(&self, out: &Out) {
         if let Out::Text(t) = out {
-            self.peer.0.queued_bytes.fetch_sub(t.len(), Ordering::AcqRel);
+            self.peer
+                .0
+                .queued_bytes
+                .fetch_sub(t.len(), Ordering::AcqRel);
         }
     }
 

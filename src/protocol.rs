@@ -312,8 +312,9 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
         },
     };
     let kind: Cow<'_, str> = match raw.kind {
-        Some(v) => serde_json::from_str(v.get())
-            .map_err(|_| bad(id.clone(), "`type` must be a string"))?,
+        Some(v) => {
+            serde_json::from_str(v.get()).map_err(|_| bad(id.clone(), "`type` must be a string"))?
+        }
         None => return Err(bad(id, "missing string field `type`")),
     };
 
@@ -524,6 +525,10 @@ impl ServerFrame<'_> {
     pub fn to_text(&self) -> String {
         // Serializing these shapes cannot fail: every key is a string and
         // every value a plain type or already-valid raw JSON.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"error\",\"code\":\"internal\",\"message\":\"serialization failed\"}"))
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(
+                "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"serialization failed\"}",
+            )
+        })
     }
 }

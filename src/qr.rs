@@ -2,8 +2,7 @@
 //! a QR stands for.
 
 use base64::Engine;
-use qrcode::render::svg;
-use qrcode::{EcLevel, QrCode};
+use qrcode::EcLevel;
 
 /// Crockford base32 without check symbol: no I, L, O or U.
 const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -58,24 +57,70 @@ pub fn payload(public_url: &str, reference: &str) -> String {
     format!("{}/phone#ref={reference}", public_url.trim_end_matches('/'))
 }
 
+/// Modules of white border around the code, as the QR spec asks.
+const QUIET_ZONE: usize = 4;
+
+/// The module matrix of `payload` (width, colours row by row).
+///
+/// Medium error correction keeps the code small enough to scan from a laptop
+/// screen while tolerating glare. The mask is fixed instead of scored: every
+/// mask decodes, and scoring all eight is most of the `qrcode` crate's cost
+/// (each pairing socket gets a fresh code every rotation).
+fn encode(payload: &str) -> Option<(usize, Vec<qrcode::Color>)> {
+    let bits = qrcode::bits::encode_auto(payload.as_bytes(), EcLevel::M).ok()?;
+    let version = bits.version();
+    let (data, ec) = qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M).ok()?;
+    let mut canvas = qrcode::canvas::Canvas::new(version, EcLevel::M);
+    canvas.draw_all_functional_patterns();
+    canvas.draw_data(&data, &ec);
+    canvas.apply_mask(qrcode::canvas::MaskPattern::Checkerboard);
+    Some((version.width() as usize, canvas.into_colors()))
+}
+
 /// Renders `payload` as an SVG document.
+///
+/// Written by hand from the module matrix rather than through the `qrcode`
+/// crate's renderer: one path of horizontal runs is a few times smaller (every
+/// pairing socket sends it, and the socket's write buffer keeps the capacity of
+/// its largest frame) and several times faster to produce.
 pub fn render_svg(payload: &str) -> String {
-    // Medium error correction keeps the code small enough to scan from a
-    // laptop screen while tolerating glare.
-    match QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M) {
-        Ok(code) => code
-            .render::<svg::Color<'_>>()
-            .min_dimensions(232, 232)
-            .quiet_zone(true)
-            .dark_color(svg::Color("#111111"))
-            .light_color(svg::Color("#ffffff"))
-            .build(),
-        // Only a payload longer than a QR code can hold gets here; the
-        // public URL is operator-chosen, so say so in the image's place.
-        Err(_) => String::from(
+    let Some((width, colors)) = encode(payload) else {
+        // Only a payload longer than a QR code can hold gets here; the public
+        // URL is operator-chosen, so say so in the image's place.
+        return String::from(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\"><title>payload too long for a QR code</title></svg>",
-        ),
+        );
+    };
+    let side = width + 2 * QUIET_ZONE;
+    let mut svg = String::with_capacity(200 + width * width);
+    use std::fmt::Write;
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" width=\"264\" height=\"264\" shape-rendering=\"crispEdges\"><rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/><path fill=\"#111\" d=\""
+    );
+    for (y, row) in colors.chunks(width).enumerate() {
+        let mut x = 0;
+        while x < width {
+            if row[x] != qrcode::Color::Dark {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            while x < width && row[x] == qrcode::Color::Dark {
+                x += 1;
+            }
+            let _ = write!(
+                svg,
+                "M{} {}h{}v1h-{}z",
+                start + QUIET_ZONE,
+                y + QUIET_ZONE,
+                x - start,
+                x - start
+            );
+        }
     }
+    svg.push_str("\"/></svg>");
+    svg
 }
 
 #[cfg(test)]
@@ -107,6 +152,29 @@ mod tests {
             r.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
+    }
+
+    /// The matrix decodes, with a real decoder, to the payload.
+    #[test]
+    fn matrix_decodes_to_payload() {
+        let payload = payload("http://127.0.0.1:8080", &new_ref());
+        let (width, colors) = encode(&payload).unwrap();
+        let scale = 4;
+        let side = (width + 2 * QUIET_ZONE) * scale;
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| {
+            let (mx, my) = (x / scale, y / scale);
+            let inside = (QUIET_ZONE..QUIET_ZONE + width).contains(&mx)
+                && (QUIET_ZONE..QUIET_ZONE + width).contains(&my);
+            if inside && colors[(my - QUIET_ZONE) * width + mx - QUIET_ZONE] == qrcode::Color::Dark {
+                0
+            } else {
+                255
+            }
+        });
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1);
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(content, payload);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::time::now_ms;
 
 /// Failed `link`s allowed per account per sliding minute.
 const MAX_LINK_MISSES: usize = 5;
-const MISS_WINDOW: Duration = Duration::from_secs(60);
+use crate::hub::MISS_WINDOW;
 
 fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_text())
@@ -34,13 +34,19 @@ fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
 fn new_session_id() -> String {
     let mut bytes = [0u8; 12];
     rand::fill(&mut bytes);
-    format!("s_{}", data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase())
+    format!(
+        "s_{}",
+        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
+    )
 }
 
 fn new_request_id() -> String {
     let mut bytes = [0u8; 9];
     rand::fill(&mut bytes);
-    format!("r_{}", data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase())
+    format!(
+        "r_{}",
+        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
+    )
 }
 
 /// A store failure answered to the client as `internal`.
@@ -59,15 +65,16 @@ impl Gateway {
 
     /// Makes `peer` the account's phone socket; an older one is replaced (4009).
     pub fn phone_online(&self, account: &str, peer: &Peer) {
-        self.hub.with(account, |state| match state.phone.replace(peer.clone()) {
-            // A replacement is no change of online state: nobody is told.
-            Some(old) => {
-                old.close(CloseCode::Replaced, None);
-            }
-            None => {
-                state.to_webs(&text(&ServerFrame::PhoneStatus { online: true }));
-            }
-        });
+        self.hub
+            .with(account, |state| match state.phone.replace(peer.clone()) {
+                // A replacement is no change of online state: nobody is told.
+                Some(old) => {
+                    old.close(CloseCode::Replaced, None);
+                }
+                None => {
+                    state.to_webs(&text(&ServerFrame::PhoneStatus { online: true }));
+                }
+            });
     }
 
     /// Forgets the phone socket `conn_id`, unless a newer one already replaced it.
@@ -85,7 +92,11 @@ impl Gateway {
 
     /// `link`: takes the ref (or code), tells the web socket it was scanned, and
     /// returns the new request's id and the device asking.
-    pub fn link(&self, account: &str, target: LinkTarget) -> Result<(String, DeviceInfo), ErrorCode> {
+    pub fn link(
+        &self,
+        account: &str,
+        target: LinkTarget,
+    ) -> Result<(String, DeviceInfo), ErrorCode> {
         let max_devices = self.config.max_devices;
         let request_ttl = self.config.qr_ttl() * 3;
         let result = self.hub.with(account, |state| {
@@ -241,12 +252,14 @@ impl Gateway {
             .hub
             .with(account, |state| state.requests.remove(request_id))
             .ok_or(ErrorCode::UnknownRequest)?;
-        self.metrics.pairing(PairingOutcome::Rejected);
         let mut a = req.attempt.lock();
         a.request = None;
-        if !a.dead {
-            req.attempt.peer.send_pairing(PairingEvent::Rejected);
+        // A request dies with its web socket.
+        if a.dead {
+            return Err(ErrorCode::UnknownRequest);
         }
+        req.attempt.peer.send_pairing(PairingEvent::Rejected);
+        self.metrics.pairing(PairingOutcome::Rejected);
         Ok(())
     }
 
@@ -275,33 +288,35 @@ impl Gateway {
     /// `logout` (one session) or `logout_all` (`session_id` `None`). Resolves
     /// once every socket of the ended sessions was sent `logged_out` and its
     /// 4001 close (or dropped), and the end is durable. Returns how many ended.
-    pub async fn logout(&self, account: &str, session_id: Option<&str>) -> Result<usize, ErrorCode> {
+    pub async fn logout(
+        &self,
+        account: &str,
+        session_id: Option<&str>,
+    ) -> Result<usize, ErrorCode> {
         let reason = match session_id {
             Some(_) => LogoutReason::PhoneLogout,
             None => LogoutReason::PhoneLogoutAll,
         };
-        let (ended, durable) = self
-            .hub
-            .with(account, |state| {
-                let ids: Vec<String> = match session_id {
-                    Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
-                    Some(_) => return Err(ErrorCode::UnknownSession),
-                    None => state.sessions.keys().cloned().collect(),
-                };
-                let ops = ids
-                    .iter()
-                    .map(|sid| StoreOp::Delete {
-                        session_id: sid.clone(),
-                    })
-                    .collect();
-                let durable = self.store.enqueue(ops).map_err(internal)?;
-                let ended: Vec<Option<Peer>> = ids
-                    .iter()
-                    .filter_map(|sid| state.sessions.remove(sid))
-                    .map(|s| s.live)
-                    .collect();
-                Ok((ended, durable))
-            })?;
+        let (ended, durable) = self.hub.with(account, |state| {
+            let ids: Vec<String> = match session_id {
+                Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
+                Some(_) => return Err(ErrorCode::UnknownSession),
+                None => state.sessions.keys().cloned().collect(),
+            };
+            let ops = ids
+                .iter()
+                .map(|sid| StoreOp::Delete {
+                    session_id: sid.clone(),
+                })
+                .collect();
+            let durable = self.store.enqueue(ops).map_err(internal)?;
+            let ended: Vec<Option<Peer>> = ids
+                .iter()
+                .filter_map(|sid| state.sessions.remove(sid))
+                .map(|s| s.live)
+                .collect();
+            Ok((ended, durable))
+        })?;
         let closed = ended.len();
         let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
         let teardowns: Vec<_> = ended
@@ -320,7 +335,12 @@ impl Gateway {
 
     /// Makes `peer` the live socket of the session; an older one is replaced
     /// (4009). `logged_out` if the session no longer exists.
-    pub fn resume(&self, account: &str, session_id: &str, peer: &Peer) -> Result<Resumed, ErrorCode> {
+    pub fn resume(
+        &self,
+        account: &str,
+        session_id: &str,
+        peer: &Peer,
+    ) -> Result<Resumed, ErrorCode> {
         self.hub
             .with_existing(account, |state| {
                 let phone_online = state.phone.is_some();
@@ -351,7 +371,8 @@ impl Gateway {
             session.epoch += 1;
             session.record.last_active_at_ms = now_ms();
             // Bookkeeping only: queued under the lock, nobody waits for it.
-            self.store.submit(vec![StoreOp::Put(session.record.clone())]);
+            self.store
+                .submit(vec![StoreOp::Put(session.record.clone())]);
             let grace = (!session.record.remember).then_some(session.epoch);
             state.to_phone(&ServerFrame::SessionOffline { session_id });
             grace
@@ -401,7 +422,13 @@ impl Gateway {
 
     /// Ends an ephemeral session `after` from now, unless it was resumed
     /// (its epoch moved on) in the meantime.
-    pub fn start_grace(self: &Arc<Self>, account: &str, session_id: &str, epoch: u64, after: Duration) {
+    pub fn start_grace(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        epoch: u64,
+        after: Duration,
+    ) {
         let gw = self.clone();
         let (account, session_id) = (account.to_owned(), session_id.to_owned());
         self.tasks.spawn(async move {
@@ -463,7 +490,12 @@ impl Gateway {
     // ---- relay ------------------------------------------------------------
 
     /// A web session's `send`: to the phone, if it is online and keeps up.
-    pub fn relay_to_phone(&self, account: &str, session_id: &str, body: &RawValue) -> Result<(), ErrorCode> {
+    pub fn relay_to_phone(
+        &self,
+        account: &str,
+        session_id: &str,
+        body: &RawValue,
+    ) -> Result<(), ErrorCode> {
         let phone = self
             .hub
             .with_existing(account, |state| state.phone.clone())
@@ -483,7 +515,12 @@ impl Gateway {
 
     /// The phone's `send`: to one session's socket or every live one. Returns
     /// how many sockets took it.
-    pub fn relay_to_webs(&self, account: &str, to: Option<&str>, body: &RawValue) -> Result<usize, ErrorCode> {
+    pub fn relay_to_webs(
+        &self,
+        account: &str,
+        to: Option<&str>,
+        body: &RawValue,
+    ) -> Result<usize, ErrorCode> {
         let frame = text(&ServerFrame::Message {
             from: "phone",
             body,

@@ -240,7 +240,10 @@
     let text;
     if (loggingOut || ctx.loggedOutReason === "self_logout") text = "You logged out.";
     else if (ctx.wasLive) text = "Logged out from your phone";
-    else text = "This session was logged out from your phone";
+    // A stored token the gateway had already ended: logged out from the phone
+    // or expired (remember:false grace, idle expiry). 4001 does not say which,
+    // so the notice names both.
+    else text = "This session has ended (logged out from your phone or expired). Link this browser again.";
     endSession();
     notice(text);
     connectFresh();

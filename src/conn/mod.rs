@@ -237,7 +237,9 @@ impl Conn {
             }
             Message::Binary(_) => {
                 if !self.limits.frames.take(now) {
-                    return self.error(None, ErrorCode::RateLimited, "too many frames").await;
+                    return self
+                        .error(None, ErrorCode::RateLimited, "too many frames")
+                        .await;
                 }
                 self.error(None, ErrorCode::BadFrame, "binary frames are not accepted")
                     .await
@@ -288,7 +290,12 @@ impl Conn {
 
     /// Sends an `error`, subject to the error-rate limit; closes 4029 on the
     /// 20th `rate_limited` within 10 s.
-    pub async fn error(&mut self, id: Option<&str>, code: ErrorCode, message: &str) -> Result<(), Stop> {
+    pub async fn error(
+        &mut self,
+        id: Option<&str>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), Stop> {
         let now = Instant::now();
         let (code, message) = if code != ErrorCode::RateLimited && !self.limits.errors.take(now) {
             (ErrorCode::RateLimited, "too many errors")
@@ -296,7 +303,8 @@ impl Conn {
             (code, message)
         };
         self.gw.metrics.error(code);
-        self.reply(&ServerFrame::Error { id, code, message }).await?;
+        self.reply(&ServerFrame::Error { id, code, message })
+            .await?;
         if code == ErrorCode::RateLimited && self.limits.note_rate_limited(now) {
             return Err(self.close(CloseCode::RateLimited, None).await);
         }

@@ -1,8 +1,8 @@
 //! The phone's socket: auth with a phone token, then linking, session control
 //! and relaying to the account's web sessions.
 
-use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
 use crate::peer::PairingEvent;
+use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
 
 use super::{Conn, Handler, Stop};
 
@@ -56,10 +56,15 @@ impl Handler for Phone {
                     .to_text()
                 })
             }
-            ClientFrame::LinkConfirm { request_id } => gw
-                .link_confirm(&account, &request_id)
-                .await
-                .map(|session| ServerFrame::DeviceLinked { id, session: &session }.to_text()),
+            ClientFrame::LinkConfirm { request_id } => {
+                gw.link_confirm(&account, &request_id).await.map(|session| {
+                    ServerFrame::DeviceLinked {
+                        id,
+                        session: &session,
+                    }
+                    .to_text()
+                })
+            }
             ClientFrame::LinkReject { request_id } => gw
                 .link_reject(&account, &request_id)
                 .map(|()| ServerFrame::Ok { id, closed: None }.to_text()),
@@ -74,11 +79,20 @@ impl Handler for Phone {
             ClientFrame::Logout { session_id } => gw
                 .logout(&account, Some(session_id.as_deref().unwrap_or_default()))
                 .await
-                .map(|closed| ServerFrame::Ok { id, closed: Some(closed) }.to_text()),
-            ClientFrame::LogoutAll => gw
-                .logout(&account, None)
-                .await
-                .map(|closed| ServerFrame::Ok { id, closed: Some(closed) }.to_text()),
+                .map(|closed| {
+                    ServerFrame::Ok {
+                        id,
+                        closed: Some(closed),
+                    }
+                    .to_text()
+                }),
+            ClientFrame::LogoutAll => gw.logout(&account, None).await.map(|closed| {
+                ServerFrame::Ok {
+                    id,
+                    closed: Some(closed),
+                }
+                .to_text()
+            }),
             ClientFrame::Send { body, to } => {
                 if body.get().len() > gw.config.max_body_bytes() {
                     Err(ErrorCode::TooLarge)

@@ -10,7 +10,9 @@ use crate::device::device_name;
 use crate::metrics::PairingOutcome;
 use crate::pairing::{Attempt, Issued, LinkedWeb};
 use crate::peer::PairingEvent;
-use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LogoutReason, Request, ServerFrame, Stage};
+use crate::protocol::{
+    ClientFrame, CloseCode, ErrorCode, LogoutReason, Request, ServerFrame, Stage,
+};
 use crate::qr;
 
 use super::phone::describe;
@@ -80,7 +82,8 @@ impl Web {
 
     async fn resume(&mut self, conn: &mut Conn, id: Option<&str>, token: &str) -> Result<(), Stop> {
         if let Some((account, session_id)) = self.abandon_pairing(conn) {
-            conn.gw.web_offline(&account, &session_id, conn.peer.conn_id());
+            conn.gw
+                .web_offline(&account, &session_id, conn.peer.conn_id());
         }
         let Some(claim) = conn.gw.tokens.verify_session(token) else {
             return Err(conn
@@ -89,7 +92,10 @@ impl Web {
         };
         conn.record_account(&claim.account);
         conn.record_session(&claim.session_id);
-        let resumed = match conn.gw.resume(&claim.account, &claim.session_id, &conn.peer) {
+        let resumed = match conn
+            .gw
+            .resume(&claim.account, &claim.session_id, &conn.peer)
+        {
             Ok(r) => r,
             Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut).await),
         };
@@ -211,7 +217,8 @@ impl Handler for Web {
                 let result = if body.get().len() > conn.gw.config.max_body_bytes() {
                     Err(ErrorCode::TooLarge)
                 } else {
-                    conn.gw.relay_to_phone(&live.account, &live.session_id, body)
+                    conn.gw
+                        .relay_to_phone(&live.account, &live.session_id, body)
                 };
                 match result {
                     Ok(()) if id.is_some() => {
@@ -226,10 +233,10 @@ impl Handler for Web {
                 }
             }
             (ClientFrame::Logout { .. }, Some(live)) => {
-                if let Err(code) = conn.gw.self_logout(&live.account, &live.session_id).await {
-                    if code != ErrorCode::LoggedOut {
-                        return conn.error(id, code, describe(code)).await;
-                    }
+                if let Err(code) = conn.gw.self_logout(&live.account, &live.session_id).await
+                    && code != ErrorCode::LoggedOut
+                {
+                    return conn.error(id, code, describe(code)).await;
                 }
                 tracing::debug!("web session logged itself out");
                 let farewell = ServerFrame::LoggedOut {
@@ -279,11 +286,11 @@ impl Handler for Web {
             // The link request was never answered: it counts as rejected,
             // unless the phone is confirming it right now.
             let request = p.attempt.lock().request.clone();
-            if let Some((account, request_id)) = request {
-                if conn.gw.expire_request(&account, &request_id) {
-                    p.attempt.lock().request = None;
-                    return self.restart_pairing(conn).await;
-                }
+            if let Some((account, request_id)) = request
+                && conn.gw.expire_request(&account, &request_id)
+            {
+                p.attempt.lock().request = None;
+                return self.restart_pairing(conn).await;
             }
             return Ok(());
         }

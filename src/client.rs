@@ -1,0 +1,369 @@
+//! The client side of the protocol, in one place: connect, `hello`, requests
+//! matched to replies by `id`, and typed helpers for what a phone does. Used by
+//! `pairgate phone`, the tests and the load test.
+//!
+//! A `Client` buffers frames it was not asked for, so waiting for one reply
+//! never loses an event that arrived first. Every wait has a timeout.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream, lookup_host};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::protocol::SessionInfo;
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("socket error: {0}")]
+    Socket(#[from] tungstenite::Error),
+    #[error("socket closed (code {0:?})")]
+    Closed(Option<u16>),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("{code}: {message}")]
+    Reply { code: String, message: String },
+    #[error("unexpected frame: {0}")]
+    Unexpected(Value),
+}
+
+impl ClientError {
+    /// The contract's error code, for an `error` reply.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Reply { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// How to open a socket.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub user_agent: Option<String>,
+    pub origin: Option<String>,
+    /// Local address to connect from (spreads ports over 127.0.0.x).
+    pub bind: Option<IpAddr>,
+    /// How long each wait for a frame may take.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            user_agent: Some(format!("pairgate-client/{}", env!("CARGO_PKG_VERSION"))),
+            origin: None,
+            bind: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The phone's view of a pending link.
+#[derive(Clone, Debug)]
+pub struct LinkRequest {
+    pub request_id: String,
+    pub device_name: String,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+pub struct Client {
+    ws: Socket,
+    buffered: VecDeque<Value>,
+    next_id: u64,
+    closed: Option<Option<u16>>,
+    timeout: Duration,
+    /// The server's `hello`.
+    pub hello: Value,
+}
+
+impl Client {
+    /// Opens `url` (`ws://host:port/ws/phone` or `/ws/web`) and reads `hello`.
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let headers = request.headers_mut();
+        for (name, value) in [("user-agent", &opts.user_agent), ("origin", &opts.origin)] {
+            if let Some(v) = value {
+                let v =
+                    HeaderValue::from_str(v).map_err(|e| ClientError::Connect(e.to_string()))?;
+                headers.insert(name, v);
+            }
+        }
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or("127.0.0.1")
+            .trim_matches(['[', ']']);
+        let port = request.uri().port_u16().unwrap_or(80);
+        let addr: SocketAddr = lookup_host((host, port))
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?
+            .next()
+            .ok_or_else(|| ClientError::Connect(format!("no address for {host}")))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if let Some(ip) = opts.bind {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| ClientError::Connect(format!("bind {ip}: {e}")))?;
+        }
+        let stream = tokio::time::timeout(opts.timeout, socket.connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout("connect".into()))?
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        stream.set_nodelay(true).ok();
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(8192);
+        let (ws, _) = tokio::time::timeout(
+            opts.timeout,
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("upgrade".into()))??;
+        let mut client = Client {
+            ws,
+            buffered: VecDeque::new(),
+            next_id: 0,
+            closed: None,
+            timeout: opts.timeout,
+            hello: Value::Null,
+        };
+        client.hello = client.expect("hello").await?;
+        Ok(client)
+    }
+
+    /// A phone socket, authenticated.
+    pub async fn phone(
+        url: &str,
+        token: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let mut c = Client::connect(url, opts).await?;
+        c.request(json!({"type": "auth", "token": token})).await?;
+        Ok(c)
+    }
+
+    /// The underlying socket, for callers that drive it themselves.
+    pub fn into_socket(self) -> Socket {
+        self.ws
+    }
+
+    pub fn fresh_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("c{}", self.next_id)
+    }
+
+    pub async fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
+        self.ws.send(Message::text(frame.to_string())).await?;
+        Ok(())
+    }
+
+    /// The next frame from the wire, ignoring buffered ones.
+    async fn read(&mut self) -> Result<Value, ClientError> {
+        if let Some(code) = self.closed {
+            return Err(ClientError::Closed(code));
+        }
+        loop {
+            let msg = tokio::time::timeout(self.timeout, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout("a frame".into()))?;
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str())
+                        .map_err(|_| ClientError::Unexpected(Value::String(t.to_string())));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    self.closed = Some(code);
+                    return Err(ClientError::Closed(code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    self.closed = Some(None);
+                    return Err(e.into());
+                }
+                None => {
+                    self.closed = Some(None);
+                    return Err(ClientError::Closed(None));
+                }
+            }
+        }
+    }
+
+    /// The next frame, buffered or new.
+    pub async fn next(&mut self) -> Result<Value, ClientError> {
+        match self.buffered.pop_front() {
+            Some(v) => Ok(v),
+            None => self.read().await,
+        }
+    }
+
+    /// The first frame matching `want`; others are kept for later.
+    pub async fn wait_for(&mut self, want: impl Fn(&Value) -> bool) -> Result<Value, ClientError> {
+        if let Some(i) = self.buffered.iter().position(&want) {
+            return Ok(self.buffered.remove(i).unwrap_or_default());
+        }
+        loop {
+            let v = self.read().await?;
+            if want(&v) {
+                return Ok(v);
+            }
+            self.buffered.push_back(v);
+        }
+    }
+
+    /// The first frame of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Result<Value, ClientError> {
+        self.wait_for(|v| v["type"] == kind).await
+    }
+
+    /// Sends `frame` with a fresh `id` and returns its reply; an `error` reply
+    /// becomes `ClientError::Reply`.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+        let id = self.fresh_id();
+        frame["id"] = Value::String(id.clone());
+        self.send(&frame).await?;
+        let reply = self.wait_for(|v| v["id"] == id.as_str()).await?;
+        if reply["type"] == "error" {
+            return Err(ClientError::Reply {
+                code: reply["code"].as_str().unwrap_or_default().to_owned(),
+                message: reply["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Waits for the close frame; its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.read().await {
+                Err(ClientError::Closed(code)) => return code,
+                Err(_) => return None,
+                Ok(v) => self.buffered.push_back(v),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    // ---- what a phone does ---------------------------------------------------
+
+    /// `link` by a ref, a typed code, or a QR payload (`.../phone#ref=REF`).
+    pub async fn link(&mut self, target: &str) -> Result<LinkRequest, ClientError> {
+        let r = self.request(link_frame(target)).await?;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Ok(LinkRequest {
+            request_id: text(&r["request_id"]),
+            device_name: text(&r["device"]["name"]),
+            user_agent: text(&r["device"]["user_agent"]),
+            ip: text(&r["device"]["ip"]),
+        })
+    }
+
+    pub async fn confirm(&mut self, request_id: &str) -> Result<SessionInfo, ClientError> {
+        let r = self
+            .request(json!({"type": "link_confirm", "request_id": request_id}))
+            .await?;
+        serde_json::from_value(r["session"].clone()).map_err(|_| ClientError::Unexpected(r))
+    }
+
+    pub async fn reject(&mut self, request_id: &str) -> Result<(), ClientError> {
+        self.request(json!({"type": "link_reject", "request_id": request_id}))
+            .await
+            .map(drop)
+    }
+
+    pub async fn sessions(&mut self) -> Result<Vec<SessionInfo>, ClientError> {
+        let r = self.request(json!({"type": "list_sessions"})).await?;
+        serde_json::from_value(r["sessions"].clone()).map_err(|_| ClientError::Unexpected(r))
+    }
+
+    /// `logout` of one session; how many ended.
+    pub async fn logout(&mut self, session_id: &str) -> Result<u64, ClientError> {
+        let r = self
+            .request(json!({"type": "logout", "session_id": session_id}))
+            .await?;
+        Ok(r["closed"].as_u64().unwrap_or(0))
+    }
+
+    pub async fn logout_all(&mut self) -> Result<u64, ClientError> {
+        let r = self.request(json!({"type": "logout_all"})).await?;
+        Ok(r["closed"].as_u64().unwrap_or(0))
+    }
+
+    /// The phone's `send`; how many web sockets it was delivered to.
+    pub async fn send_message(
+        &mut self,
+        body: Value,
+        to: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let mut frame = json!({"type": "send", "body": body});
+        if let Some(to) = to {
+            frame["to"] = Value::String(to.to_owned());
+        }
+        let r = self.request(frame).await?;
+        Ok(r["delivered"].as_u64().unwrap_or(0))
+    }
+}
+
+/// The `link` frame (without `id`) that [`Client::link`] sends for `target`, for
+/// callers that want the raw `link_request` reply.
+pub fn link_frame(target: &str) -> Value {
+    match link_target(target) {
+        Target::Ref(r) => json!({"type": "link", "ref": r}),
+        Target::Code(c) => json!({"type": "link", "code": c}),
+    }
+}
+
+enum Target {
+    Ref(String),
+    Code(String),
+}
+
+/// A QR payload or bare ref is a ref; 8 Crockford symbols (hyphen optional) are a code.
+fn link_target(target: &str) -> Target {
+    let target = target.trim();
+    if let Some((_, r)) = target.split_once("#ref=") {
+        return Target::Ref(r.to_owned());
+    }
+    if crate::qr::normalize_code(target).is_some() {
+        return Target::Code(target.to_owned());
+    }
+    Target::Ref(target.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Target, link_target};
+
+    #[test]
+    fn payloads_refs_and_codes() {
+        assert!(matches!(link_target("http://h/phone#ref=abc"), Target::Ref(r) if r == "abc"));
+        assert!(matches!(link_target("abcd-efgh"), Target::Code(_)));
+        assert!(matches!(
+            link_target("Zx_9-longrefvalue1234567"),
+            Target::Ref(_)
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+// The demo phone page (`serve --demo`) driving the web page, both in
+// Chromium: create a demo account, link the web page by its typed code,
+// list the session, chat both ways, close all sessions; then link again the
+// way a phone camera would, by opening the QR code's payload URL.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+
+import {
+  T,
+  assertNoPageErrors,
+  decodeQr,
+  isVisible,
+  launchBrowser,
+  narrowScreenshot,
+  newContext,
+  openPage,
+  screenshot,
+  startGateway,
+  text,
+  waitForState,
+  waitForText,
+} from "./harness.mjs";
+
+let gw;
+let browser;
+
+before(async () => {
+  gw = await startGateway(["--demo"]);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+test("the demo phone page links, lists, chats with and logs out the web page", { timeout: 90_000 }, async () => {
+  // The phone and the computer are different devices: separate contexts.
+  const phoneContext = await newContext(browser);
+  const webContext = await newContext(browser);
+
+  const { page: phone } = await openPage(phoneContext, gw.url + "/phone");
+  await waitForState(phone, "signed-out");
+  await phone.locator("#create-demo").click();
+  await waitForState(phone, "ready");
+  await waitForText(phone, "#phone-state", "connected");
+  const account = await text(phone, "#phone-account");
+  assert.match(account, /^demo-[0-9a-v]+$/);
+  await waitForText(phone, "#sessions", "No linked devices yet.");
+
+  const { page: web, frames } = await openPage(webContext, gw.url + "/");
+  await waitForState(web, "pairing");
+  // "Link with code instead": the code, large, in place of the QR code.
+  await web.locator("#toggle-code").click();
+  assert.equal(await web.locator("#toggle-code").getAttribute("aria-pressed"), "true");
+  await web.locator("#qr").waitFor({ state: "hidden", timeout: T });
+  await waitForText(web, "#toggle-code", "Scan QR code instead");
+  const code = await text(web, "#code");
+  assert.equal(code, frames.last("qr").code);
+  await screenshot(web, "pairing-code-mode");
+
+  // Type the code on the phone page.
+  await phone.locator("#code-input").fill(code);
+  await phone.locator("#link-code").click();
+  await phone.locator("#link-request").waitFor({ state: "visible", timeout: T });
+  await waitForText(phone, "#link-device-name", "Chrome on Linux");
+  await waitForText(phone, "#link-device-ip", "127.0.0.1");
+  await waitForState(web, "scanned");
+  await screenshot(phone, "demo-link-request");
+  await narrowScreenshot(phone, "demo-link-request-narrow");
+
+  await phone.locator("#confirm-link").click();
+  await waitForState(web, "linked");
+  await waitForText(web, "#account", account);
+  await waitForText(web, "#phone-status", "Phone connected");
+  await phone.locator("#link-request").waitFor({ state: "hidden", timeout: T });
+  const row = phone.locator("#sessions .session");
+  await row.first().waitFor({ timeout: T });
+  assert.equal(await row.count(), 1);
+  assert.equal(await row.getAttribute("data-session-id"), frames.last("linked").session_id);
+  assert.equal(await row.locator(".session-name").textContent(), "Chrome on Linux");
+  await phone.locator('#sessions .session .session-online[data-online="true"]').waitFor({ timeout: T });
+
+  // Phone page -> web page.
+  await phone.locator("#phone-composer-input").fill("hello from the demo phone");
+  await phone.locator("#phone-send").click();
+  await web.locator("#messages li.msg-in", { hasText: "hello from the demo phone" }).waitFor({ timeout: T });
+  const sent = phone.locator('#phone-messages li.msg-out[data-state="sent"]');
+  await sent.waitFor({ timeout: T });
+  assert.match(await sent.textContent(), /Delivered to 1 device/);
+
+  // Web page -> phone page.
+  await web.locator("#composer-input").fill("hello back from the browser");
+  await web.locator("#composer-input").press("Enter");
+  const incoming = phone.locator("#phone-messages li.msg-in", { hasText: "hello back from the browser" });
+  await incoming.waitFor({ timeout: T });
+  assert.equal(await incoming.locator(".msg-sender").textContent(), "Chrome on Linux");
+  await screenshot(phone, "demo-sessions", { fullPage: true });
+
+  // Close all sessions, through its confirmation.
+  await phone.locator("#logout-all").click();
+  await phone.locator("#logout-all-box").waitFor({ state: "visible", timeout: T });
+  await phone.locator("#logout-all-confirm").click();
+  await waitForText(phone, "#logout-all-result", "Closed 1 session");
+  await waitForState(web, "pairing");
+  await waitForText(web, "#notice", "Logged out from your phone");
+  await waitForText(phone, "#sessions", "No linked devices yet.");
+
+  // Link again as a phone camera would: open the QR code's payload URL.
+  await web.locator("#toggle-code").click();
+  await web.locator("#qr svg").waitFor({ state: "visible", timeout: T });
+  const payload = await decodeQr(web);
+  assert.equal(payload, frames.last("qr").payload);
+  await phone.close();
+  const { page: scanner } = await openPage(phoneContext, payload);
+  await scanner.locator("#link-request").waitFor({ state: "visible", timeout: T });
+  await waitForText(scanner, "#link-device-name", "Chrome on Linux");
+  await waitForState(web, "scanned");
+  assert.equal(new URL(scanner.url()).hash, "", "the ref is dropped from the address once used");
+  await scanner.locator("#confirm-link").click();
+  await waitForState(web, "linked");
+  await waitForText(web, "#account", account);
+  await scanner.locator("#sessions .session").first().waitFor({ timeout: T });
+  assert.equal(await isVisible(scanner, "#phone-replaced"), false);
+
+  assertNoPageErrors(web);
+  assertNoPageErrors(scanner);
+  await phoneContext.close();
+  await webContext.close();
+});

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Real-browser tests of pairgate: headless Chromium (Debian's) and the real
+# gateway binary, one test file at a time.
+#
+#   tests/browser/run.sh                 # builds target/release/pairgate, then runs
+#   PAIRGATE_BIN=/path/to/pairgate tests/browser/run.sh   # that binary, no build
+#   PAIRGATE_SKIP_BUILD=1 tests/browser/run.sh            # the existing release binary
+#   PAIRGATE_DOC_SCREENSHOTS=1 tests/browser/run.sh       # also refresh docs/screenshots/
+#
+# The pages are compiled into the binary (rust-embed), so a stale binary
+# tests stale pages: without PAIRGATE_BIN the release binary is brought up to
+# date first (a no-op when it already is).
+# Screenshots go to test-artifacts/screenshots/ (git-ignored).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+if [ ! -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
+  echo "run.sh: installing Debian's chromium" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends chromium
+fi
+
+if [ -z "${PAIRGATE_BIN:-}" ]; then
+  PAIRGATE_BIN="$ROOT/target/release/pairgate"
+  if [ -z "${PAIRGATE_SKIP_BUILD:-}" ] || [ ! -x "$PAIRGATE_BIN" ]; then
+    echo "run.sh: cargo build --release --bin pairgate" >&2
+    cargo build --release --bin pairgate
+  fi
+fi
+export PAIRGATE_BIN
+
+if [ ! -d tests/browser/node_modules ]; then
+  if [ -f tests/browser/package-lock.json ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  else
+    (cd tests/browser && npm install --no-audit --no-fund)
+  fi
+fi
+
+mkdir -p test-artifacts/screenshots
+exec node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs

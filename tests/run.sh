@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need when it
+# is missing (Python test packages, Debian's Chromium, npm packages), then runs
+# formatting and lint checks, every cargo test (one release build serves the
+# tests, the conformance suite, the browser tests and the load-test smoke run),
+# the shared conformance smoke suite, the real-browser tests, and a short load
+# test. Prints "steps: N passed, M failed" last; exits non-zero if any failed.
+#
+# usage: tests/run.sh            (from anywhere; CI runs it through .ci/run)
+set -u
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+passed=0
+failed=0
+failures=()
+step() {
+  local name="$1"
+  shift
+  echo
+  echo "=== $name"
+  local started=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok ($((SECONDS - started)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== $name: FAILED ($((SECONDS - started)) s)"
+  fi
+}
+
+need_python_packages() {
+  python3 -c 'import pytest, websockets' >/dev/null 2>&1 ||
+    python3 -m pip install -q --disable-pip-version-check pytest websockets
+}
+
+need_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+}
+
+conformance() {
+  local suite="$root/../shared/conformance/run.sh"
+  if [ ! -x "$suite" ] && [ ! -f "$suite" ]; then
+    echo "no shared conformance suite beside the checkout ($suite)"
+    return 1
+  fi
+  PAIRGATE_CMD="$root/target/release/pairgate" bash "$suite"
+}
+
+step "install test tools" bash -c "$(declare -f need_python_packages need_chromium); need_python_packages && need_chromium"
+step "cargo fmt" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
+step "cargo test" cargo test --workspace --release
+step "conformance smoke suite" conformance
+if [ -f tests/browser/run.sh ]; then
+  step "browser tests" bash tests/browser/run.sh
+fi
+if [ -d loadtest ]; then
+  step "load test smoke run" cargo run -q -p loadtest --release -- \
+    --spawn-gateway target/release/pairgate --smoke --quiet
+fi
+
+echo
+if [ "$failed" -gt 0 ]; then
+  echo "failed steps: ${failures[*]}"
+fi
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
