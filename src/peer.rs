@@ -92,7 +92,7 @@ impl Peer {
         let before = self.0.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > self.0.max_queue_bytes {
             self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            self.close(CloseCode::TooSlow, None);
+            self.order_close(CloseCode::TooSlow);
             return false;
         }
         self.push(Out::Text(text.clone()), len)
@@ -108,7 +108,7 @@ impl Peer {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.close(CloseCode::TooSlow, None);
+                self.order_close(CloseCode::TooSlow);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -118,25 +118,51 @@ impl Peer {
         }
     }
 
-    /// Orders the socket closed (the first order wins). Returns a receiver that
-    /// resolves (with a value or a closed-channel error, both mean done) once
-    /// the socket was sent its farewell and close frame, or was dropped.
+    /// Orders the socket closed (the first order wins) and returns a receiver
+    /// that resolves (with a value or a closed-channel error, both mean done)
+    /// once the socket was sent its farewell and close frame, or was dropped.
+    /// A socket with somebody waiting is dropped rather than waited for.
     pub fn close(&self, code: CloseCode, farewell: Option<Utf8Bytes>) -> oneshot::Receiver<()> {
         let (done, wait) = oneshot::channel();
+        self.place_order(code, farewell, Some(done));
+        wait
+    }
+
+    /// Orders the socket closed without waiting for it: a slow client gets a
+    /// little time to take its close frame.
+    pub fn order_close(&self, code: CloseCode) {
+        self.place_order(code, None, None);
+    }
+
+    fn place_order(
+        &self,
+        code: CloseCode,
+        farewell: Option<Utf8Bytes>,
+        done: Option<oneshot::Sender<()>>,
+    ) {
         {
             let mut order = self.0.order.lock();
             // Checked under the lock that `shut` drains under, so no waiter is
-            // left behind by a task that already ended.
+            // left behind by a task that already ended (dropping `done` here
+            // tells its waiter the socket is gone).
             if !self.0.tx.is_closed() {
                 if order.0.is_none() {
                     order.0 = Some(CloseOrder { code, farewell });
                 }
-                order.1.push(done);
+                order.1.extend(done);
             }
         }
-        // A socket whose task is gone drops `done` here: already torn down.
         self.0.notify.notify_one();
-        wait
+    }
+
+    /// Resolves once somebody waits for this socket to close.
+    pub async fn close_awaited(&self) {
+        loop {
+            if self.0.order.lock().1.iter().any(|w| !w.is_closed()) {
+                return;
+            }
+            self.0.notify.notified().await;
+        }
     }
 
     /// Resolves once a close order is waiting.

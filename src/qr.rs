@@ -69,7 +69,8 @@ const QUIET_ZONE: usize = 4;
 fn encode(payload: &str) -> Option<(usize, Vec<qrcode::Color>)> {
     let bits = qrcode::bits::encode_auto(payload.as_bytes(), EcLevel::M).ok()?;
     let version = bits.version();
-    let (data, ec) = qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M).ok()?;
+    let (data, ec) =
+        qrcode::ec::construct_codewords(&bits.into_bytes(), version, EcLevel::M).ok()?;
     let mut canvas = qrcode::canvas::Canvas::new(version, EcLevel::M);
     canvas.draw_all_functional_patterns();
     canvas.draw_data(&data, &ec);
@@ -165,7 +166,8 @@ mod tests {
             let (mx, my) = (x / scale, y / scale);
             let inside = (QUIET_ZONE..QUIET_ZONE + width).contains(&mx)
                 && (QUIET_ZONE..QUIET_ZONE + width).contains(&my);
-            if inside && colors[(my - QUIET_ZONE) * width + mx - QUIET_ZONE] == qrcode::Color::Dark {
+            if inside && colors[(my - QUIET_ZONE) * width + mx - QUIET_ZONE] == qrcode::Color::Dark
+            {
                 0
             } else {
                 255

@@ -69,7 +69,7 @@ impl Gateway {
             .with(account, |state| match state.phone.replace(peer.clone()) {
                 // A replacement is no change of online state: nobody is told.
                 Some(old) => {
-                    old.close(CloseCode::Replaced, None);
+                    old.order_close(CloseCode::Replaced);
                 }
                 None => {
                     state.to_webs(&text(&ServerFrame::PhoneStatus { online: true }));
@@ -349,7 +349,7 @@ impl Gateway {
                 session.record.last_active_at_ms = now_ms();
                 match session.live.replace(peer.clone()) {
                     Some(old) => {
-                        old.close(CloseCode::Replaced, None);
+                        old.order_close(CloseCode::Replaced);
                     }
                     None => state.to_phone(&ServerFrame::SessionOnline { session_id }),
                 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::oneshot;
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 use tracing::Instrument;
 
@@ -36,17 +37,35 @@ pub struct ClientInfo {
     pub user_agent: String,
 }
 
-/// How a socket task ended.
+/// Why a socket task's loop ended.
 #[derive(Debug)]
 pub enum Stop {
-    /// We sent a close frame: wait briefly for the client's reply.
-    Closed,
-    /// The client left, the socket failed, or it was dropped on purpose.
+    /// Close with `code` (after `farewell`), once the socket has left every
+    /// registry. `waiters` are released when that is done.
+    Close {
+        code: CloseCode,
+        farewell: Option<Utf8Bytes>,
+        waiters: Vec<oneshot::Sender<()>>,
+    },
+    /// The client left or the socket failed: nothing more to send.
     Gone,
+}
+
+impl Stop {
+    /// A close that nobody waits for.
+    pub fn close(code: CloseCode, farewell: Option<Utf8Bytes>) -> Stop {
+        Stop::Close {
+            code,
+            farewell,
+            waiters: Vec::new(),
+        }
+    }
 }
 
 /// Frames written in one batch before flushing.
 const WRITE_BATCH: usize = 64;
+/// How long a socket being closed waits for a slow client to take its close frame.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a closed socket waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -106,30 +125,48 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
     gw.metrics.sockets(role).inc();
     async move {
         tracing::debug!("socket opened");
-        let stop = match role {
+        match role {
             Role::Phone => conn.run(phone::Phone::default()).await,
             Role::Web => conn.run(web::Web::default()).await,
         };
         gw.metrics.sockets(role).dec();
-        if let Stop::Closed = stop {
-            conn.linger().await;
-        }
-        tracing::debug!(?stop, "socket closed");
     }
     .instrument(span)
     .await
 }
 
 impl Conn {
-    async fn run<H: Handler>(&mut self, mut handler: H) -> Stop {
+    async fn run<H: Handler>(&mut self, mut handler: H) {
         let stop = self.drive(&mut handler).await;
-        // Whatever ended the task: nothing more may be queued, waiters of any
-        // close order are released, and the socket leaves every registry.
+        // Whatever ended the loop: nothing more may be queued, and the socket
+        // leaves every registry before its close frame goes out, so a socket
+        // that is closing is never counted live.
         self.queue.shut();
         handler.on_exit(self);
         match stop {
-            Ok(()) => Stop::Gone,
-            Err(stop) => stop,
+            Ok(()) | Err(Stop::Gone) => tracing::debug!("socket gone"),
+            Err(Stop::Close {
+                code,
+                farewell,
+                waiters,
+            }) => {
+                self.gw.metrics.close(code);
+                let sent = if waiters.iter().any(|w| !w.is_closed()) {
+                    // Somebody waits (a logout): no waiting on a slow client.
+                    send_close(&mut self.ws, code, farewell).now_or_never()
+                } else {
+                    self.send_close_patiently(code, farewell).await
+                };
+                // Written, or being dropped: whoever waits may go on.
+                drop(waiters);
+                match sent {
+                    Some(Ok(())) => {
+                        tracing::debug!(code = code.code(), "socket closed");
+                        self.linger().await;
+                    }
+                    _ => tracing::debug!(code = code.code(), "client not reading; socket dropped"),
+                }
+            }
         }
     }
 
@@ -156,9 +193,9 @@ impl Conn {
             };
             tokio::select! {
                 biased;
-                _ = self.peer.close_ordered() => return Err(self.obey_close_order().await),
+                _ = self.peer.close_ordered() => return Err(self.take_close_order()),
                 _ = self.gw.shutdown.cancelled() => {
-                    return Err(self.close(CloseCode::Restarting, None).await);
+                    return Err(Stop::close(CloseCode::Restarting, None));
                 }
                 out = self.queue.recv() => match out {
                     Some(out) => self.write_out(out, handler).await?,
@@ -167,13 +204,13 @@ impl Conn {
                 incoming = self.ws.next() => self.on_incoming(incoming, handler).await?,
                 _ = heartbeat.tick() => {
                     if self.last_seen.elapsed() >= heartbeat_every * 2 {
-                        return Err(self.close(CloseCode::TimedOut, None).await);
+                        return Err(Stop::close(CloseCode::TimedOut, None));
                     }
                     self.write(Message::Ping(Default::default())).await?;
                 }
                 _ = sleep_until(deadline.unwrap_or(self.opened).into()), if deadline.is_some() => {
                     if self.stage == Stage::Opening {
-                        return Err(self.close(CloseCode::TimedOut, None).await);
+                        return Err(Stop::close(CloseCode::TimedOut, None));
                     }
                     handler.on_deadline(self).await?;
                 }
@@ -213,7 +250,7 @@ impl Conn {
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "socket read failed");
                 if is_too_large(e) {
-                    return Err(self.close(CloseCode::TooLarge, None).await);
+                    return Err(Stop::close(CloseCode::TooLarge, None));
                 }
                 return Err(Stop::Gone);
             }
@@ -269,13 +306,16 @@ impl Conn {
         };
         tokio::select! {
             biased;
-            written = work => written.map_err(|e| {
-                tracing::debug!(error = %e, "socket write failed");
-                Stop::Gone
-            }),
+            written = work => {
+                return written.map_err(|e| {
+                    tracing::debug!(error = %e, "socket write failed");
+                    Stop::Gone
+                });
+            }
             // A client that does not read must not hold up its teardown.
-            _ = peer.close_ordered() => Err(Stop::Gone),
+            _ = peer.close_ordered() => {}
         }
+        Err(self.take_close_order())
     }
 
     async fn write(&mut self, frame: Message) -> Result<(), Stop> {
@@ -306,13 +346,13 @@ impl Conn {
         self.reply(&ServerFrame::Error { id, code, message })
             .await?;
         if code == ErrorCode::RateLimited && self.limits.note_rate_limited(now) {
-            return Err(self.close(CloseCode::RateLimited, None).await);
+            return Err(Stop::close(CloseCode::RateLimited, None));
         }
         Ok(())
     }
 
     /// Sends an error and then closes: for invalid tokens and ended sessions.
-    pub async fn refuse(&mut self, id: Option<&str>, code: ErrorCode, close: CloseCode) -> Stop {
+    pub fn refuse(&self, id: Option<&str>, code: ErrorCode, close: CloseCode) -> Stop {
         let message = match code {
             ErrorCode::InvalidToken => "the token is not valid",
             ErrorCode::LoggedOut => "this session was logged out; pair again",
@@ -320,48 +360,36 @@ impl Conn {
         };
         self.gw.metrics.error(code);
         let frame = Utf8Bytes::from(ServerFrame::Error { id, code, message }.to_text());
-        self.close(close, Some(frame)).await
+        Stop::close(close, Some(frame))
     }
 
     // ---- closing ----------------------------------------------------------
 
-    /// Sends `farewell` (if any) and the close frame without waiting on a
-    /// client that does not read: what the kernel does not take at once is
-    /// dropped with the socket.
-    pub async fn close(&mut self, code: CloseCode, farewell: Option<Utf8Bytes>) -> Stop {
-        self.gw.metrics.close(code);
-        let close = Message::Close(Some(CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
-        }));
-        let ws = &mut self.ws;
-        let written = async {
-            if let Some(f) = farewell {
-                ws.feed(Message::Text(f)).await?;
-            }
-            ws.feed(close).await?;
-            ws.flush().await
-        }
-        .now_or_never();
-        match written {
-            Some(Ok(())) => Stop::Closed,
-            _ => {
-                tracing::debug!(code = code.code(), "client not reading; socket dropped");
-                Stop::Gone
-            }
+    /// Writes `farewell` (if any) and the close frame, giving a client that
+    /// reads slowly up to `CLOSE_PATIENCE` (shutdown cuts it short).
+    async fn send_close_patiently(
+        &mut self,
+        code: CloseCode,
+        farewell: Option<Utf8Bytes>,
+    ) -> Option<Result<(), axum::Error>> {
+        let Conn { ws, gw, .. } = self;
+        tokio::select! {
+            biased;
+            sent = send_close(ws, code, farewell) => Some(sent),
+            _ = gw.shutdown.cancelled(), if code != CloseCode::Restarting => None,
+            _ = tokio::time::sleep(CLOSE_PATIENCE) => None,
         }
     }
 
-    async fn obey_close_order(&mut self) -> Stop {
-        let (order, waiters) = self.peer.take_order();
-        let stop = match order {
-            Some(order) => self.close(order.code, order.farewell).await,
-            None => Stop::Gone,
-        };
-        // The farewell and close frame are written (or the socket is being
-        // dropped): whoever ordered the close may go on.
-        drop(waiters);
-        stop
+    fn take_close_order(&mut self) -> Stop {
+        match self.peer.take_order() {
+            (Some(order), waiters) => Stop::Close {
+                code: order.code,
+                farewell: order.farewell,
+                waiters,
+            },
+            (None, _) => Stop::Gone,
+        }
     }
 
     /// After our close frame: read until the client's reply, briefly.
@@ -379,6 +407,22 @@ impl Conn {
     pub fn record_session(&self, session_id: &str) {
         tracing::Span::current().record("session", session_id);
     }
+}
+
+async fn send_close(
+    ws: &mut WebSocket,
+    code: CloseCode,
+    farewell: Option<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    if let Some(f) = farewell {
+        ws.feed(Message::Text(f)).await?;
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }));
+    ws.feed(close).await?;
+    ws.flush().await
 }
 
 /// Whether a read failed because the client's frame exceeded `max_frame_bytes`.

@@ -23,9 +23,7 @@ impl Handler for Phone {
                     .await;
             };
             let Some(account) = conn.gw.tokens.verify_phone(&token) else {
-                return Err(conn
-                    .refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken)
-                    .await);
+                return Err(conn.refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken));
             };
             conn.record_account(&account);
             conn.gw.phone_online(&account, &conn.peer);

@@ -86,9 +86,7 @@ impl Web {
                 .web_offline(&account, &session_id, conn.peer.conn_id());
         }
         let Some(claim) = conn.gw.tokens.verify_session(token) else {
-            return Err(conn
-                .refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken)
-                .await);
+            return Err(conn.refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken));
         };
         conn.record_account(&claim.account);
         conn.record_session(&claim.session_id);
@@ -97,7 +95,7 @@ impl Web {
             .resume(&claim.account, &claim.session_id, &conn.peer)
         {
             Ok(r) => r,
-            Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut).await),
+            Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
         };
         conn.stage = Stage::Live;
         let ready = ServerFrame::Ready {
@@ -244,9 +242,10 @@ impl Handler for Web {
                     reason: LogoutReason::SelfLogout,
                 }
                 .to_text();
-                Err(conn
-                    .close(CloseCode::LoggedOut, Some(Utf8Bytes::from(farewell)))
-                    .await)
+                Err(Stop::close(
+                    CloseCode::LoggedOut,
+                    Some(Utf8Bytes::from(farewell)),
+                ))
             }
             // The parser only lets role- and stage-appropriate frames through.
             _ => {
@@ -300,7 +299,7 @@ impl Handler for Web {
         if p.remaining == 0 {
             conn.gw.metrics.pairing(PairingOutcome::TimedOut);
             let farewell = Utf8Bytes::from(ServerFrame::PairTimeout.to_text());
-            return Err(conn.close(CloseCode::TimedOut, Some(farewell)).await);
+            return Err(Stop::close(CloseCode::TimedOut, Some(farewell)));
         }
         p.remaining -= 1;
         self.show_qr(conn, None).await

@@ -1,0 +1,110 @@
+//! Many accounts at once: 100 phones, 300 web sessions paired, relaying and
+//! logged out concurrently. Every message is delivered and acked, and every
+//! web socket is closed before its phone's `ok`.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::common::*;
+
+const PHONES: usize = 100;
+const SESSIONS_PER_PHONE: usize = 3;
+const MESSAGES: usize = 5;
+/// Generous: hundreds of sockets share two cores here.
+const CLOSE_TOLERANCE: Duration = Duration::from_millis(500);
+
+async fn one_account(addr: std::net::SocketAddr, acc: String, token: String) {
+    let phone = open_phone(addr, &acc, &token).await;
+    let sessions = join_all((0..SESSIONS_PER_PHONE).map(|i| {
+        let opts = PairOpts::new()
+            .device_name(&format!("{acc}-{i}"))
+            .remember(i % 2 == 0);
+        let phone = &phone;
+        async move { pair_session(addr, phone, &opts).await }
+    }))
+    .await;
+
+    // web -> phone
+    join_all(sessions.iter().map(|s| async move {
+        for k in 0..MESSAGES {
+            let ack = s
+                .web
+                .request(json!({"type": "send", "body": {"sid": s.session_id, "k": k}}))
+                .await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+        }
+    }))
+    .await;
+    let mut next = std::collections::HashMap::new();
+    for _ in 0..SESSIONS_PER_PHONE * MESSAGES {
+        let m = phone.expect("message").await;
+        assert_eq!(m["from"], m["body"]["sid"], "{m}");
+        let sid = m["from"].as_str().unwrap().to_string();
+        let k = next.entry(sid).or_insert(0u64);
+        assert_eq!(m["body"]["k"], *k, "order from one session");
+        *k += 1;
+    }
+    assert_eq!(next.len(), SESSIONS_PER_PHONE);
+
+    // phone -> webs
+    for k in 0..MESSAGES {
+        let ack = phone
+            .request(json!({"type": "send", "body": {"acc": acc, "k": k}}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["delivered"], SESSIONS_PER_PHONE, "{ack}");
+    }
+    for s in &sessions {
+        for k in 0..MESSAGES {
+            let m = s.web.expect("message").await;
+            assert_eq!(m["body"], json!({"acc": acc, "k": k}), "{m}");
+        }
+    }
+
+    // logout_all: every web torn down before the ok
+    phone
+        .send_json(json!({"type": "logout_all", "id": "all"}))
+        .await;
+    let ok = phone.expect_id_rx("all").await;
+    assert_eq!(ok.msg["type"], "ok", "{}", ok.msg);
+    assert_eq!(ok.msg["closed"], SESSIONS_PER_PHONE, "{}", ok.msg);
+    for s in &sessions {
+        let lo = s.web.expect("logged_out").await;
+        assert_eq!(lo["reason"], "phone_logout_all", "{lo}");
+        let c = s.web.wait_closed().await;
+        assert_eq!(c.code, Some(4001), "{c:?}");
+        assert!(
+            c.at <= ok.t + CLOSE_TOLERANCE,
+            "close {:?} after the ok",
+            c.at - ok.t
+        );
+    }
+    assert!(list_sessions(&phone).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_sockets_pair_relay_and_log_out_at_once() {
+    let gw = TestGateway::start().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..PHONES {
+        let acc = account(&format!("many{p}"));
+        let token = gw.phone_token(&acc);
+        tasks.spawn(one_account(gw.addr, acc, token));
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {PHONES} accounts failed; first: {}",
+        failures.len(),
+        failures[0]
+    );
+    // the gateway is still healthy
+    assert_eq!(gw.http_get("/healthz", &[]).await.status, 200);
+}

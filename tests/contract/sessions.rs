@@ -1,0 +1,536 @@
+//! "Session control (phone)" and "Keeping sessions": `list_sessions`,
+//! `logout`, `logout_all` (teardown before `ok`), session events, web self
+//! logout, the `remember:false` grace and idle expiry.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// `web` got `logged_out{reason}` then close 4001, and the close arrived no
+/// later than the phone's `ok` (`ok_rx`), within delivery jitter.
+async fn assert_torn_down_before(web: &Client, ok_rx: &Rx, reason: &str) {
+    let lo = web.expect_rx("logged_out").await;
+    assert_eq!(lo.msg["reason"], reason, "{}", lo.msg);
+    assert_no_id(&lo.msg);
+    let closed = web.wait_closed().await;
+    assert_eq!(closed.code, Some(4001), "{}: {closed:?}", web.name);
+    assert!(lo.t <= closed.at);
+    assert!(
+        closed.at <= ok_rx.t + DELIVERY_TOLERANCE,
+        "{}: close arrived {:?} after the phone's ok",
+        web.name,
+        closed.at - ok_rx.t
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_sessions_oldest_first_with_every_field() {
+    let gw = TestGateway::start().await;
+    let acc = account("list");
+    let phone = gw.phone(&acc).await;
+    let r = phone
+        .request(json!({"type": "list_sessions", "id": "empty"}))
+        .await;
+    assert_eq!(r["type"], "sessions", "{r}");
+    assert_eq!(r["id"], "empty");
+    assert_eq!(r["sessions"], json!([]), "{r}");
+
+    let s1 = gw
+        .pair(&phone, &PairOpts::new().device_name("one").remember(true))
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await; // distinct created_at
+    let s2 = gw
+        .pair(
+            &phone,
+            &PairOpts::new()
+                .device_name("two")
+                .remember(false)
+                .user_agent(Some(FIREFOX_WINDOWS_UA)),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let s3 = gw.pair(&phone, &PairOpts::new()).await;
+    s2.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(s2.session_id))
+        .await;
+
+    let r = phone
+        .request(json!({"type": "list_sessions", "id": "ls"}))
+        .await;
+    assert_eq!(r["type"], "sessions", "{r}");
+    assert_eq!(r["id"], "ls");
+    let list = r["sessions"].as_array().unwrap().clone();
+    assert_eq!(
+        session_ids(&list),
+        vec![
+            s1.session_id.clone(),
+            s2.session_id.clone(),
+            s3.session_id.clone()
+        ]
+    );
+    for s in &list {
+        assert_session_shape(s);
+        assert_eq!(s["ip"], "127.0.0.1", "{s}");
+    }
+    let names: Vec<_> = list.iter().map(|s| s["device_name"].clone()).collect();
+    assert_eq!(
+        names,
+        vec![json!("one"), json!("two"), json!("Chrome on Linux")]
+    );
+    let uas: Vec<_> = list.iter().map(|s| s["user_agent"].clone()).collect();
+    assert_eq!(
+        uas,
+        vec![
+            json!(CHROME_LINUX_UA),
+            json!(FIREFOX_WINDOWS_UA),
+            json!(CHROME_LINUX_UA)
+        ]
+    );
+    let online: Vec<_> = list.iter().map(|s| s["online"].clone()).collect();
+    assert_eq!(online, vec![json!(true), json!(false), json!(true)]);
+    let remember: Vec<_> = list.iter().map(|s| s["remember"].clone()).collect();
+    assert_eq!(remember, vec![json!(true), json!(false), json!(true)]);
+    let created: Vec<_> = list
+        .iter()
+        .map(|s| parse_time(s["created_at"].as_str().unwrap()))
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] <= w[1]),
+        "not oldest first: {created:?}"
+    );
+    // times are now-ish
+    let now = time::OffsetDateTime::now_utc();
+    for c in &created {
+        assert!(
+            (now - *c).whole_seconds().abs() < 60,
+            "created_at far from now: {c}"
+        );
+    }
+    // device_linked's SESSION is the same record
+    assert_eq!(
+        s1.device_linked["session"]["created_at"], list[0]["created_at"],
+        "{}",
+        s1.device_linked
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_peer_address_is_shown_as_ipv4() {
+    let Ok(listener) = tokio::net::TcpListener::bind("[::]:0").await else {
+        eprintln!("no IPv6 here: skipped");
+        return;
+    };
+    let gw = TestGateway::spawn_on(listener, |_| {}).await;
+    let acc = account("mapped");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    assert_eq!(
+        s.link_request["device"]["ip"], "127.0.0.1",
+        "{}",
+        s.link_request
+    );
+    assert_eq!(s.device_linked["session"]["ip"], "127.0.0.1");
+    let list = list_sessions(&phone).await;
+    assert_eq!(list[0]["ip"], "127.0.0.1", "{list:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_tears_the_web_down_before_ok_and_ends_the_token() {
+    let gw = TestGateway::start().await;
+    let acc = account("logout1");
+    let phone = gw.phone(&acc).await;
+    let a = gw.pair(&phone, &PairOpts::new()).await;
+    let b = gw.pair(&phone, &PairOpts::new()).await;
+
+    phone
+        .send_json(json!({"type": "logout", "id": "lo1", "session_id": a.session_id}))
+        .await;
+    let ok = phone.expect_id_rx("lo1").await;
+    assert_eq!(ok.msg["type"], "ok", "{}", ok.msg);
+    assert_eq!(ok.msg["closed"], 1, "{}", ok.msg);
+    assert_torn_down_before(&a.web, &ok, "phone_logout").await;
+
+    gw.assert_logged_out(&a.token).await;
+    // the other session is untouched
+    assert!(!b.web.is_closed());
+    let ack = phone
+        .request(json!({"type": "send", "body": "still here", "to": b.session_id}))
+        .await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    b.web.expect("message").await;
+    b.web.assert_none("logged_out");
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![b.session_id.clone()]
+    );
+    // the phone hears nothing about its own logout
+    phone
+        .assert_quiet("session_removed", Duration::from_millis(200))
+        .await;
+    phone.assert_none("session_offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_of_an_offline_session_and_unknown_sessions() {
+    let gw = TestGateway::start().await;
+    let acc = account("logout2");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    s.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(s.session_id))
+        .await;
+    let ok = phone
+        .request(json!({"type": "logout", "session_id": s.session_id}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 1, "{ok}");
+    gw.assert_logged_out(&s.token).await;
+
+    // twice: no such session any more
+    phone
+        .request_error(
+            json!({"type": "logout", "session_id": s.session_id}),
+            "unknown_session",
+        )
+        .await;
+    phone
+        .request_error(
+            json!({"type": "logout", "session_id": "nope"}),
+            "unknown_session",
+        )
+        .await;
+    // another account's session
+    let other_phone = gw.phone(&account("logout2-other")).await;
+    let theirs = gw.pair(&other_phone, &PairOpts::new()).await;
+    phone
+        .request_error(
+            json!({"type": "logout", "session_id": theirs.session_id}),
+            "unknown_session",
+        )
+        .await;
+    theirs
+        .web
+        .assert_quiet("logged_out", Duration::from_millis(100))
+        .await;
+    assert!(!theirs.web.is_closed());
+    let _ = gw.resume_ok(&theirs.token, &theirs.session_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_closes_every_web_before_ok() {
+    let gw = TestGateway::start().await;
+    let acc = account("logoutall");
+    let phone = gw.phone(&acc).await;
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        live.push(gw.pair(&phone, &PairOpts::new()).await);
+    }
+    let off = gw.pair(&phone, &PairOpts::new()).await;
+    off.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(off.session_id))
+        .await;
+    // another account is untouched
+    let other_phone = gw.phone(&account("logoutall-other")).await;
+    let theirs = gw.pair(&other_phone, &PairOpts::new()).await;
+
+    phone
+        .send_json(json!({"type": "logout_all", "id": "la"}))
+        .await;
+    let ok = phone.expect_id_rx("la").await;
+    assert_eq!(ok.msg["type"], "ok", "{}", ok.msg);
+    assert_eq!(ok.msg["closed"], 4, "{}", ok.msg);
+    for s in &live {
+        assert_torn_down_before(&s.web, &ok, "phone_logout_all").await;
+    }
+    for s in live.iter().chain([&off]) {
+        gw.assert_logged_out(&s.token).await;
+    }
+    assert!(list_sessions(&phone).await.is_empty());
+    phone
+        .assert_quiet("session_removed", Duration::from_millis(200))
+        .await;
+    phone.assert_none("session_offline");
+    assert!(!theirs.web.is_closed());
+    assert_eq!(list_sessions(&other_phone).await.len(), 1);
+
+    // nothing left
+    let ok = phone.request(json!({"type": "logout_all"})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 0, "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_does_not_wait_for_webs_that_do_not_read() {
+    let gw = TestGateway::start().await;
+    let acc = account("deaf");
+    let phone = gw.phone(&acc).await;
+    let a = gw.pair(&phone, &PairOpts::new()).await;
+    let b = gw.pair(&phone, &PairOpts::new()).await;
+    a.web.close().await;
+    b.web.close().await;
+    // sockets that neither read nor answer the close
+    let mut raw_a = raw_resume(gw.addr, &a.token, None).await;
+    let mut raw_b = raw_resume(gw.addr, &b.token, None).await;
+    phone
+        .expect_field("session_online", "session_id", &json!(b.session_id))
+        .await;
+
+    let ok = phone.request(json!({"type": "logout_all"})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 2, "{ok}");
+    // what was sent before the ok is already here
+    for raw in [&mut raw_a, &mut raw_b] {
+        let deadline = tokio::time::Instant::now() + DELIVERY_TOLERANCE;
+        let mut got_logged_out = false;
+        let mut close = None;
+        loop {
+            for e in raw.drain_now() {
+                match e {
+                    RawEvent::Text(t) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        if v["type"] == "logged_out" {
+                            assert_eq!(v["reason"], "phone_logout_all", "{v}");
+                            got_logged_out = true;
+                        }
+                    }
+                    RawEvent::Close(c) => close = Some(c),
+                    _ => {}
+                }
+            }
+            if close.is_some() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(got_logged_out, "{}: no logged_out before the ok", raw.name);
+        assert_eq!(
+            close,
+            Some(Some(4001)),
+            "{}: no 4001 close before the ok",
+            raw.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_online_and_offline_events_on_change_only() {
+    let gw = TestGateway::start().await;
+    let acc = account("events");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+
+    s.web.close().await;
+    let off = phone.expect("session_offline").await;
+    assert_eq!(off["session_id"], s.session_id.as_str(), "{off}");
+    assert_no_id(&off);
+
+    let web = gw.resume_ok(&s.token, &s.session_id).await;
+    let on = phone.expect("session_online").await;
+    assert_eq!(on["session_id"], s.session_id.as_str(), "{on}");
+    assert_no_id(&on);
+
+    // replacement: no change
+    let web2 = gw.resume_ok(&s.token, &s.session_id).await;
+    assert_eq!(web.expect_close().await, 4009);
+
+    // an abrupt end is a change
+    web2.abort().await;
+    let off = phone.expect("session_offline").await;
+    assert_eq!(off["session_id"], s.session_id.as_str(), "{off}");
+
+    let web3 = gw.resume_ok(&s.token, &s.session_id).await;
+    phone.expect("session_online").await;
+    // sentinel, then count
+    let ack = web3
+        .request(json!({"type": "send", "body": "sentinel"}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    phone.expect("message").await;
+    phone
+        .assert_quiet("session_online", Duration::from_millis(200))
+        .await;
+    phone.assert_none("session_offline");
+    assert_eq!(
+        phone.all_of("session_online").len(),
+        2,
+        "link sends none; two resumes"
+    );
+    assert_eq!(phone.all_of("session_offline").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_events_are_not_replayed_to_a_reconnecting_phone() {
+    let gw = TestGateway::start().await;
+    let acc = account("events2");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    phone.close().await;
+    s.web.expect("phone_status").await;
+    let phone = gw.phone(&acc).await;
+    let list = list_sessions(&phone).await;
+    assert_eq!(list[0]["online"], true, "{list:?}");
+    phone.assert_none("session_online");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_self_logout() {
+    let gw = TestGateway::start().await;
+    let acc = account("selfout");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    let keep = gw.pair(&phone, &PairOpts::new()).await;
+
+    let lo = s.web.request(json!({"type": "logout", "id": "me"})).await;
+    assert_eq!(lo["type"], "logged_out", "{lo}");
+    assert_eq!(lo["id"], "me");
+    assert_eq!(lo["reason"], "self_logout", "{lo}");
+    assert_eq!(s.web.expect_close().await, 4001);
+
+    let removed = phone.expect("session_removed").await;
+    assert_eq!(removed["session_id"], s.session_id.as_str(), "{removed}");
+    assert_eq!(removed["reason"], "self_logout", "{removed}");
+    assert_no_id(&removed);
+    gw.assert_logged_out(&s.token).await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![keep.session_id.clone()]
+    );
+    // without an id
+    keep.web.send_json(json!({"type": "logout"})).await;
+    let lo = keep.web.expect("logged_out").await;
+    assert_eq!(lo["reason"], "self_logout", "{lo}");
+    assert_no_id(&lo);
+    assert_eq!(keep.web.expect_close().await, 4001);
+    let removed = phone.expect("session_removed").await;
+    assert_eq!(removed["session_id"], keep.session_id.as_str());
+    assert!(list_sessions(&phone).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remember_false_session_ends_after_the_grace_without_a_socket() {
+    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = 300).await;
+    let acc = account("ephemeral");
+    let phone = gw.phone(&acc).await;
+    let eph = gw.pair(&phone, &PairOpts::new().remember(false)).await;
+    let kept = gw.pair(&phone, &PairOpts::new().remember(true)).await;
+    assert_eq!(eph.linked["remember"], false);
+    eph.web.close().await;
+    kept.web.close().await;
+
+    let removed = phone
+        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+        .await
+        .msg;
+    assert_eq!(removed["session_id"], eph.session_id.as_str(), "{removed}");
+    assert_eq!(removed["reason"], "expired", "{removed}");
+    gw.assert_logged_out(&eph.token).await;
+    // remember:true is not subject to the grace
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![kept.session_id.clone()]
+    );
+    let _web = gw.resume_ok(&kept.token, &kept.session_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remember_false_session_survives_when_resumed_in_time() {
+    let grace = 800u64;
+    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = grace).await;
+    let acc = account("ephemeral2");
+    let phone = gw.phone(&acc).await;
+    let eph = gw.pair(&phone, &PairOpts::new().remember(false)).await;
+    eph.web.close().await;
+    let web = gw.resume_ok(&eph.token, &eph.session_id).await;
+    // well past the grace, with a live socket
+    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
+    phone.assert_none("session_removed");
+    assert!(!web.is_closed(), "{:?}", web.closed());
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![eph.session_id.clone()]
+    );
+
+    // a replacement (4009) does not start the grace either
+    let web2 = gw.resume_ok(&eph.token, &eph.session_id).await;
+    assert_eq!(web.expect_close().await, 4009);
+    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
+    phone.assert_none("session_removed");
+    let ack = web2.request(json!({"type": "send", "body": "alive"})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+
+    // the grace counts from the last close
+    web2.close().await;
+    let removed = phone
+        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+        .await
+        .msg;
+    assert_eq!(removed["reason"], "expired", "{removed}");
+    gw.assert_logged_out(&eph.token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_but_live_ones_never_do() {
+    // 0.00001 days = 864 ms
+    let gw = TestGateway::spawn(|c| c.session_idle_days = 0.00001).await;
+    let acc = account("idle");
+    let phone = gw.phone(&acc).await;
+    let idle = gw.pair(&phone, &PairOpts::new()).await;
+    let live = gw.pair(&phone, &PairOpts::new()).await;
+    idle.web.close().await;
+
+    let removed = phone
+        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+        .await
+        .msg;
+    assert_eq!(removed["session_id"], idle.session_id.as_str(), "{removed}");
+    assert_eq!(removed["reason"], "expired", "{removed}");
+    gw.assert_logged_out(&idle.token).await;
+
+    // keep the live one for more than two idle periods
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    phone.assert_none("session_removed");
+    assert!(!live.web.is_closed(), "{:?}", live.web.closed());
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![live.session_id.clone()]
+    );
+    let ack = live.web.request(json!({"type": "send", "body": 1})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_active_at_is_the_last_time_the_session_had_a_socket() {
+    let gw = TestGateway::start().await;
+    let acc = account("lastactive");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    s.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(s.session_id))
+        .await;
+    let closed_at = time::OffsetDateTime::now_utc();
+    // not touched while offline
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let list = list_sessions(&phone).await;
+    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    assert!(
+        last <= closed_at + time::Duration::seconds(1),
+        "last_active_at {last} moved while the session had no socket (closed at {closed_at})"
+    );
+    // set again by a resume
+    let resumed_at = time::OffsetDateTime::now_utc();
+    let _web = gw.resume_ok(&s.token, &s.session_id).await;
+    phone.expect("session_online").await;
+    let list = list_sessions(&phone).await;
+    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    assert!(
+        last >= resumed_at - time::Duration::seconds(1),
+        "last_active_at {last} not updated by a resume at {resumed_at}"
+    );
+    assert_eq!(list[0]["online"], true);
+}
