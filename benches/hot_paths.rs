@@ -17,7 +17,10 @@ use pairgate::tokens::Tokens;
 use pairgate::{qr, time};
 
 fn body_of(len: usize) -> String {
-    format!("{{\"text\":\"{}\",\"ts\":1732459123456789}}", "x".repeat(len))
+    format!(
+        "{{\"text\":\"{}\",\"ts\":1732459123456789}}",
+        "x".repeat(len)
+    )
 }
 
 fn frames(c: &mut Criterion) {
@@ -81,9 +84,13 @@ fn routing(c: &mut Criterion) {
 
 fn qr_render(c: &mut Criterion) {
     let payload = qr::payload("http://127.0.0.1:8080", &qr::new_ref());
-    c.bench_function("render QR svg", |b| b.iter(|| qr::render_svg(black_box(&payload))));
+    c.bench_function("render QR svg", |b| {
+        b.iter(|| qr::render_svg(black_box(&payload)))
+    });
     c.bench_function("encode QR matrix only", |b| {
-        b.iter(|| qrcode::QrCode::with_error_correction_level(black_box(&payload), qrcode::EcLevel::M))
+        b.iter(|| {
+            qrcode::QrCode::with_error_correction_level(black_box(&payload), qrcode::EcLevel::M)
+        })
     });
 }
 
