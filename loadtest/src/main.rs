@@ -1,0 +1,65 @@
+//! `loadtest`: drives a pairgate gateway the way real phones and browsers do,
+//! from several worker processes, and fails when anything was lost.
+//!
+//! - [`cli`]: options and the `--smoke` preset.
+//! - [`parent`]: the plan, the phases in lock-step, sampling, progress.
+//! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all.
+//! - [`wire`]: parent ↔ worker messages (JSON lines; histograms V2 + base64).
+//! - [`gateway`]: spawning the gateway, finding its pid, /proc sampling.
+//! - [`report`]: exact merge, loss checks, table, JSON, SVG.
+
+mod cli;
+mod gateway;
+mod parent;
+mod report;
+mod wire;
+mod worker;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Some(cli::Command::Worker { index: _ }) => worker::main().map(|()| true),
+        None => parent_main(cli.opts),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parent_main(opts: cli::Opts) -> anyhow::Result<bool> {
+    raise_nofile_limit();
+    // The parent only orchestrates; the sockets live in the workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(parent::run(opts))
+}
+
+/// Lifts the soft open-files limit to the hard one (20,000 here): each
+/// socket is a file descriptor.
+pub fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
