@@ -7,7 +7,6 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pairgate::hub::{Hub, SessionState};
 use pairgate::peer::Peer;
@@ -15,6 +14,7 @@ use pairgate::protocol::{Role, ServerFrame, Stage, parse_frame};
 use pairgate::store::StoredSession;
 use pairgate::tokens::Tokens;
 use pairgate::{qr, time};
+use tungstenite::Utf8Bytes;
 
 fn body_of(len: usize) -> String {
     format!(

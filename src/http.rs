@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use dashmap::DashMap;
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rust_embed::RustEmbed;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
 use crate::conn::{self, ClientInfo};
 use crate::gateway::Gateway;
@@ -23,10 +28,12 @@ use crate::protocol::Role;
 #[folder = "static/"]
 struct Assets;
 
-/// Per-socket read buffer: small, because most sockets sit idle.
-const READ_BUFFER_BYTES: usize = 4096;
-/// Bytes gathered before tungstenite writes to the socket mid-batch.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Per-socket read buffer: small, because most sockets sit idle (tungstenite
+/// zero-fills all of it, so all of it is resident).
+const READ_BUFFER_BYTES: usize = 512;
+/// Bytes gathered before tungstenite writes to the socket mid-batch; the write
+/// buffer keeps the largest size it reached, so this also bounds its memory.
+const WRITE_BUFFER_BYTES: usize = 4096;
 
 #[derive(Clone)]
 struct AppState {
@@ -94,58 +101,124 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn ws_web(
     State(s): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
-    upgrade(s.gw, Role::Web, addr, &headers, ws)
+    upgrade(s.gw, Role::Web, addr, req)
 }
 
 async fn ws_phone(
     State(s): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
-    upgrade(s.gw, Role::Phone, addr, &headers, ws)
+    upgrade(s.gw, Role::Phone, addr, req)
 }
 
-fn upgrade(
-    gw: Arc<Gateway>,
-    role: Role,
-    addr: SocketAddr,
-    headers: &HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
+/// Whether a comma-separated header holds `token` (case-insensitively).
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The WebSocket handshake (RFC 6455 section 4.2), done here rather than by
+/// axum's extractor so the socket is a plain tokio-tungstenite stream: that
+/// lets the gateway send a long frame in fragments and keep every socket's
+/// write buffer small.
+fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> Response {
+    let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin {
-        if !origin_allowed(origin, host, gw.config.allowed_origins.as_deref()) {
-            gw.metrics.upgrades_refused_origin.inc();
-            tracing::debug!(%origin, "upgrade refused: origin not allowed");
-            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
-        }
-    } else if headers.contains_key(header::ORIGIN) {
+    let origin_ok = match origin {
+        Some(origin) => origin_allowed(origin, host, gw.config.allowed_origins.as_deref()),
         // An Origin header that is not even text is not allowed.
+        None => !headers.contains_key(header::ORIGIN),
+    };
+    if !origin_ok {
         gw.metrics.upgrades_refused_origin.inc();
+        tracing::debug!(?origin, "upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    let is_upgrade = req.method() == Method::GET
+        && header_has(headers, header::CONNECTION, "upgrade")
+        && header_has(headers, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, HeaderValue::from_static("websocket"))],
+            "this endpoint speaks WebSocket",
+        )
+            .into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            )],
+            "unsupported WebSocket version",
+        )
+            .into_response();
+    }
+    let Some(accept) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+    else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
+    };
     let client = ClientInfo {
         ip: addr.ip().to_canonical().to_string(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
+        // Only a pairing web socket shows its User-Agent to the phone.
+        user_agent: match role {
+            Role::Web => headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            Role::Phone => String::new(),
+        },
     };
+    let on_upgrade = hyper::upgrade::on(&mut req);
     let max = gw.config.max_frame_bytes as usize;
-    ws.read_buffer_size(READ_BUFFER_BYTES)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let tasks = gw.tasks.clone();
-            tasks.track_future(conn::serve(gw, socket, role, client))
-        })
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let tasks = gw.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    WsRole::Server,
+                    Some(config),
+                )
+                .await;
+                // The socket's life is a task of its own: this one, sized for
+                // the handshake's states too, ends here.
+                let tasks = gw.tasks.clone();
+                tasks.spawn(conn::serve(gw, ws, role, client));
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
 }
 
 /// `scheme://host[:port]` split into its parts, host lower-cased and the port

@@ -11,9 +11,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use tungstenite::Utf8Bytes;
 
 use crate::pairing::LinkRequest;
 use crate::peer::Peer;

@@ -1,19 +1,27 @@
 //! The handle other tasks hold to a socket: a bounded outbound queue plus a
 //! close order. Only the socket's own task touches the socket; everybody else
-//! `try_send`s through a `Peer` and never waits on it.
+//! queues through a `Peer` without waiting.
+//!
+//! The queue is a `VecDeque` behind a short lock rather than a channel: an idle
+//! socket's queue holds no allocation at all (a channel keeps its first block
+//! of slots), and one `Notify` wakes the socket's task for both queued frames
+//! and close orders. The task is the only one that waits on it, and it always
+//! looks at the state before waiting, so a wake-up is never lost.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
+use tungstenite::Utf8Bytes;
 
 use crate::pairing::LinkedWeb;
 use crate::protocol::CloseCode;
 
 /// How many frames may wait in one socket's queue (bytes are bounded separately).
 const QUEUE_FRAMES: usize = 4096;
+/// A drained queue keeps at most this many slots allocated.
+const IDLE_SLOTS: usize = 8;
 
 /// Something for a socket's task to write or act on, in queue order.
 #[derive(Debug)]
@@ -42,12 +50,21 @@ pub struct CloseOrder {
     pub farewell: Option<Utf8Bytes>,
 }
 
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Out>,
+    queued_bytes: usize,
+    /// The socket's task has ended: nothing more is taken.
+    shut: bool,
+    order: Option<CloseOrder>,
+    /// Who waits for the close order to be carried out.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
 struct Inner {
     conn_id: u64,
-    tx: mpsc::Sender<Out>,
-    queued_bytes: AtomicUsize,
     max_queue_bytes: usize,
-    order: Mutex<(Option<CloseOrder>, Vec<oneshot::Sender<()>>)>,
+    state: Mutex<State>,
     notify: Notify,
 }
 
@@ -63,22 +80,25 @@ impl std::fmt::Debug for Peer {
 
 /// The receiving side, owned by the socket's task.
 pub struct PeerQueue {
-    rx: mpsc::Receiver<Out>,
     peer: Peer,
+}
+
+/// What woke the socket's task.
+pub enum Wake {
+    /// A close order is waiting: carry it out before anything else.
+    CloseOrdered,
+    Out(Out),
 }
 
 impl Peer {
     pub fn new(conn_id: u64, max_queue_bytes: usize) -> (Peer, PeerQueue) {
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let peer = Peer(Arc::new(Inner {
             conn_id,
-            tx,
-            queued_bytes: AtomicUsize::new(0),
             max_queue_bytes,
-            order: Mutex::new((None, Vec::new())),
+            state: Mutex::new(State::default()),
             notify: Notify::new(),
         }));
-        (peer.clone(), PeerQueue { rx, peer })
+        (peer.clone(), PeerQueue { peer })
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -88,34 +108,38 @@ impl Peer {
     /// Queues a frame. `false` if the socket is gone or could not take it; in
     /// the latter case it is ordered closed with 4030.
     pub fn send(&self, text: &Utf8Bytes) -> bool {
-        let len = text.len();
-        let before = self.0.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.0.max_queue_bytes {
-            self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            self.order_close(CloseCode::TooSlow);
-            return false;
-        }
-        self.push(Out::Text(text.clone()), len)
+        self.push(Out::Text(text.clone()), text.len())
     }
 
-    /// Queues a pairing event (tiny; counted as frames, not bytes).
+    /// Queues a pairing event (tiny; counted as a frame, not in bytes).
     pub fn send_pairing(&self, event: PairingEvent) -> bool {
         self.push(Out::Pairing(event), 0)
     }
 
     fn push(&self, out: Out, len: usize) -> bool {
-        match self.0.tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.order_close(CloseCode::TooSlow);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.0.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                false
-            }
+        let mut state = self.0.state.lock();
+        if state.shut || state.order.is_some() {
+            return false;
         }
+        if state.queued_bytes + len > self.0.max_queue_bytes || state.queue.len() >= QUEUE_FRAMES {
+            state.order = Some(CloseOrder {
+                code: CloseCode::TooSlow,
+                farewell: None,
+            });
+            drop(state);
+            self.0.notify.notify_one();
+            return false;
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(out);
+        state.queued_bytes += len;
+        drop(state);
+        // The task drains the whole queue per wake-up: only the first frame
+        // after it went empty needs to wake it.
+        if was_empty {
+            self.0.notify.notify_one();
+        }
+        true
     }
 
     /// Orders the socket closed (the first order wins) and returns a receiver
@@ -141,73 +165,83 @@ impl Peer {
         done: Option<oneshot::Sender<()>>,
     ) {
         {
-            let mut order = self.0.order.lock();
-            // Checked under the lock that `shut` drains under, so no waiter is
-            // left behind by a task that already ended (dropping `done` here
-            // tells its waiter the socket is gone).
-            if !self.0.tx.is_closed() {
-                if order.0.is_none() {
-                    order.0 = Some(CloseOrder { code, farewell });
-                }
-                order.1.extend(done);
+            let mut state = self.0.state.lock();
+            // A socket whose task ended drops `done` here: already torn down.
+            if state.shut {
+                return;
             }
+            if state.order.is_none() {
+                state.order = Some(CloseOrder { code, farewell });
+            }
+            state.waiters.extend(done);
         }
         self.0.notify.notify_one();
     }
 
-    /// Resolves once somebody waits for this socket to close.
-    pub async fn close_awaited(&self) {
-        loop {
-            if self.0.order.lock().1.iter().any(|w| !w.is_closed()) {
-                return;
-            }
-            self.0.notify.notified().await;
-        }
-    }
-
-    /// Resolves once a close order is waiting.
+    /// Resolves once a close order is waiting (for the socket's task only).
     pub async fn close_ordered(&self) {
         loop {
-            if self.0.order.lock().0.is_some() {
+            if self.0.state.lock().order.is_some() {
                 return;
             }
             self.0.notify.notified().await;
         }
     }
 
-    /// Takes the close order, if any, and the waiters to signal once done.
+    /// Takes the close order, if any, and the waiters to release once done.
     pub fn take_order(&self) -> (Option<CloseOrder>, Vec<oneshot::Sender<()>>) {
-        let mut order = self.0.order.lock();
-        (order.0.take(), std::mem::take(&mut order.1))
+        let mut state = self.0.state.lock();
+        let order = state.order.take();
+        (order, std::mem::take(&mut state.waiters))
     }
 }
 
 impl PeerQueue {
-    pub async fn recv(&mut self) -> Option<Out> {
-        let out = self.rx.recv().await?;
-        self.account(&out);
-        Some(out)
-    }
-
-    pub fn try_recv(&mut self) -> Option<Out> {
-        let out = self.rx.try_recv().ok()?;
-        self.account(&out);
-        Some(out)
-    }
-
-    fn account(&self, out: &Out) {
-        if let Out::Text(t) = out {
-            self.peer
-                .0
-                .queued_bytes
-                .fetch_sub(t.len(), Ordering::AcqRel);
+    /// The next thing to do: a close order first, else the next queued item.
+    pub async fn next(&mut self) -> Wake {
+        loop {
+            if let Some(wake) = self.poll_state() {
+                return wake;
+            }
+            self.peer.0.notify.notified().await;
         }
     }
 
-    /// Stops taking frames: later `send`s fail and later close orders resolve at once.
+    /// The next queued item if one is waiting (a close order stops the drain).
+    pub fn try_recv(&mut self) -> Option<Out> {
+        match self.poll_state()? {
+            Wake::Out(out) => Some(out),
+            Wake::CloseOrdered => None,
+        }
+    }
+
+    fn poll_state(&mut self) -> Option<Wake> {
+        let mut state = self.peer.0.state.lock();
+        if state.order.is_some() {
+            return Some(Wake::CloseOrdered);
+        }
+        let out = state.queue.pop_front()?;
+        if let Out::Text(t) = &out {
+            state.queued_bytes -= t.len();
+        }
+        if state.queue.is_empty() && state.queue.capacity() > IDLE_SLOTS {
+            state.queue.shrink_to(IDLE_SLOTS);
+        }
+        Some(Wake::Out(out))
+    }
+
+    /// Stops taking frames: later sends fail, queued frames are dropped, and
+    /// waiters of any close order (and of later ones) are released.
     pub fn shut(&mut self) {
-        self.rx.close();
-        let waiters = std::mem::take(&mut self.peer.0.order.lock().1);
-        drop(waiters);
+        let (queue, waiters) = {
+            let mut state = self.peer.0.state.lock();
+            state.shut = true;
+            state.queued_bytes = 0;
+            (
+                std::mem::take(&mut state.queue),
+                std::mem::take(&mut state.waiters),
+            )
+        };
+        drop((queue, waiters));
     }
 }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
+use tungstenite::Utf8Bytes;
 
 use crate::gateway::Gateway;
 use crate::metrics::{LogoutKind, PairingOutcome};

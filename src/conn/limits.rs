@@ -51,7 +51,8 @@ impl Limits {
         Limits {
             frames: Bucket::new(frames_per_sec, frames_per_sec.saturating_mul(2)),
             errors: Bucket::new(errors_per_sec, errors_per_sec.saturating_mul(10)),
-            rate_limited: VecDeque::with_capacity(RATE_LIMITED_MAX),
+            // Allocated only if the socket is ever rate limited.
+            rate_limited: VecDeque::new(),
         }
     }
 

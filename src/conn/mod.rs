@@ -11,17 +11,25 @@ mod limits;
 mod phone;
 mod web;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
+use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::gateway::Gateway;
-use crate::peer::{Out, PairingEvent, Peer, PeerQueue};
+use crate::peer::{Out, PairingEvent, Peer, PeerQueue, Wake};
 use crate::protocol::{
     CloseCode, ErrorCode, PROTOCOL_VERSION, Rejection, Request, Role, ServerFrame, Stage,
     parse_frame,
@@ -62,12 +70,22 @@ impl Stop {
     }
 }
 
-/// Frames written in one batch before flushing.
+/// Queued frames taken in one go.
 const WRITE_BATCH: usize = 64;
+/// Ready frames and events handled before buffered output is flushed.
+const READY_BUDGET: u32 = 32;
 /// How long a socket being closed waits for a slow client to take its close frame.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a closed socket waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// An upgraded WebSocket connection.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Text frames longer than this are sent in fragments of this size, each
+/// flushed on its own, so the socket's write buffer never grows past it (the
+/// buffer keeps its largest size for the life of the socket).
+const FRAGMENT_BYTES: usize = 512;
 
 /// The socket and everything its task keeps.
 pub struct Conn {
@@ -81,6 +99,8 @@ pub struct Conn {
     limits: Limits,
     opened: Instant,
     last_seen: Instant,
+    /// Frames sit in the write buffer: flush before waiting.
+    unflushed: bool,
 }
 
 /// What the phone and web roles do with the socket.
@@ -121,6 +141,7 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
         limits,
         opened: now,
         last_seen: now,
+        unflushed: false,
     };
     gw.metrics.sockets(role).inc();
     async move {
@@ -155,14 +176,14 @@ impl Conn {
                     // Somebody waits (a logout): no waiting on a slow client.
                     send_close(&mut self.ws, code, farewell).now_or_never()
                 } else {
-                    self.send_close_patiently(code, farewell).await
+                    Box::pin(self.send_close_patiently(code, farewell)).await
                 };
                 // Written, or being dropped: whoever waits may go on.
                 drop(waiters);
                 match sent {
                     Some(Ok(())) => {
                         tracing::debug!(code = code.code(), "socket closed");
-                        self.linger().await;
+                        Box::pin(self.linger()).await;
                     }
                     _ => tracing::debug!(code = code.code(), "client not reading; socket dropped"),
                 }
@@ -179,29 +200,50 @@ impl Conn {
         };
         let heartbeat_every = cfg.heartbeat();
         let auth_deadline = self.opened + cfg.auth_timeout();
-        self.reply(&hello).await?;
+        // Once per socket: boxed, like the other rare paths, so the state the
+        // socket keeps while it waits stays small.
+        Box::pin(self.reply(&hello)).await?;
 
         // A random phase spreads every socket's pings over the interval.
         let phase = heartbeat_every.mul_f64(rand::random::<f64>());
         let mut heartbeat = interval_at((Instant::now() + phase).into(), heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+        let mut ready_budget = READY_BUDGET;
         loop {
+            if self.unflushed {
+                // Handle whatever is ready right now first, so that one flush
+                // carries all of its replies; flush before waiting.
+                if ready_budget > 0 {
+                    ready_budget -= 1;
+                    if let Some(out) = self.queue.try_recv() {
+                        Box::pin(self.write_out(out, handler)).await?;
+                        continue;
+                    }
+                    if let Some(incoming) = self.ws.next().now_or_never() {
+                        Box::pin(self.on_incoming(incoming, handler)).await?;
+                        continue;
+                    }
+                }
+                self.flush().await?;
+                ready_budget = READY_BUDGET;
+            }
             let deadline = match self.stage {
                 Stage::Opening => Some(auth_deadline),
                 _ => handler.deadline(),
             };
             tokio::select! {
                 biased;
-                _ = self.peer.close_ordered() => return Err(self.take_close_order()),
                 _ = self.gw.shutdown.cancelled() => {
                     return Err(Stop::close(CloseCode::Restarting, None));
                 }
-                out = self.queue.recv() => match out {
-                    Some(out) => self.write_out(out, handler).await?,
-                    None => return Err(Stop::Gone),
+                wake = self.queue.next() => match wake {
+                    Wake::CloseOrdered => return Err(self.take_close_order()),
+                    Wake::Out(out) => Box::pin(self.write_out(out, handler)).await?,
                 },
-                incoming = self.ws.next() => self.on_incoming(incoming, handler).await?,
+                // Boxed: a frame's handling is the largest state of the
+                // socket's loop, and sockets spend their lives waiting, not in it.
+                incoming = self.ws.next() => Box::pin(self.on_incoming(incoming, handler)).await?,
                 _ = heartbeat.tick() => {
                     if self.last_seen.elapsed() >= heartbeat_every * 2 {
                         return Err(Stop::close(CloseCode::TimedOut, None));
@@ -212,7 +254,8 @@ impl Conn {
                     if self.stage == Stage::Opening {
                         return Err(Stop::close(CloseCode::TimedOut, None));
                     }
-                    handler.on_deadline(self).await?;
+                    // Rare (QR rotation): boxed so the socket's task stays small.
+                    Box::pin(handler.on_deadline(self)).await?;
                 }
             }
         }
@@ -228,20 +271,20 @@ impl Conn {
                 Out::Pairing(event) => {
                     // Events change the socket's state: write what came
                     // before them first, in order.
-                    self.write_all(std::mem::take(&mut batch)).await?;
-                    handler.on_pairing(self, event).await?;
+                    self.feed_all(std::mem::take(&mut batch)).await?;
+                    Box::pin(handler.on_pairing(self, event)).await?;
                 }
             }
             if batch.len() < WRITE_BATCH {
                 next = self.queue.try_recv();
             }
         }
-        self.write_all(batch).await
+        self.feed_all(batch).await
     }
 
     async fn on_incoming<H: Handler>(
         &mut self,
-        incoming: Option<Result<Message, axum::Error>>,
+        incoming: Option<Result<Message, tungstenite::Error>>,
         handler: &mut H,
     ) -> Result<(), Stop> {
         let msg = match incoming {
@@ -249,7 +292,7 @@ impl Conn {
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "socket read failed");
-                if is_too_large(e) {
+                if is_too_large(&e) {
                     return Err(Stop::close(CloseCode::TooLarge, None));
                 }
                 return Err(Stop::Gone);
@@ -281,7 +324,7 @@ impl Conn {
                 self.error(None, ErrorCode::BadFrame, "binary frames are not accepted")
                     .await
             }
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => {
                 // tungstenite queued the close reply; send it on its way.
                 let _ = self.ws.flush().now_or_never();
@@ -292,34 +335,79 @@ impl Conn {
 
     // ---- writing ----------------------------------------------------------
 
-    /// Writes and flushes `frames`, unless a close order arrives first.
-    async fn write_all(&mut self, frames: Vec<Message>) -> Result<(), Stop> {
-        if frames.is_empty() {
-            return Ok(());
+    /// Puts `frames` into the socket's write buffer (tungstenite passes it to
+    /// the kernel whenever it holds `WRITE_BUFFER_BYTES`); the loop flushes the
+    /// rest once nothing else is ready, so a burst of replies and relayed
+    /// frames costs one system call.
+    ///
+    /// The common case (the socket takes the frame at once) has no await in
+    /// it, so this adds nothing to the size of every socket's task; a socket
+    /// that pushes back, and a long frame, take the boxed slow path.
+    async fn feed_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), Stop> {
+        for frame in frames {
+            let frame = match frame {
+                Message::Text(text) if text.len() > FRAGMENT_BYTES => {
+                    Box::pin(self.feed_blocking(Fed::Fragmented(text))).await?;
+                    continue;
+                }
+                frame => frame,
+            };
+            if let Some(frame) = try_feed(&mut self.ws, frame).map_err(write_failed)? {
+                Box::pin(self.feed_blocking(Fed::Whole(frame))).await?;
+            }
         }
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// Feeds a frame the socket may have to wait for; a close order cuts the
+    /// wait short (a client that does not read must not hold up its teardown).
+    async fn feed_blocking(&mut self, frame: Fed) -> Result<(), Stop> {
         let Conn { ws, peer, .. } = self;
         let work = async {
-            for frame in frames {
-                ws.feed(frame).await?;
+            match frame {
+                Fed::Whole(frame) => ws.feed(frame).await,
+                Fed::Fragmented(text) => feed_fragmented(ws, text).await,
             }
-            ws.flush().await
         };
-        tokio::select! {
+        let fed = tokio::select! {
             biased;
-            written = work => {
-                return written.map_err(|e| {
-                    tracing::debug!(error = %e, "socket write failed");
-                    Stop::Gone
-                });
+            fed = work => Some(fed),
+            _ = peer.close_ordered() => None,
+        };
+        match fed {
+            Some(Ok(())) => {
+                self.unflushed = true;
+                Ok(())
             }
-            // A client that does not read must not hold up its teardown.
-            _ = peer.close_ordered() => {}
+            Some(Err(e)) => Err(write_failed(e)),
+            None => Err(self.take_close_order()),
         }
-        Err(self.take_close_order())
+    }
+
+    /// Sends what the write buffer holds, unless a close order arrives first.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let Conn { ws, peer, .. } = self;
+        let flushed = tokio::select! {
+            biased;
+            flushed = ws.flush() => Some(flushed),
+            _ = peer.close_ordered() => None,
+        };
+        match flushed {
+            Some(Ok(())) => {
+                self.unflushed = false;
+                Ok(())
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "socket write failed");
+                Err(Stop::Gone)
+            }
+            None => Err(self.take_close_order()),
+        }
     }
 
     async fn write(&mut self, frame: Message) -> Result<(), Stop> {
-        self.write_all(vec![frame]).await
+        self.feed_all([frame]).await
     }
 
     /// Sends one frame to this socket.
@@ -371,7 +459,7 @@ impl Conn {
         &mut self,
         code: CloseCode,
         farewell: Option<Utf8Bytes>,
-    ) -> Option<Result<(), axum::Error>> {
+    ) -> Option<Result<(), tungstenite::Error>> {
         let Conn { ws, gw, .. } = self;
         tokio::select! {
             biased;
@@ -400,6 +488,11 @@ impl Conn {
 
     // ---- helpers for the roles -----------------------------------------------
 
+    /// A live socket no longer needs its User-Agent (the session keeps its own copy).
+    pub fn forget_user_agent(&mut self) {
+        self.client.user_agent = String::new();
+    }
+
     pub fn record_account(&self, account: &str) {
         tracing::Span::current().record("account", account);
     }
@@ -409,16 +502,57 @@ impl Conn {
     }
 }
 
+/// Feeds `frame` if the socket can take it right now; gives it back if not.
+fn try_feed(ws: &mut WebSocket, frame: Message) -> Result<Option<Message>, tungstenite::Error> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(&mut *ws).poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Pin::new(ws).start_send(frame).map(|()| None),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(Some(frame)),
+    }
+}
+
+/// A frame for the slow write path.
+enum Fed {
+    Whole(Message),
+    /// A long text message, to be sent in fragments.
+    Fragmented(Utf8Bytes),
+}
+
+fn write_failed(e: tungstenite::Error) -> Stop {
+    tracing::debug!(error = %e, "socket write failed");
+    Stop::Gone
+}
+
+/// Sends a long text message as a series of fragments, flushing each.
+async fn feed_fragmented(ws: &mut WebSocket, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
+    let bytes = bytes::Bytes::from(text);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + FRAGMENT_BYTES).min(bytes.len());
+        let opcode = OpCode::Data(if offset == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        });
+        let fragment = Frame::message(bytes.slice(offset..end), opcode, end == bytes.len());
+        ws.feed(Message::Frame(fragment)).await?;
+        ws.flush().await?;
+        offset = end;
+    }
+    Ok(())
+}
+
 async fn send_close(
     ws: &mut WebSocket,
     code: CloseCode,
     farewell: Option<Utf8Bytes>,
-) -> Result<(), axum::Error> {
+) -> Result<(), tungstenite::Error> {
     if let Some(f) = farewell {
         ws.feed(Message::Text(f)).await?;
     }
     let close = Message::Close(Some(CloseFrame {
-        code: code.code(),
+        code: code.code().into(),
         reason: Utf8Bytes::from_static(code.reason()),
     }));
     ws.feed(close).await?;
@@ -426,11 +560,8 @@ async fn send_close(
 }
 
 /// Whether a read failed because the client's frame exceeded `max_frame_bytes`.
-fn is_too_large(e: axum::Error) -> bool {
-    matches!(
-        e.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+fn is_too_large(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 impl Conn {
@@ -441,7 +572,7 @@ impl Conn {
 
     /// Sends already-serialized frames in order, flushing once.
     pub async fn write_texts<const N: usize>(&mut self, texts: [String; N]) -> Result<(), Stop> {
-        self.write_all(texts.map(|t| Message::Text(Utf8Bytes::from(t))).into())
+        self.feed_all(texts.map(|t| Message::Text(Utf8Bytes::from(t))))
             .await
     }
 }

@@ -41,6 +41,8 @@ impl Handler for Phone {
                 .await;
         };
         let gw = conn.gw.clone();
+        // The rare requests that wait on the store are boxed, so every phone
+        // socket's task is not sized for them.
         let result = match req.frame {
             ClientFrame::Link(target) => {
                 let (LinkTarget::Ref(r) | LinkTarget::Code(r)) = &target;
@@ -55,13 +57,15 @@ impl Handler for Phone {
                 })
             }
             ClientFrame::LinkConfirm { request_id } => {
-                gw.link_confirm(&account, &request_id).await.map(|session| {
-                    ServerFrame::DeviceLinked {
-                        id,
-                        session: &session,
-                    }
-                    .to_text()
-                })
+                Box::pin(gw.link_confirm(&account, &request_id))
+                    .await
+                    .map(|session| {
+                        ServerFrame::DeviceLinked {
+                            id,
+                            session: &session,
+                        }
+                        .to_text()
+                    })
             }
             ClientFrame::LinkReject { request_id } => gw
                 .link_reject(&account, &request_id)
@@ -74,17 +78,18 @@ impl Handler for Phone {
                 }
                 .to_text())
             }
-            ClientFrame::Logout { session_id } => gw
-                .logout(&account, Some(session_id.as_deref().unwrap_or_default()))
-                .await
-                .map(|closed| {
-                    ServerFrame::Ok {
-                        id,
-                        closed: Some(closed),
-                    }
-                    .to_text()
-                }),
-            ClientFrame::LogoutAll => gw.logout(&account, None).await.map(|closed| {
+            ClientFrame::Logout { session_id } => {
+                Box::pin(gw.logout(&account, Some(session_id.as_deref().unwrap_or_default())))
+                    .await
+                    .map(|closed| {
+                        ServerFrame::Ok {
+                            id,
+                            closed: Some(closed),
+                        }
+                        .to_text()
+                    })
+            }
+            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, None)).await.map(|closed| {
                 ServerFrame::Ok {
                     id,
                     closed: Some(closed),

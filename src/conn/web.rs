@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 
 use crate::device::device_name;
 use crate::metrics::PairingOutcome;
@@ -98,6 +98,7 @@ impl Web {
             Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
         };
         conn.stage = Stage::Live;
+        conn.forget_user_agent();
         let ready = ServerFrame::Ready {
             id,
             role: "web",
@@ -175,6 +176,7 @@ impl Web {
         // The attempt is done; its `linked` mark was for an exit before this.
         p.attempt.lock().linked = None;
         conn.stage = Stage::Live;
+        conn.forget_user_agent();
         conn.record_account(&linked.account);
         conn.record_session(&linked.session_id);
         let frames = [
@@ -203,14 +205,14 @@ impl Handler for Web {
     async fn on_frame(&mut self, conn: &mut Conn, req: Request<'_>) -> Result<(), Stop> {
         let id = req.id.as_deref();
         match (req.frame, &self.live) {
-            (ClientFrame::Auth { token }, None) => self.resume(conn, id, &token).await,
+            (ClientFrame::Auth { token }, None) => Box::pin(self.resume(conn, id, &token)).await,
             (
                 ClientFrame::Pair {
                     remember,
                     device_name,
                 },
                 None,
-            ) => self.start_pairing(conn, id, remember, device_name).await,
+            ) => Box::pin(self.start_pairing(conn, id, remember, device_name)).await,
             (ClientFrame::Send { body, .. }, Some(live)) => {
                 let result = if body.get().len() > conn.gw.config.max_body_bytes() {
                     Err(ErrorCode::TooLarge)
@@ -231,7 +233,8 @@ impl Handler for Web {
                 }
             }
             (ClientFrame::Logout { .. }, Some(live)) => {
-                if let Err(code) = conn.gw.self_logout(&live.account, &live.session_id).await
+                if let Err(code) =
+                    Box::pin(conn.gw.self_logout(&live.account, &live.session_id)).await
                     && code != ErrorCode::LoggedOut
                 {
                     return conn.error(id, code, describe(code)).await;
