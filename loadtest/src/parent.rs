@@ -443,7 +443,11 @@ impl Workers {
         let started = Instant::now();
         // Generous: pairing thousands of sockets takes a while, but a hung
         // worker must not hang the run.
-        let limit = opts.timeout * 8 + opts.warmup + opts.duration + opts.drain_timeout;
+        let mut limit = opts.timeout * 8 + opts.warmup + opts.duration + opts.drain_timeout;
+        if name == "churn" {
+            // A soak runs thousands of rounds; each may take up to a reply's timeout.
+            limit += opts.timeout * opts.churn_rounds as u32;
+        }
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
