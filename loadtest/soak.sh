@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds="${1:-1500}"
-csv="${2:-soak-rss.csv}"
+csv="${2:-test-artifacts/soak-rss.csv}"
+mkdir -p "$(dirname "$csv")"
 data="$(mktemp -d)"
 log="$data/gateway.log"
 target/release/pairgate serve --listen 127.0.0.1:0 --data-dir "$data" \

@@ -3,9 +3,11 @@
 //! enforces limits and deadlines, and obeys close orders. The role-specific
 //! parts live in `phone.rs` and `web.rs`.
 //!
-//! Every write is raced against the socket's close order, so a client that
-//! stops reading can never hold up a teardown: the order wins and the socket
-//! is dropped.
+//! Every write that has to wait is raced against the socket's close order, so
+//! a client that stops reading can never hold up a teardown: the order wins.
+//! Whatever ends the loop, the socket leaves every registry before its close
+//! frame is written. Rare and bursty work runs in boxed futures, so the state a
+//! socket's task keeps while it waits stays small (see docs/ARCHITECTURE.md).
 
 mod limits;
 mod phone;
