@@ -23,6 +23,10 @@ use crate::protocol::{
 use crate::store::{Durable, StoreOp, StoredSession};
 use crate::time::now_ms;
 
+/// How stale the stored last-active time of an online session may get (at
+/// most a quarter of the idle limit).
+const ACTIVE_REFRESH: Duration = Duration::from_secs(3600);
+
 /// Failed `link`s allowed per account per sliding minute.
 const MAX_LINK_MISSES: usize = 5;
 use crate::hub::MISS_WINDOW;
@@ -347,6 +351,10 @@ impl Gateway {
                 let session = state.sessions.get_mut(session_id)?;
                 session.epoch += 1;
                 session.record.last_active_at_ms = now_ms();
+                // Bookkeeping: after a crash, the stored time says when the
+                // session last had a socket, not when it last went offline.
+                self.store
+                    .submit(vec![StoreOp::Put(session.record.clone())]);
                 match session.live.replace(peer.clone()) {
                     Some(old) => {
                         old.order_close(CloseCode::Replaced);
@@ -457,10 +465,22 @@ impl Gateway {
 
     /// Removes sessions without a live socket that were last active longer
     /// than the idle limit ago.
+    ///
+    /// Also re-stores the last-active time of sessions that have been online
+    /// for a while, so that after a crash a session that was online then is
+    /// not taken for one idle since it came online.
     pub async fn sweep_idle(&self, idle: Duration) {
-        let cutoff = now_ms() - idle.as_millis() as i64;
+        let now = now_ms();
+        let cutoff = now - idle.as_millis() as i64;
+        let refresh_before = now - (idle / 4).min(ACTIVE_REFRESH).as_millis() as i64;
         for account in self.hub.account_ids() {
             let removed = self.hub.with_existing(&account, |state| {
+                for s in state.sessions.values_mut() {
+                    if s.live.is_some() && s.record.last_active_at_ms < refresh_before {
+                        s.record.last_active_at_ms = now;
+                        self.store.submit(vec![StoreOp::Put(s.record.clone())]);
+                    }
+                }
                 let stale: Vec<String> = state
                     .sessions
                     .values()

@@ -441,3 +441,24 @@ async fn secret_from_the_environment() {
         .phone_with(&acc, &mint("env-secret-value", &phone_claims(&acc)))
         .await;
 }
+
+/// "A session with a live socket never idles out", also across a crash: a
+/// session that was online for longer than the idle limit when the gateway
+/// was killed resumes after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_online_longer_than_the_idle_limit_survives_kill9() {
+    // 0.0001 days = 8.64 s idle limit; the sweep runs every 4.32 s.
+    let args = ["--session-idle-days", "0.0001"];
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(dir.path(), &args, &[]).await;
+    let acc = account("online-crash");
+    let phone = g.phone(&acc).await;
+    let s = g.pair(&phone, &PairOpts::new()).await;
+    // Stay online past the idle limit (time has to pass: no event to await).
+    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    assert!(!s.web.is_closed(), "a live session idled out");
+    g.kill9().await;
+
+    let g = BinGateway::serve(dir.path(), &args, &[]).await;
+    let _web = g.resume_ok(&s.token, &s.session_id).await;
+}
