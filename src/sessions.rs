@@ -562,3 +562,75 @@ impl Gateway {
         Ok(delivered)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::Config;
+    use crate::gateway::Gateway;
+    use crate::metrics::Metrics;
+    use crate::pairing::Attempt;
+    use crate::peer::{Out, PairingEvent, Peer};
+    use crate::protocol::{ErrorCode, LinkTarget};
+    use crate::store::{Backend, Store, StoreOp, StoredSession};
+    use crate::tokens::Tokens;
+
+    /// A disk that refuses every write.
+    struct FailingDisk;
+
+    impl Backend for FailingDisk {
+        fn load(&mut self) -> anyhow::Result<Vec<StoredSession>> {
+            Ok(Vec::new())
+        }
+        fn commit(&mut self, _ops: &[StoreOp]) -> anyhow::Result<()> {
+            anyhow::bail!("disk full")
+        }
+    }
+
+    /// A link whose store commit fails is answered `internal` and changes
+    /// nothing: no session, and the web side starts over with a fresh QR.
+    #[tokio::test]
+    async fn a_failed_link_commit_is_internal_and_leaves_no_session() {
+        let metrics = Arc::new(Metrics::new());
+        let (store, _, _writer) = Store::start(FailingDisk, metrics.clone()).unwrap();
+        let gw = Arc::new(Gateway::new(
+            Config::default(),
+            "http://127.0.0.1:8080".into(),
+            Tokens::new("k"),
+            store,
+            metrics,
+            CancellationToken::new(),
+        ));
+        let (web, mut web_queue) = Peer::new(1, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            web,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        let issued = gw.pairing.issue(&attempt);
+        let (request_id, _) = gw.link("alice", LinkTarget::Ref(issued.reference)).unwrap();
+
+        let confirmed = gw.link_confirm("alice", &request_id).await;
+        assert_eq!(confirmed.unwrap_err(), ErrorCode::Internal);
+        assert!(gw.list_sessions("alice").is_empty());
+        let events: Vec<_> = std::iter::from_fn(|| web_queue.try_recv()).collect();
+        assert!(matches!(
+            events.as_slice(),
+            [
+                Out::Pairing(PairingEvent::Scanned),
+                Out::Pairing(PairingEvent::Rejected)
+            ]
+        ));
+        // The request is gone too: nothing is left half-linked.
+        assert_eq!(
+            gw.link_confirm("alice", &request_id).await.unwrap_err(),
+            ErrorCode::UnknownRequest
+        );
+        assert!(web_queue.try_recv().is_none());
+    }
+}
