@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
 use crate::gateway::Gateway;
+use crate::hub::SessionState;
 use crate::metrics::{LogoutKind, PairingOutcome};
 use crate::pairing::{LinkRequest, LinkedWeb};
 use crate::peer::{PairingEvent, Peer};
@@ -232,7 +233,7 @@ impl Gateway {
                 })));
             }
             let offline_ephemeral = live.is_none() && !record.remember;
-            let session = crate::hub::SessionState {
+            let session = SessionState {
                 record: record.clone(),
                 live,
                 epoch: 0,
@@ -314,24 +315,42 @@ impl Gateway {
                 })
                 .collect();
             let durable = self.store.enqueue(ops).map_err(internal)?;
-            let ended: Vec<Option<Peer>> = ids
+            let ended: Vec<SessionState> = ids
                 .iter()
                 .filter_map(|sid| state.sessions.remove(sid))
-                .map(|s| s.live)
                 .collect();
             Ok((ended, durable))
         })?;
         let closed = ended.len();
         let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
-        let teardowns: Vec<_> = ended
-            .into_iter()
-            .flatten()
-            .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
-            .collect();
+        let mut records = Vec::with_capacity(closed);
+        let mut teardowns = Vec::new();
+        for session in ended {
+            if let Some(peer) = session.live {
+                teardowns.push(peer.close(CloseCode::LoggedOut, Some(farewell.clone())));
+            }
+            records.push(session.record);
+        }
         let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
+        if let Err(e) = written {
+            // The end did not reach the disk: the sessions stay (offline), so
+            // memory and disk agree and the phone can try again.
+            self.hub.with(account, |state| {
+                for record in records {
+                    state
+                        .sessions
+                        .entry(record.session_id.clone())
+                        .or_insert(SessionState {
+                            record,
+                            live: None,
+                            epoch: 0,
+                        });
+                }
+            });
+            return Err(internal(e));
+        }
         self.metrics.sessions.dec_by(closed as i64);
         self.metrics.logouts(reason.into(), closed);
-        written.map_err(internal)?;
         Ok(closed)
     }
 
@@ -392,24 +411,39 @@ impl Gateway {
 
     /// A web session ends itself. Durable before it returns.
     pub async fn self_logout(&self, account: &str, session_id: &str) -> Result<(), ErrorCode> {
-        let durable = self.hub.with_existing(account, |state| {
-            state.sessions.remove(session_id)?;
-            Some(self.store.enqueue(vec![StoreOp::Delete {
+        let removed = self.hub.with_existing(account, |state| {
+            let session = state.sessions.remove(session_id)?;
+            let durable = self.store.enqueue(vec![StoreOp::Delete {
                 session_id: session_id.to_owned(),
-            }]))
+            }]);
+            Some((session, durable))
         });
-        let durable = durable.flatten().ok_or(ErrorCode::LoggedOut)?;
-        self.finish_removal(account, session_id, RemovedReason::SelfLogout, durable)
+        let (session, durable) = removed.flatten().ok_or(ErrorCode::LoggedOut)?;
+        self.finish_removal(account, session, RemovedReason::SelfLogout, durable)
             .await
     }
 
+    /// Completes the removal of `session`, already taken out of the hub: once
+    /// it is durable, the phone is told. A removal that does not reach the
+    /// disk is undone, so memory and disk agree and nothing is half-ended.
     async fn finish_removal(
         &self,
         account: &str,
-        session_id: &str,
+        session: SessionState,
         reason: RemovedReason,
         durable: Result<Durable, crate::store::StoreError>,
     ) -> Result<(), ErrorCode> {
+        let written = match durable {
+            Ok(durable) => durable.wait().await,
+            Err(e) => Err(e),
+        };
+        let session_id = session.record.session_id.clone();
+        if let Err(e) = written {
+            self.hub.with(account, |state| {
+                state.sessions.entry(session_id).or_insert(session);
+            });
+            return Err(internal(e));
+        }
         self.metrics.sessions.dec();
         self.metrics.logouts(
             match reason {
@@ -418,9 +452,11 @@ impl Gateway {
             },
             1,
         );
-        durable.map_err(internal)?.wait().await.map_err(internal)?;
         self.hub.with_existing(account, |state| {
-            state.to_phone(&ServerFrame::SessionRemoved { session_id, reason })
+            state.to_phone(&ServerFrame::SessionRemoved {
+                session_id: &session_id,
+                reason,
+            })
         });
         self.hub.release_if_idle(account);
         Ok(())
@@ -449,15 +485,16 @@ impl Gateway {
                 if s.live.is_some() || s.epoch != epoch {
                     return None;
                 }
-                state.sessions.remove(&session_id);
-                Some(gw.store.enqueue(vec![StoreOp::Delete {
+                let session = state.sessions.remove(&session_id)?;
+                let durable = gw.store.enqueue(vec![StoreOp::Delete {
                     session_id: session_id.clone(),
-                }]))
+                }]);
+                Some((session, durable))
             });
-            if let Some(Some(durable)) = durable {
+            if let Some(Some((session, durable))) = durable {
                 tracing::debug!(%account, %session_id, "ephemeral session expired");
                 let _ = gw
-                    .finish_removal(&account, &session_id, RemovedReason::Expired, durable)
+                    .finish_removal(&account, session, RemovedReason::Expired, durable)
                     .await;
             }
         });
@@ -489,19 +526,19 @@ impl Gateway {
                     .collect();
                 stale
                     .into_iter()
-                    .map(|sid| {
-                        state.sessions.remove(&sid);
-                        let durable = self.store.enqueue(vec![StoreOp::Delete {
-                            session_id: sid.clone(),
-                        }]);
-                        (sid, durable)
+                    .filter_map(|sid| {
+                        let session = state.sessions.remove(&sid)?;
+                        let durable = self
+                            .store
+                            .enqueue(vec![StoreOp::Delete { session_id: sid }]);
+                        Some((session, durable))
                     })
                     .collect::<Vec<_>>()
             });
-            for (sid, durable) in removed.unwrap_or_default() {
-                tracing::debug!(%account, session_id = %sid, "idle session expired");
+            for (session, durable) in removed.unwrap_or_default() {
+                tracing::debug!(%account, session_id = %session.record.session_id, "idle session expired");
                 let _ = self
-                    .finish_removal(&account, &sid, RemovedReason::Expired, durable)
+                    .finish_removal(&account, session, RemovedReason::Expired, durable)
                     .await;
             }
         }
@@ -590,12 +627,9 @@ mod tests {
         }
     }
 
-    /// A link whose store commit fails is answered `internal` and changes
-    /// nothing: no session, and the web side starts over with a fresh QR.
-    #[tokio::test]
-    async fn a_failed_link_commit_is_internal_and_leaves_no_session() {
+    fn gateway_on(disk: impl Backend) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
-        let (store, _, _writer) = Store::start(FailingDisk, metrics.clone()).unwrap();
+        let (store, stored, _writer) = Store::start(disk, metrics.clone()).unwrap();
         let gw = Arc::new(Gateway::new(
             Config::default(),
             "http://127.0.0.1:8080".into(),
@@ -604,6 +638,57 @@ mod tests {
             metrics,
             CancellationToken::new(),
         ));
+        gw.hub.restore(stored);
+        gw
+    }
+
+    /// A disk that holds one session and refuses every write.
+    struct OneSessionFailingDisk;
+
+    impl Backend for OneSessionFailingDisk {
+        fn load(&mut self) -> anyhow::Result<Vec<StoredSession>> {
+            Ok(vec![StoredSession {
+                account: "alice".into(),
+                session_id: "s1".into(),
+                device_name: "curl".into(),
+                user_agent: "curl/8".into(),
+                ip: "127.0.0.1".into(),
+                created_at_ms: 0,
+                last_active_at_ms: 0,
+                remember: true,
+            }])
+        }
+        fn commit(&mut self, _ops: &[StoreOp]) -> anyhow::Result<()> {
+            anyhow::bail!("disk full")
+        }
+    }
+
+    /// A logout (or self-logout) whose end does not reach the disk is answered
+    /// `internal` and undone: the session is still listed, as it is on disk.
+    #[tokio::test]
+    async fn a_failed_logout_commit_is_internal_and_keeps_the_session() {
+        let gw = gateway_on(OneSessionFailingDisk);
+        assert_eq!(
+            gw.logout("alice", Some("s1")).await.unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert_eq!(gw.list_sessions("alice").len(), 1);
+        assert_eq!(
+            gw.logout("alice", None).await.unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            gw.self_logout("alice", "s1").await.unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert_eq!(gw.list_sessions("alice")[0].session_id, "s1");
+    }
+
+    /// A link whose store commit fails is answered `internal` and changes
+    /// nothing: no session, and the web side starts over with a fresh QR.
+    #[tokio::test]
+    async fn a_failed_link_commit_is_internal_and_leaves_no_session() {
+        let gw = gateway_on(FailingDisk);
         let (web, mut web_queue) = Peer::new(1, 1 << 20);
         let attempt = Arc::new(Attempt::new(
             web,
