@@ -69,6 +69,28 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
+    /// The human text sent in an `error` frame's `message` when the code
+    /// says it all (parse errors carry their own, more specific text).
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "malformed frame",
+            ErrorCode::UnknownType => "unknown frame type for this socket",
+            ErrorCode::NotAuthenticated => "authenticate first: send `auth` or `pair`",
+            ErrorCode::InvalidToken => "the token is not valid",
+            ErrorCode::LoggedOut => "this session was logged out; pair again",
+            ErrorCode::UnknownRef => "unknown, expired or used QR ref or code",
+            ErrorCode::UnknownRequest => "no such pending link request",
+            ErrorCode::UnknownSession => "no such session on this account",
+            ErrorCode::TooManyDevices => "the account already has the most linked devices allowed",
+            ErrorCode::PhoneOffline => "the phone is not connected",
+            ErrorCode::TooLarge => "body is larger than allowed",
+            ErrorCode::RateLimited => {
+                "rate limited (too many frames, errors or failed links); slow down"
+            }
+            ErrorCode::Internal => "internal error; nothing was changed",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",

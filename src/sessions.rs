@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
 use crate::gateway::Gateway;
-use crate::hub::SessionState;
+use crate::hub::{AccountState, MISS_WINDOW, SessionState};
 use crate::metrics::{LogoutKind, PairingOutcome};
 use crate::pairing::{LinkRequest, LinkedWeb};
 use crate::peer::{PairingEvent, Peer};
@@ -30,7 +30,6 @@ const ACTIVE_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Failed `link`s allowed per account per sliding minute.
 const MAX_LINK_MISSES: usize = 5;
-use crate::hub::MISS_WINDOW;
 
 fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_text())
@@ -58,6 +57,30 @@ fn new_request_id() -> String {
 fn internal(e: impl std::fmt::Display) -> ErrorCode {
     tracing::error!(error = %e, "store change failed");
     ErrorCode::Internal
+}
+
+/// Marks a session active now and queues that to the store (bookkeeping:
+/// nobody waits for it). Called under the account lock, so it reaches the disk
+/// before any later removal of the session.
+fn touch(store: &crate::store::Store, session: &mut SessionState) {
+    session.record.last_active_at_ms = now_ms();
+    store.submit(vec![StoreOp::Put(session.record.clone())]);
+}
+
+/// A session taken out of the hub, with its delete queued to the store.
+type Removal = (SessionState, Result<Durable, crate::store::StoreError>);
+
+/// Takes a session out of the hub and queues its delete (under the account lock).
+fn remove(
+    store: &crate::store::Store,
+    state: &mut AccountState,
+    session_id: &str,
+) -> Option<Removal> {
+    let session = state.sessions.remove(session_id)?;
+    let durable = store.enqueue(vec![StoreOp::Delete {
+        session_id: session_id.to_owned(),
+    }]);
+    Some((session, durable))
 }
 
 /// What a web socket learns when it resumes its session.
@@ -302,7 +325,7 @@ impl Gateway {
             Some(_) => LogoutReason::PhoneLogout,
             None => LogoutReason::PhoneLogoutAll,
         };
-        let (ended, durable) = self.hub.with(account, |state| {
+        let (mut ended, durable) = self.hub.with(account, |state| {
             let ids: Vec<String> = match session_id {
                 Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
                 Some(_) => return Err(ErrorCode::UnknownSession),
@@ -323,30 +346,15 @@ impl Gateway {
         })?;
         let closed = ended.len();
         let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
-        let mut records = Vec::with_capacity(closed);
-        let mut teardowns = Vec::new();
-        for session in ended {
-            if let Some(peer) = session.live {
-                teardowns.push(peer.close(CloseCode::LoggedOut, Some(farewell.clone())));
-            }
-            records.push(session.record);
-        }
+        let teardowns: Vec<_> = ended
+            .iter_mut()
+            .filter_map(|session| session.live.take())
+            .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
+            .collect();
         let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
         if let Err(e) = written {
-            // The end did not reach the disk: the sessions stay (offline), so
-            // memory and disk agree and the phone can try again.
-            self.hub.with(account, |state| {
-                for record in records {
-                    state
-                        .sessions
-                        .entry(record.session_id.clone())
-                        .or_insert(SessionState {
-                            record,
-                            live: None,
-                            epoch: 0,
-                        });
-                }
-            });
+            // The phone can try again; the sockets are gone either way.
+            self.undo_removal(account, ended);
             return Err(internal(e));
         }
         self.metrics.sessions.dec_by(closed as i64);
@@ -369,11 +377,9 @@ impl Gateway {
                 let phone_online = state.phone.is_some();
                 let session = state.sessions.get_mut(session_id)?;
                 session.epoch += 1;
-                session.record.last_active_at_ms = now_ms();
-                // Bookkeeping: after a crash, the stored time says when the
-                // session last had a socket, not when it last went offline.
-                self.store
-                    .submit(vec![StoreOp::Put(session.record.clone())]);
+                // After a crash, the stored time says when the session last
+                // had a socket, not when it last went offline.
+                touch(&self.store, session);
                 match session.live.replace(peer.clone()) {
                     Some(old) => {
                         old.order_close(CloseCode::Replaced);
@@ -396,10 +402,7 @@ impl Gateway {
             }
             session.live = None;
             session.epoch += 1;
-            session.record.last_active_at_ms = now_ms();
-            // Bookkeeping only: queued under the lock, nobody waits for it.
-            self.store
-                .submit(vec![StoreOp::Put(session.record.clone())]);
+            touch(&self.store, session);
             let grace = (!session.record.remember).then_some(session.epoch);
             state.to_phone(&ServerFrame::SessionOffline { session_id });
             grace
@@ -411,15 +414,12 @@ impl Gateway {
 
     /// A web session ends itself. Durable before it returns.
     pub async fn self_logout(&self, account: &str, session_id: &str) -> Result<(), ErrorCode> {
-        let removed = self.hub.with_existing(account, |state| {
-            let session = state.sessions.remove(session_id)?;
-            let durable = self.store.enqueue(vec![StoreOp::Delete {
-                session_id: session_id.to_owned(),
-            }]);
-            Some((session, durable))
-        });
-        let (session, durable) = removed.flatten().ok_or(ErrorCode::LoggedOut)?;
-        self.finish_removal(account, session, RemovedReason::SelfLogout, durable)
+        let removal = self
+            .hub
+            .with_existing(account, |state| remove(&self.store, state, session_id))
+            .flatten()
+            .ok_or(ErrorCode::LoggedOut)?;
+        self.finish_removal(account, removal, RemovedReason::SelfLogout)
             .await
     }
 
@@ -429,9 +429,8 @@ impl Gateway {
     async fn finish_removal(
         &self,
         account: &str,
-        session: SessionState,
+        (session, durable): Removal,
         reason: RemovedReason,
-        durable: Result<Durable, crate::store::StoreError>,
     ) -> Result<(), ErrorCode> {
         let written = match durable {
             Ok(durable) => durable.wait().await,
@@ -439,9 +438,7 @@ impl Gateway {
         };
         let session_id = session.record.session_id.clone();
         if let Err(e) = written {
-            self.hub.with(account, |state| {
-                state.sessions.entry(session_id).or_insert(session);
-            });
+            self.undo_removal(account, [session]);
             return Err(internal(e));
         }
         self.metrics.sessions.dec();
@@ -462,6 +459,19 @@ impl Gateway {
         Ok(())
     }
 
+    /// Puts back sessions whose removal did not reach the disk (offline), so
+    /// memory and disk agree and the removal can be tried again.
+    fn undo_removal(&self, account: &str, sessions: impl IntoIterator<Item = SessionState>) {
+        self.hub.with(account, |state| {
+            for session in sessions {
+                state
+                    .sessions
+                    .entry(session.record.session_id.clone())
+                    .or_insert(session);
+            }
+        });
+    }
+
     // ---- expiry -------------------------------------------------------------
 
     /// Ends an ephemeral session `after` from now, unless it was resumed
@@ -480,21 +490,17 @@ impl Gateway {
                 _ = tokio::time::sleep(after) => {}
                 _ = gw.shutdown.cancelled() => return,
             }
-            let durable = gw.hub.with_existing(&account, |state| {
+            let removal = gw.hub.with_existing(&account, |state| {
                 let s = state.sessions.get(&session_id)?;
                 if s.live.is_some() || s.epoch != epoch {
                     return None;
                 }
-                let session = state.sessions.remove(&session_id)?;
-                let durable = gw.store.enqueue(vec![StoreOp::Delete {
-                    session_id: session_id.clone(),
-                }]);
-                Some((session, durable))
+                remove(&gw.store, state, &session_id)
             });
-            if let Some(Some((session, durable))) = durable {
+            if let Some(Some(removal)) = removal {
                 tracing::debug!(%account, %session_id, "ephemeral session expired");
                 let _ = gw
-                    .finish_removal(&account, session, RemovedReason::Expired, durable)
+                    .finish_removal(&account, removal, RemovedReason::Expired)
                     .await;
             }
         });
@@ -514,8 +520,7 @@ impl Gateway {
             let removed = self.hub.with_existing(&account, |state| {
                 for s in state.sessions.values_mut() {
                     if s.live.is_some() && s.record.last_active_at_ms < refresh_before {
-                        s.record.last_active_at_ms = now;
-                        self.store.submit(vec![StoreOp::Put(s.record.clone())]);
+                        touch(&self.store, s);
                     }
                 }
                 let stale: Vec<String> = state
@@ -525,20 +530,14 @@ impl Gateway {
                     .map(|s| s.record.session_id.clone())
                     .collect();
                 stale
-                    .into_iter()
-                    .filter_map(|sid| {
-                        let session = state.sessions.remove(&sid)?;
-                        let durable = self
-                            .store
-                            .enqueue(vec![StoreOp::Delete { session_id: sid }]);
-                        Some((session, durable))
-                    })
+                    .iter()
+                    .filter_map(|sid| remove(&self.store, state, sid))
                     .collect::<Vec<_>>()
             });
-            for (session, durable) in removed.unwrap_or_default() {
-                tracing::debug!(%account, session_id = %session.record.session_id, "idle session expired");
+            for removal in removed.unwrap_or_default() {
+                tracing::debug!(%account, session_id = %removal.0.record.session_id, "idle session expired");
                 let _ = self
-                    .finish_removal(&account, session, RemovedReason::Expired, durable)
+                    .finish_removal(&account, removal, RemovedReason::Expired)
                     .await;
             }
         }

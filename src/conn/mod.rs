@@ -72,7 +72,7 @@ impl Stop {
     }
 }
 
-/// Queued frames taken in one go.
+/// Queued items fed in one go before the loop looks at incoming frames.
 const WRITE_BATCH: usize = 64;
 /// Ready frames and events handled before buffered output is flushed.
 const READY_BUDGET: u32 = 32;
@@ -250,7 +250,7 @@ impl Conn {
                     if self.last_seen.elapsed() >= heartbeat_every * 2 {
                         return Err(Stop::close(CloseCode::TimedOut, None));
                     }
-                    self.write(Message::Ping(Default::default())).await?;
+                    self.feed(Message::Ping(Default::default())).await?;
                 }
                 _ = sleep_until(deadline.unwrap_or(self.opened).into()), if deadline.is_some() => {
                     if self.stage == Stage::Opening {
@@ -263,25 +263,23 @@ impl Conn {
         }
     }
 
-    /// Writes one queued item and whatever else is waiting, then flushes once.
+    /// Feeds one queued item and up to `WRITE_BATCH` more that are waiting;
+    /// the loop flushes them together.
     async fn write_out<H: Handler>(&mut self, first: Out, handler: &mut H) -> Result<(), Stop> {
         let mut next = Some(first);
-        let mut batch = Vec::new();
+        let mut taken = 0;
         while let Some(out) = next.take() {
             match out {
-                Out::Text(text) => batch.push(Message::Text(text)),
-                Out::Pairing(event) => {
-                    // Events change the socket's state: write what came
-                    // before them first, in order.
-                    self.feed_all(std::mem::take(&mut batch)).await?;
-                    Box::pin(handler.on_pairing(self, event)).await?;
-                }
+                Out::Text(text) => self.feed(Message::Text(text)).await?,
+                // Events change the socket's state; they come in queue order.
+                Out::Pairing(event) => Box::pin(handler.on_pairing(self, event)).await?,
             }
-            if batch.len() < WRITE_BATCH {
+            taken += 1;
+            if taken < WRITE_BATCH {
                 next = self.queue.try_recv();
             }
         }
-        self.feed_all(batch).await
+        Ok(())
     }
 
     async fn on_incoming<H: Handler>(
@@ -337,7 +335,7 @@ impl Conn {
 
     // ---- writing ----------------------------------------------------------
 
-    /// Puts `frames` into the socket's write buffer (tungstenite passes it to
+    /// Puts `frame` into the socket's write buffer (tungstenite passes it to
     /// the kernel whenever it holds `WRITE_BUFFER_BYTES`); the loop flushes the
     /// rest once nothing else is ready, so a burst of replies and relayed
     /// frames costs one system call.
@@ -345,17 +343,15 @@ impl Conn {
     /// The common case (the socket takes the frame at once) has no await in
     /// it, so this adds nothing to the size of every socket's task; a socket
     /// that pushes back, and a long frame, take the boxed slow path.
-    async fn feed_all(&mut self, frames: impl IntoIterator<Item = Message>) -> Result<(), Stop> {
-        for frame in frames {
-            let frame = match frame {
-                Message::Text(text) if text.len() > FRAGMENT_BYTES => {
-                    Box::pin(self.feed_blocking(Fed::Fragmented(text))).await?;
-                    continue;
+    async fn feed(&mut self, frame: Message) -> Result<(), Stop> {
+        match frame {
+            Message::Text(text) if text.len() > FRAGMENT_BYTES => {
+                Box::pin(self.feed_blocking(Fed::Fragmented(text))).await?;
+            }
+            frame => {
+                if let Some(frame) = try_feed(&mut self.ws, frame).map_err(write_failed)? {
+                    Box::pin(self.feed_blocking(Fed::Whole(frame))).await?;
                 }
-                frame => frame,
-            };
-            if let Some(frame) = try_feed(&mut self.ws, frame).map_err(write_failed)? {
-                Box::pin(self.feed_blocking(Fed::Whole(frame))).await?;
             }
         }
         self.unflushed = true;
@@ -400,22 +396,27 @@ impl Conn {
                 self.unflushed = false;
                 Ok(())
             }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "socket write failed");
-                Err(Stop::Gone)
-            }
+            Some(Err(e)) => Err(write_failed(e)),
             None => Err(self.take_close_order()),
         }
     }
 
-    async fn write(&mut self, frame: Message) -> Result<(), Stop> {
-        self.feed_all([frame]).await
-    }
-
     /// Sends one frame to this socket.
     pub async fn reply(&mut self, frame: &ServerFrame<'_>) -> Result<(), Stop> {
-        self.write(Message::Text(Utf8Bytes::from(frame.to_text())))
-            .await
+        self.write_text(frame.to_text()).await
+    }
+
+    /// Sends one already-serialized frame.
+    pub async fn write_text(&mut self, text: String) -> Result<(), Stop> {
+        self.feed(Message::Text(Utf8Bytes::from(text))).await
+    }
+
+    /// Sends already-serialized frames, in order.
+    pub async fn write_texts<const N: usize>(&mut self, texts: [String; N]) -> Result<(), Stop> {
+        for text in texts {
+            self.write_text(text).await?;
+        }
+        Ok(())
     }
 
     /// Sends an `error`, subject to the error-rate limit; closes 4029 on the
@@ -443,12 +444,8 @@ impl Conn {
 
     /// Sends an error and then closes: for invalid tokens and ended sessions.
     pub fn refuse(&self, id: Option<&str>, code: ErrorCode, close: CloseCode) -> Stop {
-        let message = match code {
-            ErrorCode::InvalidToken => "the token is not valid",
-            ErrorCode::LoggedOut => "this session was logged out; pair again",
-            _ => "refused",
-        };
         self.gw.metrics.error(code);
+        let message = code.describe();
         let frame = Utf8Bytes::from(ServerFrame::Error { id, code, message }.to_text());
         Stop::close(close, Some(frame))
     }
@@ -564,17 +561,4 @@ async fn send_close(
 /// Whether a read failed because the client's frame exceeded `max_frame_bytes`.
 fn is_too_large(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
-}
-
-impl Conn {
-    /// Sends one already-serialized frame.
-    pub async fn write_text(&mut self, text: String) -> Result<(), Stop> {
-        self.write(Message::Text(Utf8Bytes::from(text))).await
-    }
-
-    /// Sends already-serialized frames in order, flushing once.
-    pub async fn write_texts<const N: usize>(&mut self, texts: [String; N]) -> Result<(), Stop> {
-        self.feed_all(texts.map(|t| Message::Text(Utf8Bytes::from(t))))
-            .await
-    }
 }

@@ -19,7 +19,11 @@ impl Handler for Phone {
             // Before auth the parser lets nothing but `auth` through.
             let ClientFrame::Auth { token } = req.frame else {
                 return conn
-                    .error(id, ErrorCode::NotAuthenticated, "authenticate first")
+                    .error(
+                        id,
+                        ErrorCode::NotAuthenticated,
+                        ErrorCode::NotAuthenticated.describe(),
+                    )
                     .await;
             };
             let Some(account) = conn.gw.tokens.verify_phone(&token) else {
@@ -116,7 +120,7 @@ impl Handler for Phone {
             // A reply is owed only to a frame with an id.
             Ok(reply) if id.is_some() => conn.write_text(reply).await,
             Ok(_) => Ok(()),
-            Err(code) => conn.error(id, code, describe(code)).await,
+            Err(code) => conn.error(id, code, code.describe()).await,
         }
     }
 
@@ -136,22 +140,5 @@ impl Handler for Phone {
         if let Some(account) = &self.account {
             conn.gw.phone_offline(account, conn.peer.conn_id());
         }
-    }
-}
-
-/// The human text of an error the phone's requests can get.
-pub fn describe(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::UnknownRef => "unknown, expired or used QR ref or code",
-        ErrorCode::UnknownRequest => "no such pending link request",
-        ErrorCode::UnknownSession => "no such session on this account",
-        ErrorCode::TooManyDevices => "the account already has the most linked devices allowed",
-        ErrorCode::RateLimited => "too many failed link attempts; wait a minute",
-        ErrorCode::PhoneOffline => "the phone is not connected",
-        ErrorCode::TooLarge => "body is larger than allowed",
-        ErrorCode::LoggedOut => "this session was logged out",
-        ErrorCode::UnknownType => "unknown frame type for this socket",
-        ErrorCode::Internal => "internal error; nothing was changed",
-        _ => "request refused",
     }
 }

@@ -15,7 +15,6 @@ use crate::protocol::{
 };
 use crate::qr;
 
-use super::phone::describe;
 use super::{Conn, Handler, Stop};
 
 /// The live session this socket carries.
@@ -229,7 +228,7 @@ impl Handler for Web {
                         .await
                     }
                     Ok(()) => Ok(()),
-                    Err(code) => conn.error(id, code, describe(code)).await,
+                    Err(code) => conn.error(id, code, code.describe()).await,
                 }
             }
             (ClientFrame::Logout { .. }, Some(live)) => {
@@ -237,7 +236,7 @@ impl Handler for Web {
                     Box::pin(conn.gw.self_logout(&live.account, &live.session_id)).await
                     && code != ErrorCode::LoggedOut
                 {
-                    return conn.error(id, code, describe(code)).await;
+                    return conn.error(id, code, code.describe()).await;
                 }
                 tracing::debug!("web session logged itself out");
                 let farewell = ServerFrame::LoggedOut {
@@ -252,8 +251,12 @@ impl Handler for Web {
             }
             // The parser only lets role- and stage-appropriate frames through.
             _ => {
-                conn.error(id, ErrorCode::UnknownType, describe(ErrorCode::UnknownType))
-                    .await
+                conn.error(
+                    id,
+                    ErrorCode::UnknownType,
+                    ErrorCode::UnknownType.describe(),
+                )
+                .await
             }
         }
     }
