@@ -1,5 +1,47 @@
 //! The name a linking device is shown under: `<browser> on <OS>`, derived from
-//! its User-Agent when the client gives none.
+//! its User-Agent when the client gives none; and the cleaning of both before
+//! they are kept or shown to the phone.
+
+/// Longest `device_name` kept, in characters.
+pub const MAX_DEVICE_NAME_CHARS: usize = 100;
+/// Longest User-Agent kept, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+
+/// Characters never kept in text a client chose: control characters (which
+/// could forge lines in a log or a terminal) and bidirectional overrides and
+/// isolates (which could make a name read as something else on the phone).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}')
+}
+
+/// A client-chosen device name as it is kept and shown: unsafe characters
+/// removed, at most `MAX_DEVICE_NAME_CHARS` characters, trimmed.
+pub fn clean_device_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !is_unsafe(*c))
+        .take(MAX_DEVICE_NAME_CHARS)
+        .collect();
+    cleaned.trim().to_owned()
+}
+
+/// A User-Agent as it is kept and shown: unsafe characters removed, at most
+/// `MAX_USER_AGENT_BYTES` bytes (cut at a character boundary).
+pub fn clean_user_agent(user_agent: &str) -> String {
+    let mut cleaned = String::with_capacity(user_agent.len().min(MAX_USER_AGENT_BYTES));
+    for c in user_agent.chars().filter(|c| !is_unsafe(*c)) {
+        if cleaned.len() + c.len_utf8() > MAX_USER_AGENT_BYTES {
+            break;
+        }
+        cleaned.push(c);
+    }
+    cleaned
+}
 
 /// `Chrome on Linux`, `Safari on iOS`, `curl`, `Unknown device`, ...
 pub fn device_name(user_agent: &str) -> String {
@@ -59,7 +101,35 @@ fn os(ua: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::device_name;
+    use super::{
+        MAX_DEVICE_NAME_CHARS, MAX_USER_AGENT_BYTES, clean_device_name, clean_user_agent,
+        device_name,
+    };
+
+    #[test]
+    fn names_lose_control_and_bidi_characters_and_are_capped() {
+        assert_eq!(
+            clean_device_name("  Anna's\u{202E}txt.exe\n "),
+            "Anna'stxt.exe"
+        );
+        assert_eq!(clean_device_name("a\u{2066}b\u{0007}c\u{200F}"), "abc");
+        assert_eq!(clean_device_name("Zoë's Pixel"), "Zoë's Pixel");
+        let long = "é".repeat(5 * MAX_DEVICE_NAME_CHARS);
+        assert_eq!(
+            clean_device_name(&long).chars().count(),
+            MAX_DEVICE_NAME_CHARS
+        );
+    }
+
+    #[test]
+    fn user_agents_are_capped_in_bytes_at_a_character_boundary() {
+        let long = format!("Mozilla/5.0 {}", "€".repeat(400));
+        let cleaned = clean_user_agent(&long);
+        assert!(cleaned.len() <= MAX_USER_AGENT_BYTES);
+        assert!(cleaned.len() > MAX_USER_AGENT_BYTES - 3);
+        assert!(long.starts_with(&cleaned));
+        assert_eq!(clean_user_agent("curl/8\r\nX-Evil: 1"), "curl/8X-Evil: 1");
+    }
 
     #[test]
     fn common_user_agents() {

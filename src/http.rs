@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use rust_embed::RustEmbed;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tungstenite::protocol::Role as WsRole;
 
 use crate::conn::{self, ClientInfo};
 use crate::gateway::Gateway;
@@ -27,13 +27,6 @@ use crate::protocol::Role;
 #[derive(RustEmbed)]
 #[folder = "static/"]
 struct Assets;
-
-/// Per-socket read buffer: small, because most sockets sit idle (tungstenite
-/// zero-fills all of it, so all of it is resident).
-const READ_BUFFER_BYTES: usize = 512;
-/// Bytes gathered before tungstenite writes to the socket mid-batch; the write
-/// buffer keeps the largest size it reached, so this also bounds its memory.
-const WRITE_BUFFER_BYTES: usize = 4096;
 
 #[derive(Clone)]
 struct AppState {
@@ -180,18 +173,13 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
             Role::Web => headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned(),
+                .map(crate::device::clean_user_agent)
+                .unwrap_or_default(),
             Role::Phone => String::new(),
         },
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let max = gw.config.max_frame_bytes as usize;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+    let config = conn::websocket_config(gw.config.max_frame_bytes as usize);
     let tasks = gw.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {

@@ -7,7 +7,7 @@
 //! touched while an account lock is held; an account lock may be held while
 //! taking a pairing attempt's lock, never the other way round.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,9 @@ pub struct AccountState {
     retired: bool,
     pub phone: Option<Peer>,
     pub sessions: HashMap<String, SessionState>,
-    /// Links confirmed but not yet durable: they count toward `max_devices`.
-    pub linking: usize,
+    /// Session ids of links confirmed but not yet durable: they count toward
+    /// `max_devices`, and `logout_all` ends them too.
+    pub linking: HashSet<String>,
     pub requests: HashMap<String, LinkRequest>,
     /// Times of failed `link`s within the last minute.
     pub misses: VecDeque<Instant>,
@@ -71,12 +72,41 @@ impl AccountState {
     fn is_idle(&self) -> bool {
         self.phone.is_none()
             && self.sessions.is_empty()
-            && self.linking == 0
+            && self.linking.is_empty()
             && self.requests.is_empty()
             && self
                 .misses
                 .back()
                 .is_none_or(|t| t.elapsed() >= MISS_WINDOW)
+    }
+
+    /// Whether `conn_id` is the account's phone socket: one that was replaced
+    /// (and ordered closed) has no say any more.
+    pub fn is_phone(&self, conn_id: u64) -> bool {
+        self.phone.as_ref().map(Peer::conn_id) == Some(conn_id)
+    }
+
+    /// Whether `conn_id` is the live socket of session `session_id`.
+    pub fn is_live_socket(&self, session_id: &str, conn_id: u64) -> bool {
+        self.sessions
+            .get(session_id)
+            .and_then(|s| s.live.as_ref())
+            .map(Peer::conn_id)
+            == Some(conn_id)
+    }
+
+    /// Takes out the link requests that expired unanswered.
+    pub fn take_expired_requests(&mut self, now: Instant) -> Vec<LinkRequest> {
+        let expired: Vec<String> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| self.requests.remove(id))
+            .collect()
     }
 
     /// Sends `frame` to the phone, if it is online.

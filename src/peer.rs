@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
@@ -53,6 +54,8 @@ pub struct CloseOrder {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Out>,
+    /// Bytes queued plus the bytes of the frame the socket's task is writing:
+    /// what this socket holds in user space, bounded by `max_queue_bytes`.
     queued_bytes: usize,
     /// The socket's task has ended: nothing more is taken.
     shut: bool,
@@ -66,6 +69,10 @@ struct Inner {
     max_queue_bytes: usize,
     state: Mutex<State>,
     notify: Notify,
+    /// Mirrors `state.order.is_some()` once set (it is never unset while the
+    /// task runs): the socket's task checks it before every frame it handles
+    /// or writes, without taking the lock.
+    ordered: AtomicBool,
 }
 
 /// Cheap to clone; identifies one socket by `conn_id`.
@@ -81,6 +88,10 @@ impl std::fmt::Debug for Peer {
 /// The receiving side, owned by the socket's task.
 pub struct PeerQueue {
     peer: Peer,
+    /// Bytes of the last frame taken: they still count against the bound
+    /// until the task comes back for the next item (by then it has handed the
+    /// frame to the socket's write buffer).
+    in_hand: usize,
 }
 
 /// What woke the socket's task.
@@ -97,8 +108,9 @@ impl Peer {
             max_queue_bytes,
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            ordered: AtomicBool::new(false),
         }));
-        (peer.clone(), PeerQueue { peer })
+        (peer.clone(), PeerQueue { peer, in_hand: 0 })
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -126,6 +138,7 @@ impl Peer {
                 code: CloseCode::TooSlow,
                 farewell: None,
             });
+            self.0.ordered.store(true, Ordering::Release);
             drop(state);
             self.0.notify.notify_one();
             return false;
@@ -172,16 +185,23 @@ impl Peer {
             }
             if state.order.is_none() {
                 state.order = Some(CloseOrder { code, farewell });
+                self.0.ordered.store(true, Ordering::Release);
             }
             state.waiters.extend(done);
         }
         self.0.notify.notify_one();
     }
 
+    /// Whether the socket was ordered closed: from then on, nothing it
+    /// receives may have any effect.
+    pub fn is_close_ordered(&self) -> bool {
+        self.0.ordered.load(Ordering::Acquire)
+    }
+
     /// Resolves once a close order is waiting (for the socket's task only).
     pub async fn close_ordered(&self) {
         loop {
-            if self.0.state.lock().order.is_some() {
+            if self.is_close_ordered() {
                 return;
             }
             self.0.notify.notified().await;
@@ -220,9 +240,11 @@ impl PeerQueue {
         if state.order.is_some() {
             return Some(Wake::CloseOrdered);
         }
+        // The frame taken last time has been written by now.
+        state.queued_bytes -= std::mem::take(&mut self.in_hand);
         let out = state.queue.pop_front()?;
         if let Out::Text(t) = &out {
-            state.queued_bytes -= t.len();
+            self.in_hand = t.len();
         }
         if state.queue.is_empty() && state.queue.capacity() > IDLE_SLOTS {
             state.queue.shrink_to(IDLE_SLOTS);
@@ -230,18 +252,28 @@ impl PeerQueue {
         Some(Wake::Out(out))
     }
 
-    /// Stops taking frames: later sends fail, queued frames are dropped, and
-    /// waiters of any close order (and of later ones) are released.
-    pub fn shut(&mut self) {
+    /// Stops taking frames: later sends fail, and waiters of close orders
+    /// not taken (and of later ones) are released. Returns the frames still queued, for a
+    /// close that writes them before its close frame.
+    pub fn shut(&mut self) -> Vec<Utf8Bytes> {
         let (queue, waiters) = {
             let mut state = self.peer.0.state.lock();
             state.shut = true;
             state.queued_bytes = 0;
+            self.in_hand = 0;
             (
                 std::mem::take(&mut state.queue),
                 std::mem::take(&mut state.waiters),
             )
         };
-        drop((queue, waiters));
+        drop(waiters);
+        queue
+            .into_iter()
+            .filter_map(|out| match out {
+                Out::Text(text) => Some(text),
+                // Pairing events mean nothing to a socket that is closing.
+                Out::Pairing(_) => None,
+            })
+            .collect()
     }
 }

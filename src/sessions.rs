@@ -31,6 +31,26 @@ const ACTIVE_REFRESH: Duration = Duration::from_secs(3600);
 /// Failed `link`s allowed per account per sliding minute.
 const MAX_LINK_MISSES: usize = 5;
 
+/// Link requests one account may have waiting for the phone's answer.
+pub const MAX_PENDING_REQUESTS: usize = 8;
+
+/// What a socket that is no longer its role's current one is told, should it
+/// ever get a reply: it was ordered closed in the same critical section that
+/// replaced or ended it, so its task stops before replying.
+const SUPERSEDED: ErrorCode = ErrorCode::NotAuthenticated;
+
+/// A link request ends unconfirmed: its web socket, unless gone, starts over
+/// with a fresh QR. `false` if the web socket was gone.
+fn end_request(req: LinkRequest) -> bool {
+    let mut a = req.attempt.lock();
+    a.request = None;
+    if a.dead {
+        return false;
+    }
+    req.attempt.peer.send_pairing(PairingEvent::Rejected);
+    true
+}
+
 fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_text())
 }
@@ -119,15 +139,20 @@ impl Gateway {
     // ---- linking (phone side) ---------------------------------------------
 
     /// `link`: takes the ref (or code), tells the web socket it was scanned, and
-    /// returns the new request's id and the device asking.
+    /// returns the new request's id and the device asking. `phone` is the
+    /// asking socket: a phone socket that was replaced has no say any more.
     pub fn link(
         &self,
         account: &str,
+        phone: u64,
         target: LinkTarget,
     ) -> Result<(String, DeviceInfo), ErrorCode> {
         let max_devices = self.config.max_devices;
         let request_ttl = self.config.qr_ttl() * 3;
         let result = self.hub.with(account, |state| {
+            if !state.is_phone(phone) {
+                return Err(SUPERSEDED);
+            }
             let now = Instant::now();
             while state
                 .misses
@@ -139,6 +164,10 @@ impl Gateway {
             if state.misses.len() >= MAX_LINK_MISSES {
                 return Err(ErrorCode::RateLimited);
             }
+            // Requests nobody answered in time count as rejected.
+            for expired in state.take_expired_requests(now) {
+                end_request(expired);
+            }
             let reference = match &target {
                 LinkTarget::Ref(r) => Some(r.clone()),
                 LinkTarget::Code(c) => self.pairing.ref_for_code(c),
@@ -148,8 +177,11 @@ impl Gateway {
                 return Err(ErrorCode::UnknownRef);
             };
             // Checked before taking the ref, so the ref stays valid.
-            if state.sessions.len() + state.linking >= max_devices {
+            if state.sessions.len() + state.linking.len() >= max_devices {
                 return Err(ErrorCode::TooManyDevices);
+            }
+            if state.requests.len() >= MAX_PENDING_REQUESTS {
+                return Err(ErrorCode::RateLimited);
             }
             let Some(attempt) = self.pairing.take(&reference) else {
                 state.misses.push_back(now);
@@ -185,21 +217,27 @@ impl Gateway {
     pub async fn link_confirm(
         self: &Arc<Self>,
         account: &str,
+        phone: u64,
         request_id: &str,
     ) -> Result<SessionInfo, ErrorCode> {
         let max_devices = self.config.max_devices;
         let (record, attempt, durable) = self.hub.with(account, |state| {
+            if !state.is_phone(phone) {
+                return Err(SUPERSEDED);
+            }
             let Some(req) = state.requests.get(request_id) else {
                 return Err(ErrorCode::UnknownRequest);
             };
             if req.expires_at <= Instant::now() || req.attempt.lock().dead {
-                // Counts as rejected; the web socket's own timer (or its exit)
-                // takes care of its side.
-                state.requests.remove(request_id);
+                // Counts as rejected: the web socket (if still there) starts over.
+                if let Some(req) = state.requests.remove(request_id) {
+                    end_request(req);
+                }
                 return Err(ErrorCode::UnknownRequest);
             }
-            // Links still being written count: they will be sessions.
-            if state.sessions.len() + state.linking >= max_devices {
+            // Links still being written count: they will be sessions. The
+            // request stays pending.
+            if state.sessions.len() + state.linking.len() >= max_devices {
                 return Err(ErrorCode::TooManyDevices);
             }
             let Some(req) = state.requests.remove(request_id) else {
@@ -224,7 +262,7 @@ impl Gateway {
                 .store
                 .enqueue(vec![StoreOp::Put(record.clone())])
                 .map_err(internal)?;
-            state.linking += 1;
+            state.linking.insert(record.session_id.clone());
             Ok((record, req.attempt, durable))
         })?;
 
@@ -232,14 +270,21 @@ impl Gateway {
         let session_id = record.session_id.clone();
         let token = self.tokens.mint_session(account, &session_id);
         let outcome = self.hub.with(account, |state| {
-            state.linking -= 1;
+            // Gone from `linking` if a `logout_all` ended the link while it was
+            // being written (its delete reaches the disk after this put).
+            let ended_meanwhile = !state.linking.remove(&session_id);
             let mut a = attempt.lock();
             a.request = None;
-            if let Err(e) = written {
+            let refused = match written {
+                Err(e) => Some(internal(e)),
+                Ok(()) if ended_meanwhile => Some(ErrorCode::UnknownRequest),
+                Ok(()) => None,
+            };
+            if let Some(code) = refused {
                 if !a.dead {
                     attempt.peer.send_pairing(PairingEvent::Rejected);
                 }
-                return Err(internal(e));
+                return Err(code);
             }
             let live = (!a.dead).then(|| {
                 a.linked = Some((account.to_owned(), session_id.clone()));
@@ -275,24 +320,33 @@ impl Gateway {
     }
 
     /// `link_reject`: the web socket starts over with a fresh QR.
-    pub fn link_reject(&self, account: &str, request_id: &str) -> Result<(), ErrorCode> {
-        let req = self
-            .hub
-            .with(account, |state| state.requests.remove(request_id))
-            .ok_or(ErrorCode::UnknownRequest)?;
-        let mut a = req.attempt.lock();
-        a.request = None;
+    pub fn link_reject(
+        &self,
+        account: &str,
+        phone: u64,
+        request_id: &str,
+    ) -> Result<(), ErrorCode> {
+        let req = self.hub.with(account, |state| {
+            if !state.is_phone(phone) {
+                return Err(SUPERSEDED);
+            }
+            state
+                .requests
+                .remove(request_id)
+                .ok_or(ErrorCode::UnknownRequest)
+        })?;
         // A request dies with its web socket.
-        if a.dead {
+        if !end_request(req) {
             return Err(ErrorCode::UnknownRequest);
         }
-        req.attempt.peer.send_pairing(PairingEvent::Rejected);
         self.metrics.pairing(PairingOutcome::Rejected);
         Ok(())
     }
 
     /// Called by a scanned web socket whose request was never answered: it
-    /// counts as rejected. `false` if the request is being confirmed right now.
+    /// counts as rejected. `false` if somebody else already took the request
+    /// (a confirm, a reject, a `logout_all`): their outcome reaches the socket
+    /// as a pairing event.
     pub fn expire_request(&self, account: &str, request_id: &str) -> bool {
         let expired = self
             .hub
@@ -300,8 +354,16 @@ impl Gateway {
             .unwrap_or(false);
         if expired {
             self.metrics.pairing(PairingOutcome::Rejected);
+            self.hub.release_if_idle(account);
         }
         expired
+    }
+
+    /// A pairing web socket went away: its pending request dies with it.
+    pub fn drop_request(&self, account: &str, request_id: &str) {
+        self.hub
+            .with_existing(account, |state| state.requests.remove(request_id));
+        self.hub.release_if_idle(account);
     }
 
     // ---- session control (phone side) ---------------------------------------
@@ -316,41 +378,67 @@ impl Gateway {
     /// `logout` (one session) or `logout_all` (`session_id` `None`). Resolves
     /// once every socket of the ended sessions was sent `logged_out` and its
     /// 4001 close (or dropped), and the end is durable. Returns how many ended.
+    ///
+    /// `logout_all` also ends the account's links being written right now
+    /// (their confirm then fails) and its pending link requests (their web
+    /// sockets start over).
     pub async fn logout(
         &self,
         account: &str,
+        phone: u64,
         session_id: Option<&str>,
     ) -> Result<usize, ErrorCode> {
         let reason = match session_id {
             Some(_) => LogoutReason::PhoneLogout,
             None => LogoutReason::PhoneLogoutAll,
         };
-        let (mut ended, durable) = self.hub.with(account, |state| {
+        let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
+        let (ended, teardowns, requests, durable) = self.hub.with(account, |state| {
+            if !state.is_phone(phone) {
+                return Err(SUPERSEDED);
+            }
             let ids: Vec<String> = match session_id {
                 Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
                 Some(_) => return Err(ErrorCode::UnknownSession),
                 None => state.sessions.keys().cloned().collect(),
             };
+            // Links being written are queued after their put: deleted after it.
+            let cancelled_links = match session_id {
+                Some(_) => Vec::new(),
+                None => state.linking.iter().cloned().collect(),
+            };
             let ops = ids
                 .iter()
+                .chain(&cancelled_links)
                 .map(|sid| StoreOp::Delete {
                     session_id: sid.clone(),
                 })
                 .collect();
             let durable = self.store.enqueue(ops).map_err(internal)?;
-            let ended: Vec<SessionState> = ids
+            let mut ended: Vec<SessionState> = ids
                 .iter()
                 .filter_map(|sid| state.sessions.remove(sid))
                 .collect();
-            Ok((ended, durable))
+            let requests: Vec<LinkRequest> = match session_id {
+                Some(_) => Vec::new(),
+                None => {
+                    state.linking.clear();
+                    state.requests.drain().map(|(_, req)| req).collect()
+                }
+            };
+            // Ordered closed in the same critical section that ended the
+            // sessions: from here on nothing those sockets send has an effect.
+            let teardowns: Vec<_> = ended
+                .iter_mut()
+                .filter_map(|session| session.live.take())
+                .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
+                .collect();
+            Ok((ended, teardowns, requests, durable))
         })?;
+        for req in requests {
+            end_request(req);
+        }
         let closed = ended.len();
-        let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
-        let teardowns: Vec<_> = ended
-            .iter_mut()
-            .filter_map(|session| session.live.take())
-            .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
-            .collect();
         let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
         if let Err(e) = written {
             // The phone can try again; the sockets are gone either way.
@@ -412,11 +500,22 @@ impl Gateway {
         }
     }
 
-    /// A web session ends itself. Durable before it returns.
-    pub async fn self_logout(&self, account: &str, session_id: &str) -> Result<(), ErrorCode> {
+    /// A web session ends itself through its live socket `web`. Durable
+    /// before it returns.
+    pub async fn self_logout(
+        &self,
+        account: &str,
+        session_id: &str,
+        web: u64,
+    ) -> Result<(), ErrorCode> {
         let removal = self
             .hub
-            .with_existing(account, |state| remove(&self.store, state, session_id))
+            .with_existing(account, |state| {
+                if !state.is_live_socket(session_id, web) {
+                    return None;
+                }
+                remove(&self.store, state, session_id)
+            })
             .flatten()
             .ok_or(ErrorCode::LoggedOut)?;
         self.finish_removal(account, removal, RemovedReason::SelfLogout)
@@ -545,18 +644,25 @@ impl Gateway {
 
     // ---- relay ------------------------------------------------------------
 
-    /// A web session's `send`: to the phone, if it is online and keeps up.
+    /// A web session's `send` through its live socket `web`: to the phone, if
+    /// it is online and keeps up.
     pub fn relay_to_phone(
         &self,
         account: &str,
         session_id: &str,
+        web: u64,
         body: &RawValue,
     ) -> Result<(), ErrorCode> {
         let phone = self
             .hub
-            .with_existing(account, |state| state.phone.clone())
-            .flatten()
-            .ok_or(ErrorCode::PhoneOffline)?;
+            .with_existing(account, |state| {
+                // A session that ended, or a socket that was replaced, relays nothing.
+                if !state.is_live_socket(session_id, web) {
+                    return Err(ErrorCode::LoggedOut);
+                }
+                state.phone.clone().ok_or(ErrorCode::PhoneOffline)
+            })
+            .unwrap_or(Err(ErrorCode::LoggedOut))?;
         let frame = text(&ServerFrame::Message {
             from: session_id,
             body,
@@ -574,6 +680,7 @@ impl Gateway {
     pub fn relay_to_webs(
         &self,
         account: &str,
+        phone: u64,
         to: Option<&str>,
         body: &RawValue,
     ) -> Result<usize, ErrorCode> {
@@ -583,17 +690,19 @@ impl Gateway {
         });
         let delivered = self
             .hub
-            .with_existing(account, |state| match to {
-                None => Ok(state.to_webs(&frame)),
-                Some(sid) => match state.sessions.get(sid) {
-                    None => Err(ErrorCode::UnknownSession),
-                    Some(s) => Ok(s.live.as_ref().is_some_and(|p| p.send(&frame)) as usize),
-                },
+            .with_existing(account, |state| {
+                if !state.is_phone(phone) {
+                    return Err(SUPERSEDED);
+                }
+                match to {
+                    None => Ok(state.to_webs(&frame)),
+                    Some(sid) => match state.sessions.get(sid) {
+                        None => Err(ErrorCode::UnknownSession),
+                        Some(s) => Ok(s.live.as_ref().is_some_and(|p| p.send(&frame)) as usize),
+                    },
+                }
             })
-            .unwrap_or(match to {
-                None => Ok(0),
-                Some(_) => Err(ErrorCode::UnknownSession),
-            })?;
+            .unwrap_or(Err(SUPERSEDED))?;
         self.metrics.relayed_phone_to_web.inc_by(delivered as u64);
         Ok(delivered)
     }
@@ -662,22 +771,37 @@ mod tests {
         }
     }
 
+    /// The phone socket of the tests' account; its queue is kept so the
+    /// peer stays open.
+    const PHONE: u64 = 100;
+
+    fn phone_online(gw: &Arc<Gateway>) -> crate::peer::PeerQueue {
+        let (phone, queue) = Peer::new(PHONE, 1 << 20);
+        gw.phone_online("alice", &phone);
+        queue
+    }
+
     /// A logout (or self-logout) whose end does not reach the disk is answered
     /// `internal` and undone: the session is still listed, as it is on disk.
     #[tokio::test]
     async fn a_failed_logout_commit_is_internal_and_keeps_the_session() {
         let gw = gateway_on(OneSessionFailingDisk);
+        let _phone = phone_online(&gw);
         assert_eq!(
-            gw.logout("alice", Some("s1")).await.unwrap_err(),
+            gw.logout("alice", PHONE, Some("s1")).await.unwrap_err(),
             ErrorCode::Internal
         );
         assert_eq!(gw.list_sessions("alice").len(), 1);
         assert_eq!(
-            gw.logout("alice", None).await.unwrap_err(),
+            gw.logout("alice", PHONE, None).await.unwrap_err(),
             ErrorCode::Internal
         );
+        let (web, _web_queue) = Peer::new(1, 1 << 20);
+        gw.resume("alice", "s1", &web).unwrap();
         assert_eq!(
-            gw.self_logout("alice", "s1").await.unwrap_err(),
+            gw.self_logout("alice", "s1", web.conn_id())
+                .await
+                .unwrap_err(),
             ErrorCode::Internal
         );
         assert_eq!(gw.list_sessions("alice")[0].session_id, "s1");
@@ -697,9 +821,12 @@ mod tests {
             true,
         ));
         let issued = gw.pairing.issue(&attempt);
-        let (request_id, _) = gw.link("alice", LinkTarget::Ref(issued.reference)).unwrap();
+        let _phone = phone_online(&gw);
+        let (request_id, _) = gw
+            .link("alice", PHONE, LinkTarget::Ref(issued.reference))
+            .unwrap();
 
-        let confirmed = gw.link_confirm("alice", &request_id).await;
+        let confirmed = gw.link_confirm("alice", PHONE, &request_id).await;
         assert_eq!(confirmed.unwrap_err(), ErrorCode::Internal);
         assert!(gw.list_sessions("alice").is_empty());
         let events: Vec<_> = std::iter::from_fn(|| web_queue.try_recv()).collect();
@@ -712,7 +839,9 @@ mod tests {
         ));
         // The request is gone too: nothing is left half-linked.
         assert_eq!(
-            gw.link_confirm("alice", &request_id).await.unwrap_err(),
+            gw.link_confirm("alice", PHONE, &request_id)
+                .await
+                .unwrap_err(),
             ErrorCode::UnknownRequest
         );
         assert!(web_queue.try_recv().is_none());

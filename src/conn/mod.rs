@@ -12,22 +12,20 @@
 mod limits;
 mod phone;
 mod web;
+mod write;
 
-use std::pin::Pin;
+pub use write::websocket_config;
+
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, Sink, SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::{MissedTickBehavior, interval_at, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::{Message, Utf8Bytes};
 
 use crate::gateway::Gateway;
@@ -76,18 +74,11 @@ impl Stop {
 const WRITE_BATCH: usize = 64;
 /// Ready frames and events handled before buffered output is flushed.
 const READY_BUDGET: u32 = 32;
-/// How long a socket being closed waits for a slow client to take its close frame.
-const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a closed socket waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// Text frames longer than this are sent in fragments of this size, each
-/// flushed on its own, so the socket's write buffer never grows past it (the
-/// buffer keeps its largest size for the life of the socket).
-const FRAGMENT_BYTES: usize = 512;
 
 /// The socket and everything its task keeps.
 pub struct Conn {
@@ -103,6 +94,8 @@ pub struct Conn {
     last_seen: Instant,
     /// Frames sit in the write buffer: flush before waiting.
     unflushed: bool,
+    /// A long message whose fragments are being written (see `write.rs`).
+    unfinished: Option<write::Unfinished>,
 }
 
 /// What the phone and web roles do with the socket.
@@ -144,6 +137,7 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
         opened: now,
         last_seen: now,
         unflushed: false,
+        unfinished: None,
     };
     gw.metrics.sockets(role).inc();
     async move {
@@ -164,7 +158,7 @@ impl Conn {
         // Whatever ended the loop: nothing more may be queued, and the socket
         // leaves every registry before its close frame goes out, so a socket
         // that is closing is never counted live.
-        self.queue.shut();
+        let queued = self.queue.shut();
         handler.on_exit(self);
         match stop {
             Ok(()) | Err(Stop::Gone) => tracing::debug!("socket gone"),
@@ -175,10 +169,12 @@ impl Conn {
             }) => {
                 self.gw.metrics.close(code);
                 let sent = if waiters.iter().any(|w| !w.is_closed()) {
-                    // Somebody waits (a logout): no waiting on a slow client.
-                    send_close(&mut self.ws, code, farewell).now_or_never()
+                    // Somebody waits (a logout): no waiting on a slow client,
+                    // and what was queued for an ended session is dropped.
+                    self.close_now(code, farewell)
                 } else {
-                    Box::pin(self.send_close_patiently(code, farewell)).await
+                    // What was queued was counted as delivered: it goes first.
+                    Box::pin(self.close_patiently(queued, code, farewell)).await
                 };
                 // Written, or being dropped: whoever waits may go on.
                 drop(waiters);
@@ -287,6 +283,10 @@ impl Conn {
         incoming: Option<Result<Message, tungstenite::Error>>,
         handler: &mut H,
     ) -> Result<(), Stop> {
+        // Ordered closed while this frame waited: it has no effect.
+        if self.peer.is_close_ordered() {
+            return Err(self.take_close_order());
+        }
         let msg = match incoming {
             None => return Err(Stop::Gone),
             Some(Ok(msg)) => msg,
@@ -333,92 +333,6 @@ impl Conn {
         }
     }
 
-    // ---- writing ----------------------------------------------------------
-
-    /// Puts `frame` into the socket's write buffer (tungstenite passes it to
-    /// the kernel whenever it holds `WRITE_BUFFER_BYTES`); the loop flushes the
-    /// rest once nothing else is ready, so a burst of replies and relayed
-    /// frames costs one system call.
-    ///
-    /// The common case (the socket takes the frame at once) has no await in
-    /// it, so this adds nothing to the size of every socket's task; a socket
-    /// that pushes back, and a long frame, take the boxed slow path.
-    async fn feed(&mut self, frame: Message) -> Result<(), Stop> {
-        match frame {
-            Message::Text(text) if text.len() > FRAGMENT_BYTES => {
-                Box::pin(self.feed_blocking(Fed::Fragmented(text))).await?;
-            }
-            frame => {
-                if let Some(frame) = try_feed(&mut self.ws, frame).map_err(write_failed)? {
-                    Box::pin(self.feed_blocking(Fed::Whole(frame))).await?;
-                }
-            }
-        }
-        self.unflushed = true;
-        Ok(())
-    }
-
-    /// Feeds a frame the socket may have to wait for; a close order cuts the
-    /// wait short (a client that does not read must not hold up its teardown).
-    async fn feed_blocking(&mut self, frame: Fed) -> Result<(), Stop> {
-        let Conn { ws, peer, .. } = self;
-        let work = async {
-            match frame {
-                Fed::Whole(frame) => ws.feed(frame).await,
-                Fed::Fragmented(text) => feed_fragmented(ws, text).await,
-            }
-        };
-        let fed = tokio::select! {
-            biased;
-            fed = work => Some(fed),
-            _ = peer.close_ordered() => None,
-        };
-        match fed {
-            Some(Ok(())) => {
-                self.unflushed = true;
-                Ok(())
-            }
-            Some(Err(e)) => Err(write_failed(e)),
-            None => Err(self.take_close_order()),
-        }
-    }
-
-    /// Sends what the write buffer holds, unless a close order arrives first.
-    async fn flush(&mut self) -> Result<(), Stop> {
-        let Conn { ws, peer, .. } = self;
-        let flushed = tokio::select! {
-            biased;
-            flushed = ws.flush() => Some(flushed),
-            _ = peer.close_ordered() => None,
-        };
-        match flushed {
-            Some(Ok(())) => {
-                self.unflushed = false;
-                Ok(())
-            }
-            Some(Err(e)) => Err(write_failed(e)),
-            None => Err(self.take_close_order()),
-        }
-    }
-
-    /// Sends one frame to this socket.
-    pub async fn reply(&mut self, frame: &ServerFrame<'_>) -> Result<(), Stop> {
-        self.write_text(frame.to_text()).await
-    }
-
-    /// Sends one already-serialized frame.
-    pub async fn write_text(&mut self, text: String) -> Result<(), Stop> {
-        self.feed(Message::Text(Utf8Bytes::from(text))).await
-    }
-
-    /// Sends already-serialized frames, in order.
-    pub async fn write_texts<const N: usize>(&mut self, texts: [String; N]) -> Result<(), Stop> {
-        for text in texts {
-            self.write_text(text).await?;
-        }
-        Ok(())
-    }
-
     /// Sends an `error`, subject to the error-rate limit; closes 4029 on the
     /// 20th `rate_limited` within 10 s.
     pub async fn error(
@@ -452,22 +366,6 @@ impl Conn {
 
     // ---- closing ----------------------------------------------------------
 
-    /// Writes `farewell` (if any) and the close frame, giving a client that
-    /// reads slowly up to `CLOSE_PATIENCE` (shutdown cuts it short).
-    async fn send_close_patiently(
-        &mut self,
-        code: CloseCode,
-        farewell: Option<Utf8Bytes>,
-    ) -> Option<Result<(), tungstenite::Error>> {
-        let Conn { ws, gw, .. } = self;
-        tokio::select! {
-            biased;
-            sent = send_close(ws, code, farewell) => Some(sent),
-            _ = gw.shutdown.cancelled(), if code != CloseCode::Restarting => None,
-            _ = tokio::time::sleep(CLOSE_PATIENCE) => None,
-        }
-    }
-
     fn take_close_order(&mut self) -> Stop {
         match self.peer.take_order() {
             (Some(order), waiters) => Stop::Close {
@@ -499,63 +397,6 @@ impl Conn {
     pub fn record_session(&self, session_id: &str) {
         tracing::Span::current().record("session", session_id);
     }
-}
-
-/// Feeds `frame` if the socket can take it right now; gives it back if not.
-fn try_feed(ws: &mut WebSocket, frame: Message) -> Result<Option<Message>, tungstenite::Error> {
-    let mut cx = Context::from_waker(Waker::noop());
-    match Pin::new(&mut *ws).poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => Pin::new(ws).start_send(frame).map(|()| None),
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => Ok(Some(frame)),
-    }
-}
-
-/// A frame for the slow write path.
-enum Fed {
-    Whole(Message),
-    /// A long text message, to be sent in fragments.
-    Fragmented(Utf8Bytes),
-}
-
-fn write_failed(e: tungstenite::Error) -> Stop {
-    tracing::debug!(error = %e, "socket write failed");
-    Stop::Gone
-}
-
-/// Sends a long text message as a series of fragments, flushing each.
-async fn feed_fragmented(ws: &mut WebSocket, text: Utf8Bytes) -> Result<(), tungstenite::Error> {
-    let bytes = bytes::Bytes::from(text);
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let end = (offset + FRAGMENT_BYTES).min(bytes.len());
-        let opcode = OpCode::Data(if offset == 0 {
-            Data::Text
-        } else {
-            Data::Continue
-        });
-        let fragment = Frame::message(bytes.slice(offset..end), opcode, end == bytes.len());
-        ws.feed(Message::Frame(fragment)).await?;
-        ws.flush().await?;
-        offset = end;
-    }
-    Ok(())
-}
-
-async fn send_close(
-    ws: &mut WebSocket,
-    code: CloseCode,
-    farewell: Option<Utf8Bytes>,
-) -> Result<(), tungstenite::Error> {
-    if let Some(f) = farewell {
-        ws.feed(Message::Text(f)).await?;
-    }
-    let close = Message::Close(Some(CloseFrame {
-        code: code.code().into(),
-        reason: Utf8Bytes::from_static(code.reason()),
-    }));
-    ws.feed(close).await?;
-    ws.flush().await
 }
 
 /// Whether a read failed because the client's frame exceeded `max_frame_bytes`.

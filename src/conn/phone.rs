@@ -45,13 +45,14 @@ impl Handler for Phone {
                 .await;
         };
         let gw = conn.gw.clone();
+        let me = conn.peer.conn_id();
         // The rare requests that wait on the store are boxed, so every phone
         // socket's task is not sized for them.
         let result = match req.frame {
             ClientFrame::Link(target) => {
                 let (LinkTarget::Ref(r) | LinkTarget::Code(r)) = &target;
                 tracing::debug!(prefix = %r.chars().take(6).collect::<String>(), "link");
-                gw.link(&account, target).map(|(request_id, device)| {
+                gw.link(&account, me, target).map(|(request_id, device)| {
                     ServerFrame::LinkRequest {
                         id,
                         request_id: &request_id,
@@ -61,7 +62,7 @@ impl Handler for Phone {
                 })
             }
             ClientFrame::LinkConfirm { request_id } => {
-                Box::pin(gw.link_confirm(&account, &request_id))
+                Box::pin(gw.link_confirm(&account, me, &request_id))
                     .await
                     .map(|session| {
                         ServerFrame::DeviceLinked {
@@ -72,7 +73,7 @@ impl Handler for Phone {
                     })
             }
             ClientFrame::LinkReject { request_id } => gw
-                .link_reject(&account, &request_id)
+                .link_reject(&account, me, &request_id)
                 .map(|()| ServerFrame::Ok { id, closed: None }.to_text()),
             ClientFrame::ListSessions => {
                 let sessions = gw.list_sessions(&account);
@@ -82,18 +83,20 @@ impl Handler for Phone {
                 }
                 .to_text())
             }
-            ClientFrame::Logout { session_id } => {
-                Box::pin(gw.logout(&account, Some(session_id.as_deref().unwrap_or_default())))
-                    .await
-                    .map(|closed| {
-                        ServerFrame::Ok {
-                            id,
-                            closed: Some(closed),
-                        }
-                        .to_text()
-                    })
-            }
-            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, None)).await.map(|closed| {
+            ClientFrame::Logout { session_id } => Box::pin(gw.logout(
+                &account,
+                me,
+                Some(session_id.as_deref().unwrap_or_default()),
+            ))
+            .await
+            .map(|closed| {
+                ServerFrame::Ok {
+                    id,
+                    closed: Some(closed),
+                }
+                .to_text()
+            }),
+            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, me, None)).await.map(|closed| {
                 ServerFrame::Ok {
                     id,
                     closed: Some(closed),
@@ -104,7 +107,7 @@ impl Handler for Phone {
                 if body.get().len() > gw.config.max_body_bytes() {
                     Err(ErrorCode::TooLarge)
                 } else {
-                    gw.relay_to_webs(&account, to.as_deref(), body)
+                    gw.relay_to_webs(&account, me, to.as_deref(), body)
                         .map(|delivered| {
                             ServerFrame::Ack {
                                 id,

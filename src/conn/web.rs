@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tungstenite::Utf8Bytes;
 
-use crate::device::device_name;
+use crate::device::{clean_device_name, device_name};
 use crate::metrics::PairingOutcome;
 use crate::pairing::{Attempt, Issued, LinkedWeb};
 use crate::peer::PairingEvent;
@@ -74,9 +74,17 @@ impl Web {
         if let Some(issued) = &p.issued {
             conn.gw.pairing.retire(issued);
         }
-        let mut a = p.attempt.lock();
-        a.dead = true;
-        a.linked.take()
+        let (request, linked) = {
+            let mut a = p.attempt.lock();
+            a.dead = true;
+            (a.request.take(), a.linked.take())
+        };
+        // Its pending link request dies with it (taken outside the attempt's
+        // lock: an account lock is never taken under it).
+        if let Some((account, request_id)) = request {
+            conn.gw.drop_request(&account, &request_id);
+        }
+        linked
     }
 
     async fn resume(&mut self, conn: &mut Conn, id: Option<&str>, token: &str) -> Result<(), Stop> {
@@ -129,7 +137,9 @@ impl Web {
             {
                 let mut a = p.attempt.lock();
                 a.remember = remember;
-                if let Some(name) = name {
+                if let Some(name) = name.as_deref().map(clean_device_name)
+                    && !name.is_empty()
+                {
                     a.device_name = name;
                 }
             }
@@ -142,7 +152,10 @@ impl Web {
             conn.peer.clone(),
             conn.client.user_agent.clone(),
             conn.client.ip.clone(),
-            name.unwrap_or_else(|| device_name(&conn.client.user_agent)),
+            name.as_deref()
+                .map(clean_device_name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| device_name(&conn.client.user_agent)),
             remember,
         ));
         self.pairing = Some(Pairing {
@@ -216,8 +229,12 @@ impl Handler for Web {
                 let result = if body.get().len() > conn.gw.config.max_body_bytes() {
                     Err(ErrorCode::TooLarge)
                 } else {
-                    conn.gw
-                        .relay_to_phone(&live.account, &live.session_id, body)
+                    conn.gw.relay_to_phone(
+                        &live.account,
+                        &live.session_id,
+                        conn.peer.conn_id(),
+                        body,
+                    )
                 };
                 match result {
                     Ok(()) if id.is_some() => {
@@ -232,11 +249,19 @@ impl Handler for Web {
                 }
             }
             (ClientFrame::Logout { .. }, Some(live)) => {
-                if let Err(code) =
-                    Box::pin(conn.gw.self_logout(&live.account, &live.session_id)).await
-                    && code != ErrorCode::LoggedOut
-                {
-                    return conn.error(id, code, code.describe()).await;
+                let ended = Box::pin(conn.gw.self_logout(
+                    &live.account,
+                    &live.session_id,
+                    conn.peer.conn_id(),
+                ))
+                .await;
+                match ended {
+                    Ok(()) => {}
+                    // Replaced or ended meanwhile: its close order says how it ends.
+                    Err(_) if conn.peer.is_close_ordered() => return Err(conn.take_close_order()),
+                    // Already ended some other way: logged out all the same.
+                    Err(ErrorCode::LoggedOut) => {}
+                    Err(code) => return conn.error(id, code, code.describe()).await,
                 }
                 tracing::debug!("web session logged itself out");
                 let farewell = ServerFrame::LoggedOut {

@@ -9,6 +9,7 @@
 mod common;
 
 mod auth;
+mod backpressure;
 mod concurrency;
 mod durability;
 mod http;

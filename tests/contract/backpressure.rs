@@ -1,0 +1,143 @@
+//! Slow readers: what the gateway holds for a socket that stops reading is
+//! bounded by `--max-queue-bytes` (plus one frame and what the kernel's socket
+//! buffers hold); past it the socket is closed 4030 and senders are told
+//! (`delivered` excludes it; a web's `send` gets `phone_offline`). Every
+//! delivery that was counted reaches the socket, in order, before its 4030.
+
+use std::collections::VecDeque;
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::common::*;
+
+/// The most the kernel may hold for one loopback connection whose reader
+/// stopped: the sender's send buffer at its autotuning limit plus a small
+/// receive buffer and some segments in flight.
+fn kernel_allowance() -> usize {
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    wmem_max + 256 * 1024
+}
+
+/// A phone floods an account with ~20 KB messages, 8 in flight, while one of
+/// its two web sockets has stopped reading (the phone keeps within two
+/// messages of the reading socket, so only the slow one can overflow). The bytes accepted for the slow
+/// socket stay within the queue bound plus the kernel's buffers; it is closed
+/// 4030 and excluded from `delivered` from then on; the reading socket gets
+/// every acknowledged message in order; and the slow socket, once it reads
+/// again, gets exactly the messages counted for it, in order, then its 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_web_that_stops_reading_stays_bounded_and_gets_what_was_counted() {
+    const MAX_QUEUE: usize = 65_536;
+    const IN_FLIGHT: usize = 8;
+    const FAST_LAG: u64 = 2;
+    let gw = TestGateway::spawn(|c| {
+        c.max_queue_bytes = MAX_QUEUE as u64;
+        c.max_frames_per_sec = 100_000;
+    })
+    .await;
+    let acc = account("flood");
+    let phone = gw.phone(&acc).await;
+    let fast = gw.pair(&phone, &PairOpts::new()).await;
+    let slow = gw.pair(&phone, &PairOpts::new()).await;
+    slow.web.close().await;
+    let mut raw = raw_resume(gw.addr, &slow.token, Some(4096)).await;
+
+    let pad = "z".repeat(20_000);
+    let frame_bytes = pad.len() + 100;
+    let (excluded_tx, excluded_rx) = oneshot::channel::<()>();
+    // The slow socket starts reading again only once it was excluded.
+    let slow_reader = tokio::spawn(async move {
+        let _ = excluded_rx.await;
+        let mut seqs = Vec::new();
+        loop {
+            match raw.next_event(LONG).await {
+                Some(RawEvent::Text(t)) => {
+                    let m: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                    assert_eq!(m["type"], "message", "{}", &t[..t.len().min(200)]);
+                    seqs.push(m["body"]["seq"].as_u64().expect("seq"));
+                }
+                Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
+                Some(RawEvent::Close(code)) => return (seqs, code),
+                other => panic!("slow socket: {other:?} before its close frame"),
+            }
+        }
+    });
+
+    let mut excluded_tx = Some(excluded_tx);
+    let mut in_flight = VecDeque::new();
+    let mut counted_for_slow = Vec::new();
+    let mut acked = 0u64;
+    let mut after_exclusion = 0;
+    let mut next_seq = 0u64;
+    // Messages the reading socket has received, in order.
+    let mut fast_seen = 0u64;
+    while after_exclusion < 2 * IN_FLIGHT {
+        while in_flight.len() < IN_FLIGHT && next_seq < 3_000 && next_seq < fast_seen + FAST_LAG {
+            let id = format!("m{next_seq}");
+            phone
+                .send_json(json!({"type": "send", "id": id, "body": {"seq": next_seq, "pad": pad}}))
+                .await;
+            in_flight.push_back((id, next_seq));
+            next_seq += 1;
+        }
+        let Some((id, seq)) = in_flight.pop_front() else {
+            panic!("3,000 messages and the socket that does not read was never excluded");
+        };
+        let ack = phone.expect_id(&id).await;
+        while fast_seen + FAST_LAG <= next_seq && fast_seen < next_seq {
+            let m = fast.web.expect("message").await;
+            assert_eq!(m["body"]["seq"], fast_seen, "the reading socket's order");
+            fast_seen += 1;
+        }
+        assert_eq!(ack["type"], "ack", "{ack}");
+        acked += 1;
+        match ack["delivered"].as_u64() {
+            Some(2) => {
+                assert!(
+                    excluded_tx.is_some(),
+                    "delivered 2 after the slow socket was excluded: seq {seq}"
+                );
+                counted_for_slow.push(seq);
+            }
+            Some(1) => {
+                if let Some(tx) = excluded_tx.take() {
+                    let _ = tx.send(());
+                }
+                after_exclusion += 1;
+            }
+            _ => panic!("unexpected ack {ack}"),
+        }
+    }
+    let accepted = counted_for_slow.len() * frame_bytes;
+    assert!(
+        accepted <= MAX_QUEUE + 2 * frame_bytes + kernel_allowance(),
+        "{} messages ({accepted} bytes) counted as delivered to a socket that does not read",
+        counted_for_slow.len()
+    );
+
+    // The reading session got every acknowledged message, in order.
+    for seq in fast_seen..acked {
+        let m = fast.web.expect("message").await;
+        assert_eq!(m["body"]["seq"], seq, "the reading socket's order");
+    }
+
+    let (received, code) = tokio::time::timeout(LONG, slow_reader)
+        .await
+        .expect("slow socket read to its close")
+        .expect("slow reader");
+    assert_eq!(code, Some(4030), "slow socket's close code");
+    assert!(
+        received == counted_for_slow,
+        "the slow socket must get exactly the messages counted for it, in order: \
+         counted {} (last {:?}), received {} (last {:?})",
+        counted_for_slow.len(),
+        counted_for_slow.last(),
+        received.len(),
+        received.last()
+    );
+    assert!(!fast.web.is_closed());
+}
