@@ -86,7 +86,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        s.gw.metrics.render(),
+        {
+            let (accounts, requests) = s.gw.hub.census();
+            s.gw.metrics.accounts_in_memory.set(accounts as i64);
+            s.gw.metrics.link_requests_pending.set(requests as i64);
+            s.gw.metrics.render()
+        },
     )
         .into_response()
 }

@@ -194,6 +194,17 @@ impl Hub {
         });
     }
 
+    /// How many accounts are held, and how many link requests they have
+    /// pending (each account locked in turn, briefly): for `/metrics`.
+    pub fn census(&self) -> (usize, usize) {
+        let accounts: Vec<Arc<Account>> = self.accounts.iter().map(|e| e.value().clone()).collect();
+        let requests = accounts
+            .iter()
+            .map(|acc| acc.state.lock().requests.len())
+            .sum();
+        (accounts.len(), requests)
+    }
+
     /// A snapshot of the account ids, for sweeps.
     pub fn account_ids(&self) -> Vec<Arc<str>> {
         self.accounts.iter().map(|e| e.key().clone()).collect()

@@ -47,6 +47,10 @@ pub struct Metrics {
     sockets_phone: Gauge,
     sockets_web: Gauge,
     pub sessions: Gauge,
+    /// Set when scraped: accounts the hub holds in memory.
+    pub accounts_in_memory: Gauge,
+    /// Set when scraped: link requests waiting for the phone's answer.
+    pub link_requests_pending: Gauge,
     pairings: [Counter; 3],
     pub relayed_web_to_phone: Counter,
     pub relayed_phone_to_web: Counter,
@@ -80,6 +84,18 @@ impl Metrics {
         );
         let sessions = Gauge::default();
         registry.register("pairgate_sessions", "Linked web sessions", sessions.clone());
+        let accounts_in_memory = Gauge::default();
+        registry.register(
+            "pairgate_accounts_in_memory",
+            "Accounts held in memory (a phone, a session or pairing in progress)",
+            accounts_in_memory.clone(),
+        );
+        let link_requests_pending = Gauge::default();
+        registry.register(
+            "pairgate_link_requests_pending",
+            "Link requests waiting for the phone's answer",
+            link_requests_pending.clone(),
+        );
         let pairings = Family::<Labels, Counter>::default();
         registry.register(
             "pairgate_pairings",
@@ -123,6 +139,8 @@ impl Metrics {
             sockets_phone: family_member(&sockets, "role", "phone"),
             sockets_web: family_member(&sockets, "role", "web"),
             sessions,
+            accounts_in_memory,
+            link_requests_pending,
             pairings: [
                 family_member(&pairings, "outcome", "linked"),
                 family_member(&pairings, "outcome", "rejected"),

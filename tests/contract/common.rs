@@ -1549,6 +1549,8 @@ pub enum RawEvent {
     Pong,
     Close(Option<u16>),
     Eof,
+    /// A frame a browser would fail the connection for (RFC 6455).
+    Violation(String),
 }
 
 /// RFC 6455 by hand: sends masked frames, reads only when asked, answers
@@ -1558,6 +1560,8 @@ pub struct RawWs {
     stream: TcpStream,
     buf: Vec<u8>,
     frag: Vec<u8>,
+    /// The opcode of the fragmented message being assembled.
+    frag_op: Option<u8>,
     /// JSON frames read but not yet taken by `expect`.
     backlog: VecDeque<Value>,
     pub pings: usize,
@@ -1618,6 +1622,7 @@ impl RawWs {
             stream,
             buf: rest,
             frag: Vec::new(),
+            frag_op: None,
             backlog: VecDeque::new(),
             pings: 0,
             closed: None,
@@ -1650,12 +1655,14 @@ impl RawWs {
         self.send_text(&v.to_string()).await
     }
 
-    /// A whole frame from the buffer, if there is one.
-    fn parse_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+    /// A whole frame from the buffer, if there is one: (fin, opcode, payload,
+    /// reserved bits).
+    fn parse_frame(&mut self) -> Option<(bool, u8, Vec<u8>, u8)> {
         let b = &self.buf;
         if b.len() < 2 {
             return None;
         }
+        let rsv = b[0] & 0x70;
         let fin = b[0] & 0x80 != 0;
         let op = b[0] & 0x0f;
         let masked = b[1] & 0x80 != 0;
@@ -1694,12 +1701,22 @@ impl RawWs {
             }
         }
         self.buf.drain(..at + n);
-        Some((fin, op, data))
+        Some((fin, op, data, rsv))
     }
 
-    /// Turns buffered bytes into an event, if a whole message is there.
+    /// Turns buffered bytes into an event, if a whole message is there. As
+    /// strict as a browser: a frame RFC 6455 forbids is a `Violation`.
     fn buffered_event(&mut self) -> Option<RawEvent> {
-        while let Some((fin, op, data)) = self.parse_frame() {
+        while let Some((fin, op, data, rsv)) = self.parse_frame() {
+            if rsv != 0 {
+                return Some(RawEvent::Violation(format!("reserved bits {rsv:#x}")));
+            }
+            if op >= 0x8 && (!fin || data.len() > 125) {
+                return Some(RawEvent::Violation(format!(
+                    "control frame {op:#x}: fin {fin}, {} bytes",
+                    data.len()
+                )));
+            }
             match op {
                 0x9 => {
                     self.pings += 1;
@@ -1711,18 +1728,33 @@ impl RawWs {
                     self.closed = Some(code);
                     return Some(RawEvent::Close(code));
                 }
+                0x1 | 0x2 if self.frag_op.is_some() => {
+                    return Some(RawEvent::Violation(format!(
+                        "a new data frame ({op:#x}) inside a fragmented message"
+                    )));
+                }
+                0x0 if self.frag_op.is_none() => {
+                    return Some(RawEvent::Violation(
+                        "a continuation frame outside a fragmented message".into(),
+                    ));
+                }
                 0x0..=0x2 => {
+                    let op = *self.frag_op.get_or_insert(op);
                     self.frag.extend_from_slice(&data);
                     if fin {
+                        self.frag_op = None;
                         let all = std::mem::take(&mut self.frag);
                         return Some(if op == 0x2 {
                             RawEvent::Binary(all)
                         } else {
-                            RawEvent::Text(String::from_utf8_lossy(&all).into_owned())
+                            match String::from_utf8(all) {
+                                Ok(text) => RawEvent::Text(text),
+                                Err(_) => RawEvent::Violation("text that is not UTF-8".into()),
+                            }
                         });
                     }
                 }
-                _ => {}
+                _ => return Some(RawEvent::Violation(format!("reserved opcode {op:#x}"))),
             }
         }
         None
@@ -1779,6 +1811,7 @@ impl RawWs {
                 Some(RawEvent::Eof) => {
                     panic!("{}: connection ended while waiting for a frame", self.name)
                 }
+                Some(RawEvent::Violation(v)) => panic!("{}: protocol violation: {v}", self.name),
                 None => panic!(
                     "{}: no frame within {timeout:?}; backlog {:?}",
                     self.name, self.backlog
@@ -1827,6 +1860,7 @@ impl RawWs {
                         }
                     }
                 }
+                Some(RawEvent::Violation(v)) => panic!("{}: protocol violation: {v}", self.name),
                 Some(_) => {}
                 None => panic!(
                     "{}: not closed within {timeout:?} (pings seen: {})",
@@ -1887,4 +1921,42 @@ pub async fn raw_phone(addr: SocketAddr, token: &str, recv_buffer: Option<u32>) 
     let ready = raw.recv_json().await;
     assert_eq!(ready["type"], "ready", "{ready}");
     raw
+}
+
+/// The value of metric `name` (summed over its labels) in `/metrics` now.
+pub async fn metric_now(addr: SocketAddr, name: &str) -> f64 {
+    let body = http_get(addr, "/metrics", &[]).await.text();
+    metric_sum(&body, name).unwrap_or_else(|| panic!("no metric {name} in /metrics"))
+}
+
+/// Polls `/metrics` until `name` satisfies `ok`; panics with the last value
+/// after `timeout`.
+pub async fn wait_for_metric(
+    addr: SocketAddr,
+    name: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric_now(addr, name).await;
+        if ok(v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is still {v} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
 }

@@ -10,6 +10,7 @@ mod common;
 
 mod auth;
 mod backpressure;
+mod close_orders;
 mod concurrency;
 mod durability;
 mod http;
