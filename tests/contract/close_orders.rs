@@ -65,20 +65,22 @@ async fn frames_waiting_behind_a_replaced_phones_request_have_no_effect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() {
     let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = 4 << 20;
+        c.max_queue_bytes = 16 << 20;
         c.max_frames_per_sec = 100_000;
     })
     .await;
     let pad = "y".repeat(6_000);
     let mut farewells = 0;
-    for trial in 0..20 {
+    for trial in 0..40 {
+        // Half the readers pause between messages, half read flat out.
+        let pause = (trial % 2 == 0).then(|| Duration::from_micros(200));
         let acc = account("midmessage");
         let phone = gw.phone(&acc).await;
         let s = gw.pair(&phone, &PairOpts::new()).await;
         s.web.close().await;
         let mut raw = raw_resume(gw.addr, &s.token, Some(2048)).await;
         // Enough long messages to fill the kernel's buffers.
-        let frames: Vec<_> = (0..200)
+        let frames: Vec<_> = (0..1_000)
             .map(|seq| json!({"type": "send", "body": {"seq": seq, "pad": pad}}))
             .collect();
         phone.send_many(frames).await;
@@ -98,7 +100,9 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
                             }
                             _ => panic!("unexpected {m}"),
                         }
-                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        if let Some(pause) = pause {
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                     Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
                     Some(RawEvent::Eof) => return (seqs, None),
@@ -130,5 +134,5 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
         }
         gw.assert_logged_out(&s.token).await;
     }
-    eprintln!("{farewells} of 20 slow readers took their farewell at once");
+    eprintln!("{farewells} of 40 slow readers took their farewell at once");
 }

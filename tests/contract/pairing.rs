@@ -605,8 +605,11 @@ async fn web_closing_while_pairing_kills_its_refs_and_requests() {
         .request(json!({"type": "link", "ref": qr2["ref"]}))
         .await;
     web2.abort().await;
-    // an abrupt end too: wait until the gateway has noticed, via the ref
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // an abrupt end too: the request dies once the gateway has noticed
+    wait_for_metric(gw.addr, "pairgate_link_requests_pending", LONG, |v| {
+        v == 0.0
+    })
+    .await;
     phone
         .request_error(
             json!({"type": "link_reject", "request_id": lr2["request_id"]}),
@@ -883,4 +886,118 @@ async fn only_unknown_ref_counts_as_a_miss() {
     phone
         .request_error(json!({"type": "link", "ref": qr2["ref"]}), "rate_limited")
         .await;
+}
+
+/// One round of an abandoned link: a web socket pairs (under a long name and
+/// User-Agent), the phone takes its ref, the web socket leaves.
+async fn abandon_one_link(addr: std::net::SocketAddr, phone: &Client, name: &str, ua: &str) {
+    let opts = PairOpts::new().device_name(name).user_agent(Some(ua));
+    let (web, qr) = start_pairing(addr, &opts).await;
+    let lr = phone
+        .request(json!({"type": "link", "ref": qr["ref"]}))
+        .await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.abort().await;
+}
+
+/// Link requests whose web socket left die with it: after 1,000 abandoned
+/// links (each with a 60 KB device name and an 8 KB User-Agent), no request
+/// is pending, the gateway's memory is back near where it was after the
+/// first 100, and the account leaves memory once its phone is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_link_requests_are_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = BinGateway::serve(dir.path(), &[], &[]).await;
+    let acc = account("abandon");
+    let phone = gw.phone(&acc).await;
+    let name = "n".repeat(60_000);
+    let ua = format!("Mozilla/5.0 {}", "u".repeat(8_000));
+    for _ in 0..100 {
+        abandon_one_link(gw.addr, &phone, &name, &ua).await;
+    }
+    wait_for_metric(gw.addr, "pairgate_link_requests_pending", LONG, |v| {
+        v == 0.0
+    })
+    .await;
+    let baseline = rss_kib(gw.pid());
+    for _ in 0..900 {
+        abandon_one_link(gw.addr, &phone, &name, &ua).await;
+    }
+    wait_for_metric(gw.addr, "pairgate_link_requests_pending", LONG, |v| {
+        v == 0.0
+    })
+    .await;
+    let after = rss_kib(gw.pid());
+    assert!(
+        after < baseline + 8 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB over 900 abandoned link requests"
+    );
+    phone.close().await;
+    wait_for_metric(gw.addr, "pairgate_accounts_in_memory", LONG, |v| v == 0.0).await;
+}
+
+/// A device name and User-Agent are shown to the phone (and kept) cleaned:
+/// control and bidirectional-override characters removed, the name cut to
+/// 100 characters, the User-Agent to 512 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_names_and_user_agents_are_cleaned_and_capped() {
+    let gw = TestGateway::start().await;
+    let acc = account("clean");
+    let phone = gw.phone(&acc).await;
+    let name = format!("Anna\u{202E}gpj.exe\n\t{}", "é".repeat(300));
+    let ua = format!(
+        "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0 {}",
+        "a".repeat(2_000)
+    );
+    let opts = PairOpts::new().device_name(&name).user_agent(Some(&ua));
+    let (_web, qr) = gw.pairing(&opts).await;
+    let lr = phone
+        .request(json!({"type": "link", "ref": qr["ref"]}))
+        .await;
+    let shown = lr["device"]["name"].as_str().unwrap();
+    assert!(shown.starts_with("Annagpj.exe"), "{shown:?}");
+    assert_eq!(shown.chars().count(), 100, "{shown:?}");
+    assert!(!shown.contains(['\u{202E}', '\n', '\t']), "{shown:?}");
+    let shown_ua = lr["device"]["user_agent"].as_str().unwrap();
+    assert_eq!(shown_ua.len(), 512);
+    assert!(ua.starts_with(shown_ua));
+    let dl = phone
+        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
+        .await;
+    assert_eq!(dl["session"]["device_name"], shown, "{dl}");
+    assert_eq!(dl["session"]["user_agent"], shown_ua, "{dl}");
+}
+
+/// An account has at most 8 link requests waiting for its phone's answer:
+/// a 9th `link` is `rate_limited` and leaves its ref valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_link_requests_are_capped_per_account() {
+    let gw = TestGateway::start().await;
+    let acc = account("capreq");
+    let phone = gw.phone(&acc).await;
+    let mut webs = Vec::new();
+    let mut requests = Vec::new();
+    for _ in 0..8 {
+        let (web, qr) = gw.pairing(&PairOpts::new()).await;
+        let lr = phone
+            .request(json!({"type": "link", "ref": qr["ref"]}))
+            .await;
+        assert_eq!(lr["type"], "link_request", "{lr}");
+        requests.push(lr["request_id"].clone());
+        webs.push(web);
+    }
+    let (ninth, qr) = gw.pairing(&PairOpts::new()).await;
+    phone
+        .request_error(json!({"type": "link", "ref": qr["ref"]}), "rate_limited")
+        .await;
+    ninth.assert_none("scanned");
+    let r = phone
+        .request(json!({"type": "link_reject", "request_id": requests[0]}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let lr = phone
+        .request(json!({"type": "link", "ref": qr["ref"]}))
+        .await;
+    assert_eq!(lr["type"], "link_request", "the ref stayed valid: {lr}");
+    ninth.expect("scanned").await;
 }

@@ -534,3 +534,53 @@ async fn last_active_at_is_the_last_time_the_session_had_a_socket() {
     );
     assert_eq!(list[0]["online"], true);
 }
+
+/// `logout_all` from a second phone socket races a `link_confirm` whose link
+/// is being written: whichever way it falls, once `logout_all` is answered
+/// the account has no session, and the web side is either logged out (it
+/// was linked first) or back at a fresh QR (the link or its request died
+/// with the `logout_all`). Never a session that survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_ends_a_link_being_written() {
+    let gw = TestGateway::start().await;
+    for trial in 0..30 {
+        let acc = account("linkrace");
+        let a = gw.phone(&acc).await.named(format!("phone A #{trial}"));
+        let (web, qr) = gw.pairing(&PairOpts::new()).await;
+        let lr = a.request(json!({"type": "link", "ref": qr["ref"]})).await;
+        assert_eq!(lr["type"], "link_request", "{lr}");
+        web.expect("scanned").await;
+        let b = Client::open(&gw.ws_url("/ws/phone")).await;
+        b.expect("hello").await;
+
+        let confirm = json!({"type": "link_confirm", "id": "c", "request_id": lr["request_id"]});
+        let auth_and_logout_all = [
+            json!({"type": "auth", "token": gw.phone_token(&acc)}),
+            json!({"type": "logout_all", "id": "all"}),
+        ];
+        tokio::join!(a.send_json(confirm), b.send_many(auth_and_logout_all));
+        let ok = b.expect_id("all").await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        assert!(
+            list_sessions(&b).await.is_empty(),
+            "trial {trial}: a session survived logout_all ({ok})"
+        );
+        // The web side: linked then logged out, or a fresh QR.
+        let outcome = web
+            .expect_where("linked or pair_rejected", T, |m| {
+                m["type"] == "linked" || m["type"] == "pair_rejected"
+            })
+            .await;
+        if outcome.msg["type"] == "linked" {
+            let lo = web.expect("logged_out").await;
+            assert_eq!(lo["reason"], "phone_logout_all", "{lo}");
+            assert_eq!(web.expect_close().await, 4001);
+            assert_eq!(ok["closed"], 1, "{ok}");
+            gw.assert_logged_out(outcome.msg["token"].as_str().unwrap())
+                .await;
+        } else {
+            web.expect_after(&outcome, "qr").await;
+            assert_eq!(ok["closed"], 0, "{ok}");
+        }
+    }
+}
