@@ -277,3 +277,57 @@ impl PeerQueue {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Utf8Bytes {
+        Utf8Bytes::from("x".repeat(n))
+    }
+
+    /// A frame the task has taken still counts against the bound until the
+    /// task comes back for the next one: queue plus frame in hand never pass
+    /// `max_queue_bytes`.
+    #[test]
+    fn the_frame_in_hand_counts_until_the_next_is_taken() {
+        let (peer, mut queue) = Peer::new(1, 100);
+        assert!(peer.send(&text(60)));
+        assert!(matches!(queue.try_recv(), Some(Out::Text(_))));
+        // 60 in hand: 40 more fit, 41 do not.
+        assert!(peer.send(&text(40)));
+        assert!(queue.try_recv().is_some());
+        assert!(!peer.send(&text(61)));
+        assert!(peer.is_close_ordered());
+    }
+
+    /// An overflow orders the socket closed 4030; later frames are refused,
+    /// and what was queued before is handed back for the close to write.
+    #[test]
+    fn an_overflow_orders_4030_and_keeps_what_was_counted() {
+        let (peer, mut queue) = Peer::new(1, 100);
+        assert!(peer.send(&text(50)));
+        assert!(peer.send(&text(50)));
+        assert!(!peer.send(&text(1)));
+        assert!(!peer.send(&text(1)));
+        let (order, _) = peer.take_order();
+        assert_eq!(order.map(|o| o.code), Some(CloseCode::TooSlow));
+        let queued = queue.shut();
+        assert_eq!(queued.len(), 2);
+        assert!(!peer.send(&text(1)));
+    }
+
+    /// A close order beats frames already queued, and its waiters are
+    /// released when the queue is shut without carrying it out.
+    #[tokio::test]
+    async fn a_close_order_beats_queued_frames_and_waiters_are_released() {
+        let (peer, mut queue) = Peer::new(1, 1 << 20);
+        assert!(peer.send(&text(10)));
+        let done = peer.close(CloseCode::LoggedOut, None);
+        assert!(matches!(queue.next().await, Wake::CloseOrdered));
+        assert!(queue.try_recv().is_none());
+        queue.shut();
+        // Released (a closed channel also means done).
+        let _ = done.await;
+    }
+}

@@ -736,10 +736,14 @@ mod tests {
     }
 
     fn gateway_on(disk: impl Backend) -> Arc<Gateway> {
+        gateway_on_with(disk, Config::default())
+    }
+
+    fn gateway_on_with(disk: impl Backend, config: Config) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
         let (store, stored, _writer) = Store::start(disk, metrics.clone()).unwrap();
         let gw = Arc::new(Gateway::new(
-            Config::default(),
+            config,
             "http://127.0.0.1:8080".into(),
             Tokens::new("k"),
             store,
@@ -845,5 +849,155 @@ mod tests {
             ErrorCode::UnknownRequest
         );
         assert!(web_queue.try_recv().is_none());
+    }
+
+    /// A disk that commits only when the test lets it, one permit per batch,
+    /// and remembers what it committed.
+    struct HeldDisk {
+        permits: std::sync::mpsc::Receiver<()>,
+        committed: Arc<parking_lot::Mutex<Vec<StoreOp>>>,
+    }
+
+    impl Backend for HeldDisk {
+        fn load(&mut self) -> anyhow::Result<Vec<StoredSession>> {
+            Ok(Vec::new())
+        }
+        fn commit(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
+            self.permits.recv()?;
+            self.committed.lock().extend(ops.iter().cloned());
+            Ok(())
+        }
+    }
+
+    /// A pairing web socket's peer and its attempt, with a ref issued.
+    fn pairing_web(gw: &Arc<Gateway>, conn_id: u64) -> (crate::peer::PeerQueue, String) {
+        let (web, queue) = Peer::new(conn_id, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            web,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        (queue, gw.pairing.issue(&attempt).reference)
+    }
+
+    fn events(queue: &mut crate::peer::PeerQueue) -> Vec<Out> {
+        std::iter::from_fn(|| queue.try_recv()).collect()
+    }
+
+    /// `logout_all` while a confirmed link is still being written: the link
+    /// fails (`unknown_request`, the web side starts over), `logout_all`
+    /// answers only once its delete, queued after the link's put, is on
+    /// disk, and the account is left with no session in memory or on disk.
+    #[tokio::test]
+    async fn logout_all_ends_a_link_still_being_written() {
+        let (permit, permits) = std::sync::mpsc::channel();
+        let committed = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let gw = gateway_on(HeldDisk {
+            permits,
+            committed: committed.clone(),
+        });
+        let _phone = phone_online(&gw);
+        let (mut web, reference) = pairing_web(&gw, 1);
+        let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
+
+        let confirming = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.link_confirm("alice", PHONE, &request_id).await }
+        });
+        // The link's put is queued (and held) before logout_all starts.
+        while gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        let logging_out = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.logout("alice", PHONE, None).await }
+        });
+        // logout_all has ended the link in memory and queued its delete.
+        while !gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        // One permit per batch: the put and the delete, together or apart.
+        for _ in 0..2 {
+            let _ = permit.send(());
+        }
+        assert_eq!(
+            confirming.await.unwrap().unwrap_err(),
+            ErrorCode::UnknownRequest
+        );
+        assert_eq!(logging_out.await.unwrap(), Ok(0));
+        assert!(gw.list_sessions("alice").is_empty());
+        let ops = committed.lock().clone();
+        assert!(
+            matches!(ops.as_slice(), [StoreOp::Put(put), StoreOp::Delete { session_id }] if put.session_id == *session_id),
+            "{ops:?}"
+        );
+        assert!(matches!(
+            events(&mut web).as_slice(),
+            [
+                Out::Pairing(PairingEvent::Scanned),
+                Out::Pairing(PairingEvent::Rejected)
+            ]
+        ));
+    }
+
+    /// Requests that expired unanswered are swept by the next `link`, and
+    /// their web sockets told to start over.
+    #[tokio::test]
+    async fn expired_link_requests_are_swept() {
+        let config = Config {
+            qr_ttl_ms: 1,
+            ..Config::default()
+        };
+        let gw = gateway_on_with(FailingDisk, config);
+        let _phone = phone_online(&gw);
+        let (mut web, reference) = pairing_web(&gw, 1);
+        gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (_other, fresh) = pairing_web(&gw, 2);
+        gw.link("alice", PHONE, LinkTarget::Ref(fresh)).unwrap();
+        assert_eq!(gw.hub.census().1, 1);
+        assert!(matches!(
+            events(&mut web).as_slice(),
+            [
+                Out::Pairing(PairingEvent::Scanned),
+                Out::Pairing(PairingEvent::Rejected)
+            ]
+        ));
+    }
+
+    /// Only the account's current phone socket and a session's live socket
+    /// act: a replaced phone, a replaced web socket and a web socket whose
+    /// session ended are refused, whatever they ask.
+    #[tokio::test]
+    async fn replaced_and_ended_sockets_have_no_say() {
+        let gw = gateway_on(OneSessionFailingDisk);
+        let _old_phone = phone_online(&gw);
+        let (new_phone, _new_queue) = Peer::new(PHONE + 1, 1 << 20);
+        gw.phone_online("alice", &new_phone);
+        let body = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        assert!(gw.relay_to_webs("alice", PHONE, None, &body).is_err());
+        assert!(gw.logout("alice", PHONE, None).await.is_err());
+        assert_eq!(gw.list_sessions("alice").len(), 1);
+
+        let (old_web, _old_web_queue) = Peer::new(1, 1 << 20);
+        let (new_web, _new_web_queue) = Peer::new(2, 1 << 20);
+        gw.resume("alice", "s1", &old_web).unwrap();
+        gw.resume("alice", "s1", &new_web).unwrap();
+        assert!(old_web.is_close_ordered());
+        assert_eq!(
+            gw.relay_to_phone("alice", "s1", 1, &body),
+            Err(ErrorCode::LoggedOut)
+        );
+        assert_eq!(
+            gw.self_logout("alice", "s1", 1).await,
+            Err(ErrorCode::LoggedOut)
+        );
+        assert_eq!(gw.relay_to_phone("alice", "s1", 2, &body), Ok(()));
+        assert_eq!(
+            gw.relay_to_phone("alice", "gone", 2, &body),
+            Err(ErrorCode::LoggedOut)
+        );
     }
 }

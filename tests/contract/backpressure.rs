@@ -141,3 +141,84 @@ async fn a_flooded_web_that_stops_reading_stays_bounded_and_gets_what_was_counte
     );
     assert!(!fast.web.is_closed());
 }
+
+/// A phone that stops reading while a web floods it (~20 KB messages, 8 in
+/// flight): the sends acknowledged stay within the queue bound plus the
+/// kernel's buffers, then senders get `phone_offline` (and `phone_status`
+/// false), and the phone, once it reads again, gets exactly the acknowledged
+/// messages, in order, then 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acked() {
+    const MAX_QUEUE: usize = 65_536;
+    const IN_FLIGHT: usize = 8;
+    let gw = TestGateway::spawn(|c| {
+        c.max_queue_bytes = MAX_QUEUE as u64;
+        c.max_frames_per_sec = 100_000;
+        c.max_errors_per_sec = 100_000;
+    })
+    .await;
+    let acc = account("floodphone");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    phone.close().await;
+    assert_eq!(s.web.expect("phone_status").await["online"], false);
+    let mut raw = raw_phone(gw.addr, &gw.phone_token(&acc), Some(4096)).await;
+    assert_eq!(s.web.expect("phone_status").await["online"], true);
+
+    let pad = "z".repeat(20_000);
+    let frame_bytes = pad.len() + 100;
+    let mut in_flight = VecDeque::new();
+    let mut acked = Vec::new();
+    let mut offline = 0;
+    let mut next_seq = 0u64;
+    while offline < IN_FLIGHT {
+        while in_flight.len() < IN_FLIGHT && next_seq < 3_000 {
+            let id = format!("w{next_seq}");
+            s.web
+                .send_json(json!({"type": "send", "id": id, "body": {"seq": next_seq, "pad": pad}}))
+                .await;
+            in_flight.push_back((id, next_seq));
+            next_seq += 1;
+        }
+        let Some((id, seq)) = in_flight.pop_front() else {
+            panic!("3,000 messages and the phone that does not read never overflowed");
+        };
+        let reply = s.web.expect_id(&id).await;
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("ack"), _) => {
+                assert_eq!(offline, 0, "ack after phone_offline: {reply}");
+                acked.push(seq);
+            }
+            (Some("error"), Some("phone_offline")) => offline += 1,
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    let accepted = acked.len() * frame_bytes;
+    assert!(
+        accepted <= MAX_QUEUE + 2 * frame_bytes + kernel_allowance(),
+        "{} messages ({accepted} bytes) acknowledged for a phone that does not read",
+        acked.len()
+    );
+    assert_eq!(s.web.expect("phone_status").await["online"], false);
+
+    let mut received = Vec::new();
+    let code = loop {
+        match raw.next_event(LONG).await {
+            Some(RawEvent::Text(t)) => {
+                let m: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                assert_eq!(m["type"], "message", "{}", &t[..t.len().min(200)]);
+                received.push(m["body"]["seq"].as_u64().expect("seq"));
+            }
+            Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
+            Some(RawEvent::Close(code)) => break code,
+            other => panic!("phone: {other:?} before its close frame"),
+        }
+    };
+    assert_eq!(code, Some(4030), "phone's close code");
+    assert!(
+        received == acked,
+        "the phone must get exactly the acknowledged messages, in order: acked {}, received {}",
+        acked.len(),
+        received.len()
+    );
+}
