@@ -57,6 +57,9 @@ pub struct ConnectOptions {
     pub bind: Option<IpAddr>,
     /// How long each wait for a frame may take.
     pub timeout: Duration,
+    /// The socket's receive buffer (`SO_RCVBUF`), set before connecting: a
+    /// small one plays a client that reads slowly or not at all.
+    pub recv_buffer: Option<u32>,
 }
 
 impl Default for ConnectOptions {
@@ -66,6 +69,7 @@ impl Default for ConnectOptions {
             origin: None,
             bind: None,
             timeout: Duration::from_secs(10),
+            recv_buffer: None,
         }
     }
 }
@@ -120,6 +124,11 @@ impl Client {
             TcpSocket::new_v6()
         }
         .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if let Some(bytes) = opts.recv_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(|e| ClientError::Connect(format!("SO_RCVBUF: {e}")))?;
+        }
         if let Some(ip) = opts.bind {
             socket
                 .bind(SocketAddr::new(ip, 0))

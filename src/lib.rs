@@ -86,6 +86,7 @@ pub async fn run(
     if let Some(idle) = gw.config.session_idle() {
         spawn_idle_sweeper(&gw, idle);
     }
+    spawn_memory_trimmer(&gw);
 
     let app = http::router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(|tcp| {
@@ -139,6 +140,44 @@ fn restore(gw: &Arc<Gateway>, stored: Vec<store::StoredSession>) {
     for (account, session_id) in ephemeral {
         gw.start_grace(&account, &session_id, 0, gw.config.ephemeral_grace());
     }
+}
+
+/// How often the memory trimmer looks at the socket count.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Gives freed memory back to the system after sockets went away. glibc's
+/// allocator keeps what freed sockets and their queues used in its per-thread
+/// arenas; after a wave of closes (a flood of slow readers closed 4030, a
+/// mass logout) that would stay resident for good. `malloc_trim` returns it;
+/// it runs only when the socket count fell since the last look.
+fn spawn_memory_trimmer(gw: &Arc<Gateway>) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let gw2 = gw.clone();
+        gw.tasks.spawn(async move {
+            let sockets = |gw: &Gateway| {
+                gw.metrics.sockets(protocol::Role::Phone).get()
+                    + gw.metrics.sockets(protocol::Role::Web).get()
+            };
+            let mut last = sockets(&gw2);
+            let mut tick = tokio::time::interval(TRIM_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = gw2.shutdown.cancelled() => return,
+                }
+                let now = sockets(&gw2);
+                if now < last {
+                    // SAFETY: malloc_trim has no preconditions.
+                    tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) });
+                }
+                last = now;
+            }
+        });
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = gw;
 }
 
 /// Removes idle sessions at least every half of the idle time (and every minute).

@@ -32,6 +32,9 @@ pub enum Command {
         #[arg(long)]
         index: usize,
     },
+    /// Web sockets that stop reading while their phones flood them: the
+    /// gateway's memory before, at the peak and after the 4030 closes.
+    Stalled(crate::stalled::StalledOpts),
 }
 
 /// Which sockets send during the relay phase.

@@ -7,11 +7,13 @@
 //! - [`wire`]: parent ↔ worker messages (JSON lines; histograms V2 + base64).
 //! - [`gateway`]: spawning the gateway, finding its pid, /proc sampling.
 //! - [`report`]: exact merge, loss checks, table, JSON, SVG.
+//! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
 
 mod cli;
 mod gateway;
 mod parent;
 mod report;
+mod stalled;
 mod wire;
 mod worker;
 
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(cli::Command::Worker { index: _ }) => worker::main().map(|()| true),
+        Some(cli::Command::Stalled(opts)) => stalled::main(opts),
         None => parent_main(cli.opts),
     };
     match result {

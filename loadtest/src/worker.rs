@@ -338,6 +338,7 @@ impl Ctx {
             origin: None,
             bind: (!ips.is_empty()).then(|| ips[global % ips.len()]),
             timeout: Duration::from_millis(self.cfg.timeout_ms),
+            recv_buffer: None,
         }
     }
 
