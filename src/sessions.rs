@@ -816,31 +816,14 @@ mod tests {
     #[tokio::test]
     async fn a_failed_link_commit_is_internal_and_leaves_no_session() {
         let gw = gateway_on(FailingDisk);
-        let (web, mut web_queue) = Peer::new(1, 1 << 20);
-        let attempt = Arc::new(Attempt::new(
-            web,
-            "curl/8".into(),
-            "127.0.0.1".into(),
-            "curl".into(),
-            true,
-        ));
-        let issued = gw.pairing.issue(&attempt);
+        let (mut web_queue, reference) = pairing_web(&gw, 1);
         let _phone = phone_online(&gw);
-        let (request_id, _) = gw
-            .link("alice", PHONE, LinkTarget::Ref(issued.reference))
-            .unwrap();
+        let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
 
         let confirmed = gw.link_confirm("alice", PHONE, &request_id).await;
         assert_eq!(confirmed.unwrap_err(), ErrorCode::Internal);
         assert!(gw.list_sessions("alice").is_empty());
-        let events: Vec<_> = std::iter::from_fn(|| web_queue.try_recv()).collect();
-        assert!(matches!(
-            events.as_slice(),
-            [
-                Out::Pairing(PairingEvent::Scanned),
-                Out::Pairing(PairingEvent::Rejected)
-            ]
-        ));
+        assert_scanned_then_rejected(&mut web_queue);
         // The request is gone too: nothing is left half-linked.
         assert_eq!(
             gw.link_confirm("alice", PHONE, &request_id)
@@ -882,8 +865,19 @@ mod tests {
         (queue, gw.pairing.issue(&attempt).reference)
     }
 
-    fn events(queue: &mut crate::peer::PeerQueue) -> Vec<Out> {
-        std::iter::from_fn(|| queue.try_recv()).collect()
+    /// The pairing web socket was told it was scanned, then to start over.
+    fn assert_scanned_then_rejected(queue: &mut crate::peer::PeerQueue) {
+        let events: Vec<Out> = std::iter::from_fn(|| queue.try_recv()).collect();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    Out::Pairing(PairingEvent::Scanned),
+                    Out::Pairing(PairingEvent::Rejected)
+                ]
+            ),
+            "{events:?}"
+        );
     }
 
     /// `logout_all` while a confirmed link is still being written: the link
@@ -933,13 +927,7 @@ mod tests {
             matches!(ops.as_slice(), [StoreOp::Put(put), StoreOp::Delete { session_id }] if put.session_id == *session_id),
             "{ops:?}"
         );
-        assert!(matches!(
-            events(&mut web).as_slice(),
-            [
-                Out::Pairing(PairingEvent::Scanned),
-                Out::Pairing(PairingEvent::Rejected)
-            ]
-        ));
+        assert_scanned_then_rejected(&mut web);
     }
 
     /// Requests that expired unanswered are swept by the next `link`, and
@@ -958,13 +946,7 @@ mod tests {
         let (_other, fresh) = pairing_web(&gw, 2);
         gw.link("alice", PHONE, LinkTarget::Ref(fresh)).unwrap();
         assert_eq!(gw.hub.census().1, 1);
-        assert!(matches!(
-            events(&mut web).as_slice(),
-            [
-                Out::Pairing(PairingEvent::Scanned),
-                Out::Pairing(PairingEvent::Rejected)
-            ]
-        ));
+        assert_scanned_then_rejected(&mut web);
     }
 
     /// Only the account's current phone socket and a session's live socket

@@ -1,6 +1,6 @@
 //! "Frames" and "Limits and bad input": `bad_frame`, ids, `unknown_type`,
-//! 1009, frame and error rate limits, 4029, heartbeats (4008) and slow
-//! readers (4030).
+//! 1009, frame and error rate limits, 4029 and heartbeats (4008). Slow
+//! readers (4030) are in `backpressure.rs`.
 
 use std::time::Duration;
 
@@ -477,108 +477,4 @@ async fn frames_without_pongs_keep_a_socket_alive() {
             break;
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_web_that_does_not_read_is_closed_4030_and_excluded_from_delivered() {
-    let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = 32 * 1024;
-        c.max_frames_per_sec = 100_000;
-    })
-    .await;
-    let acc = account("slowweb");
-    let phone = gw.phone(&acc).await;
-    let fast = gw.pair(&phone, &PairOpts::new()).await;
-    let slow = gw.pair(&phone, &PairOpts::new()).await;
-    slow.web.close().await;
-    let mut raw = raw_resume(gw.addr, &slow.token, Some(4096)).await;
-
-    // smaller than the queue: only a socket that does not read overflows
-    let body = "z".repeat(8_000);
-    let mut sent = 0u64;
-    let mut first_excluded = None;
-    // one message at a time, so that the reading socket never holds more
-    // than one in its queue
-    let mut extra = 0;
-    while sent < 3000 && extra < 5 {
-        let ack = phone
-            .request(json!({"type": "send", "body": {"seq": sent, "pad": body}}))
-            .await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-        let d = ack["delivered"].as_u64().unwrap();
-        match first_excluded {
-            None if d == 1 => first_excluded = Some(sent),
-            None => assert_eq!(d, 2, "{ack}"),
-            Some(_) => {
-                assert_eq!(d, 1, "delivered counts a closed socket: {ack}");
-                extra += 1;
-            }
-        }
-        let m = fast.web.expect("message").await;
-        assert_eq!(
-            m["body"]["seq"], sent,
-            "the reading socket missed a message"
-        );
-        sent += 1;
-    }
-    assert!(
-        first_excluded.is_some(),
-        "{sent} messages of 8 kB to a socket that does not read, and it was never excluded"
-    );
-    assert_eq!(
-        raw.wait_closed(LONG).await,
-        Some(4030),
-        "slow web close code"
-    );
-    assert!(!fast.web.is_closed());
-    // the session itself lives on: its token resumes
-    let _again = gw.resume_ok(&slow.token, &slow.session_id).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_that_does_not_read_is_closed_4030_and_senders_get_phone_offline() {
-    let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = 32 * 1024;
-        c.max_frames_per_sec = 100_000;
-    })
-    .await;
-    let acc = account("slowphone");
-    let phone = gw.phone(&acc).await;
-    let s = gw.pair(&phone, &PairOpts::new()).await;
-    phone.close().await;
-    assert_eq!(s.web.expect("phone_status").await["online"], false);
-    let mut raw = raw_phone(gw.addr, &gw.phone_token(&acc), Some(4096)).await;
-    assert_eq!(s.web.expect("phone_status").await["online"], true);
-
-    // smaller than the queue: only a socket that does not read overflows
-    let body = "z".repeat(8_000);
-    // one at a time: the phone's queue fills only because it does not read
-    let mut offline_at = None;
-    let mut n = 0usize;
-    while n < 3000 {
-        // nothing is dropped silently: one reply per send
-        let r = s.web.request(json!({"type": "send", "body": body})).await;
-        match (r["type"].as_str(), r["code"].as_str()) {
-            (Some("ack"), _) => assert!(offline_at.is_none(), "ack after phone_offline: {r}"),
-            (Some("error"), Some("phone_offline")) => {
-                offline_at.get_or_insert(n);
-            }
-            _ => panic!("unexpected reply {r}"),
-        }
-        n += 1;
-        if offline_at.is_some_and(|at| n > at + 3) {
-            break;
-        }
-    }
-    assert!(
-        offline_at.is_some(),
-        "the phone never overflowed after {n} sends"
-    );
-    let st = s.web.expect("phone_status").await;
-    assert_eq!(st["online"], false, "{st}");
-    assert_eq!(
-        raw.wait_closed(LONG).await,
-        Some(4030),
-        "slow phone close code"
-    );
 }
