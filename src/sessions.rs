@@ -167,6 +167,7 @@ impl Gateway {
             // Requests nobody answered in time count as rejected.
             for expired in state.take_expired_requests(now) {
                 end_request(expired);
+                self.metrics.pairing(PairingOutcome::Rejected);
             }
             let reference = match &target {
                 LinkTarget::Ref(r) => Some(r.clone()),
@@ -397,15 +398,14 @@ impl Gateway {
             if !state.is_phone(phone) {
                 return Err(SUPERSEDED);
             }
-            let ids: Vec<String> = match session_id {
-                Some(sid) if state.sessions.contains_key(sid) => vec![sid.to_owned()],
+            let (ids, cancelled_links): (Vec<String>, Vec<String>) = match session_id {
+                Some(sid) if state.sessions.contains_key(sid) => (vec![sid.to_owned()], Vec::new()),
                 Some(_) => return Err(ErrorCode::UnknownSession),
-                None => state.sessions.keys().cloned().collect(),
-            };
-            // Links being written are queued after their put: deleted after it.
-            let cancelled_links = match session_id {
-                Some(_) => Vec::new(),
-                None => state.linking.iter().cloned().collect(),
+                // Links being written are queued after their put: deleted after it.
+                None => (
+                    state.sessions.keys().cloned().collect(),
+                    state.linking.iter().cloned().collect(),
+                ),
             };
             let ops = ids
                 .iter()
@@ -419,6 +419,8 @@ impl Gateway {
                 .iter()
                 .filter_map(|sid| state.sessions.remove(sid))
                 .collect();
+            // Only once their deletes are queued: the links being written are
+            // ended, and pending requests die.
             let requests: Vec<LinkRequest> = match session_id {
                 Some(_) => Vec::new(),
                 None => {

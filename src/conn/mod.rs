@@ -347,9 +347,10 @@ impl Conn {
         } else {
             (code, message)
         };
-        self.gw.metrics.error(code);
         self.reply(&ServerFrame::Error { id, code, message })
             .await?;
+        // Counted once written: a socket ordered closed replies nothing.
+        self.gw.metrics.error(code);
         if code == ErrorCode::RateLimited && self.limits.note_rate_limited(now) {
             return Err(Stop::close(CloseCode::RateLimited, None));
         }

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Sink, SinkExt};
+use futures::{FutureExt, Sink, SinkExt};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -178,7 +178,6 @@ impl Conn {
         code: CloseCode,
         farewell: Option<Utf8Bytes>,
     ) -> Option<Result<(), tungstenite::Error>> {
-        use futures::FutureExt;
         send_close(
             &mut self.ws,
             &mut self.unfinished,
