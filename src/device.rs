@@ -2,10 +2,7 @@
 //! its User-Agent when the client gives none; and the cleaning of both before
 //! they are kept or shown to the phone.
 
-/// Longest `device_name` kept, in characters.
-pub const MAX_DEVICE_NAME_CHARS: usize = 100;
-/// Longest User-Agent kept, in bytes.
-pub const MAX_USER_AGENT_BYTES: usize = 512;
+use crate::contract::{MAX_DEVICE_NAME_CHARS, MAX_USER_AGENT_BYTES};
 
 /// Characters never kept in text a client chose: control characters (which
 /// could forge lines in a log or a terminal) and bidirectional overrides and
@@ -101,10 +98,8 @@ fn os(ua: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        MAX_DEVICE_NAME_CHARS, MAX_USER_AGENT_BYTES, clean_device_name, clean_user_agent,
-        device_name,
-    };
+    use super::{clean_device_name, clean_user_agent, device_name};
+    use crate::contract::{MAX_DEVICE_NAME_CHARS, MAX_USER_AGENT_BYTES};
 
     #[test]
     fn names_lose_control_and_bidi_characters_and_are_capped() {

@@ -308,12 +308,7 @@ async fn demo_phone(
         )
             .into_response();
     }
-    let mut bytes = [0u8; 5];
-    rand::fill(&mut bytes);
-    let account = format!(
-        "demo-{}",
-        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
-    );
+    let account = crate::ids::random_id::<5>("demo-");
     match s
         .gw
         .tokens

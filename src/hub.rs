@@ -9,20 +9,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
+use crate::contract::LINK_MISS_WINDOW;
 use crate::pairing::LinkRequest;
 use crate::peer::Peer;
 use crate::protocol::{ServerFrame, SessionInfo};
 use crate::store::StoredSession;
 use crate::time::rfc3339_ms;
-
-/// How long a failed `link` counts against its account.
-pub const MISS_WINDOW: Duration = Duration::from_secs(60);
 
 /// One linked web session in memory.
 pub struct SessionState {
@@ -77,7 +75,7 @@ impl AccountState {
             && self
                 .misses
                 .back()
-                .is_none_or(|t| t.elapsed() >= MISS_WINDOW)
+                .is_none_or(|t| t.elapsed() >= LINK_MISS_WINDOW)
     }
 
     /// Whether `conn_id` is the account's phone socket: one that was replaced

@@ -3,10 +3,12 @@
 //! phone end any session.
 //!
 //! Module map:
-//! - [`config`]: every option, its default and environment variable.
+//! - [`config`]: every option, its environment variable and validation.
+//! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
 //! - [`http`]: pages, health, metrics, and the WebSocket upgrades.
-//! - `conn`: one task per socket (`phone.rs`, `web.rs`), limits and heartbeats.
+//! - `conn`: one task per socket (`phone.rs`, `web.rs`), its write path
+//!   (`write.rs`), limits and heartbeats.
 //! - [`peer`]: the bounded handle through which others reach a socket.
 //! - [`hub`]: who is online per account, and routing.
 //! - [`pairing`]: QR refs and codes, pairing attempts, link requests.
@@ -14,15 +16,18 @@
 //! - [`store`]: durable session records behind a batching writer (redb).
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs and the secret.
-//! - [`qr`], [`device`], [`metrics`], [`time`]: small helpers.
+//! - [`gateway`]: the shared state handed to every socket task.
+//! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
 
 pub mod client;
 pub mod config;
 mod conn;
+pub mod contract;
 pub mod device;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod ids;
 pub mod metrics;
 pub mod pairing;
 pub mod peer;

@@ -12,10 +12,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-/// Protocol version announced in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Longest `id` a client frame may carry.
-pub const MAX_ID_CHARS: usize = 64;
+use crate::contract::MAX_ID_CHARS;
+pub use crate::contract::PROTOCOL_VERSION;
 
 /// Which endpoint a socket was opened on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

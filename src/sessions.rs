@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
+use crate::contract::{LINK_MISS_WINDOW, LINK_MISSES_PER_WINDOW, MAX_PENDING_REQUESTS};
 use crate::gateway::Gateway;
-use crate::hub::{AccountState, MISS_WINDOW, SessionState};
+use crate::hub::{AccountState, SessionState};
+use crate::ids::random_id;
 use crate::metrics::{LogoutKind, PairingOutcome};
 use crate::pairing::{LinkRequest, LinkedWeb};
 use crate::peer::{PairingEvent, Peer};
@@ -27,12 +29,6 @@ use crate::time::now_ms;
 /// How stale the stored last-active time of an online session may get (at
 /// most a quarter of the idle limit).
 const ACTIVE_REFRESH: Duration = Duration::from_secs(3600);
-
-/// Failed `link`s allowed per account per sliding minute.
-const MAX_LINK_MISSES: usize = 5;
-
-/// Link requests one account may have waiting for the phone's answer.
-pub const MAX_PENDING_REQUESTS: usize = 8;
 
 /// What a socket that is no longer its role's current one is told, should it
 /// ever get a reply: it was ordered closed in the same critical section that
@@ -56,21 +52,11 @@ fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
 }
 
 fn new_session_id() -> String {
-    let mut bytes = [0u8; 12];
-    rand::fill(&mut bytes);
-    format!(
-        "s_{}",
-        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
-    )
+    random_id::<12>("s_")
 }
 
 fn new_request_id() -> String {
-    let mut bytes = [0u8; 9];
-    rand::fill(&mut bytes);
-    format!(
-        "r_{}",
-        data_encoding::BASE32HEX_NOPAD.encode(&bytes).to_lowercase()
-    )
+    random_id::<9>("r_")
 }
 
 /// A store failure answered to the client as `internal`.
@@ -148,7 +134,7 @@ impl Gateway {
         target: LinkTarget,
     ) -> Result<(String, DeviceInfo), ErrorCode> {
         let max_devices = self.config.max_devices;
-        let request_ttl = self.config.qr_ttl() * 3;
+        let request_ttl = self.config.request_ttl();
         let result = self.hub.with(account, |state| {
             if !state.is_phone(phone) {
                 return Err(SUPERSEDED);
@@ -157,11 +143,11 @@ impl Gateway {
             while state
                 .misses
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= MISS_WINDOW)
+                .is_some_and(|t| now.duration_since(*t) >= LINK_MISS_WINDOW)
             {
                 state.misses.pop_front();
             }
-            if state.misses.len() >= MAX_LINK_MISSES {
+            if state.misses.len() >= LINK_MISSES_PER_WINDOW {
                 return Err(ErrorCode::RateLimited);
             }
             // Requests nobody answered in time count as rejected.
@@ -646,6 +632,14 @@ impl Gateway {
 
     // ---- relay ------------------------------------------------------------
 
+    /// A `send`'s body fits the contract's bound (`too_large` if not).
+    fn check_body(&self, body: &RawValue) -> Result<(), ErrorCode> {
+        if body.get().len() > self.config.max_body_bytes() {
+            return Err(ErrorCode::TooLarge);
+        }
+        Ok(())
+    }
+
     /// A web session's `send` through its live socket `web`: to the phone, if
     /// it is online and keeps up.
     pub fn relay_to_phone(
@@ -655,6 +649,7 @@ impl Gateway {
         web: u64,
         body: &RawValue,
     ) -> Result<(), ErrorCode> {
+        self.check_body(body)?;
         let phone = self
             .hub
             .with_existing(account, |state| {
@@ -686,6 +681,7 @@ impl Gateway {
         to: Option<&str>,
         body: &RawValue,
     ) -> Result<usize, ErrorCode> {
+        self.check_body(body)?;
         let frame = text(&ServerFrame::Message {
             from: "phone",
             body,

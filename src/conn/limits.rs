@@ -2,7 +2,11 @@
 //! the rate_limited count that ends a socket (4029).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::contract::{
+    ERROR_BURST_SECONDS, FRAME_BURST_SECONDS, RATE_LIMITED_TO_CLOSE, RATE_LIMITED_WINDOW,
+};
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 pub struct Bucket {
@@ -36,10 +40,6 @@ impl Bucket {
     }
 }
 
-/// `rate_limited` replies that close a socket, and the window they count in.
-const RATE_LIMITED_MAX: usize = 20;
-const RATE_LIMITED_WINDOW: Duration = Duration::from_secs(10);
-
 pub struct Limits {
     pub frames: Bucket,
     pub errors: Bucket,
@@ -49,8 +49,14 @@ pub struct Limits {
 impl Limits {
     pub fn new(frames_per_sec: u32, errors_per_sec: u32) -> Self {
         Limits {
-            frames: Bucket::new(frames_per_sec, frames_per_sec.saturating_mul(2)),
-            errors: Bucket::new(errors_per_sec, errors_per_sec.saturating_mul(10)),
+            frames: Bucket::new(
+                frames_per_sec,
+                frames_per_sec.saturating_mul(FRAME_BURST_SECONDS),
+            ),
+            errors: Bucket::new(
+                errors_per_sec,
+                errors_per_sec.saturating_mul(ERROR_BURST_SECONDS),
+            ),
             // Allocated only if the socket is ever rate limited.
             rate_limited: VecDeque::new(),
         }
@@ -66,12 +72,14 @@ impl Limits {
             self.rate_limited.pop_front();
         }
         self.rate_limited.push_back(now);
-        self.rate_limited.len() >= RATE_LIMITED_MAX
+        self.rate_limited.len() >= RATE_LIMITED_TO_CLOSE
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -103,20 +103,15 @@ impl Handler for Phone {
                 }
                 .to_text()
             }),
-            ClientFrame::Send { body, to } => {
-                if body.get().len() > gw.config.max_body_bytes() {
-                    Err(ErrorCode::TooLarge)
-                } else {
-                    gw.relay_to_webs(&account, me, to.as_deref(), body)
-                        .map(|delivered| {
-                            ServerFrame::Ack {
-                                id,
-                                delivered: Some(delivered),
-                            }
-                            .to_text()
-                        })
-                }
-            }
+            ClientFrame::Send { body, to } => gw
+                .relay_to_webs(&account, me, to.as_deref(), body)
+                .map(|delivered| {
+                    ServerFrame::Ack {
+                        id,
+                        delivered: Some(delivered),
+                    }
+                    .to_text()
+                }),
             ClientFrame::Auth { .. } | ClientFrame::Pair { .. } => Err(ErrorCode::UnknownType),
         };
         match result {

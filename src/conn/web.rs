@@ -226,16 +226,12 @@ impl Handler for Web {
                 None,
             ) => Box::pin(self.start_pairing(conn, id, remember, device_name)).await,
             (ClientFrame::Send { body, .. }, Some(live)) => {
-                let result = if body.get().len() > conn.gw.config.max_body_bytes() {
-                    Err(ErrorCode::TooLarge)
-                } else {
-                    conn.gw.relay_to_phone(
-                        &live.account,
-                        &live.session_id,
-                        conn.peer.conn_id(),
-                        body,
-                    )
-                };
+                let result = conn.gw.relay_to_phone(
+                    &live.account,
+                    &live.session_id,
+                    conn.peer.conn_id(),
+                    body,
+                );
                 match result {
                     Ok(()) if id.is_some() => {
                         conn.reply(&ServerFrame::Ack {
@@ -289,12 +285,12 @@ impl Handler for Web {
     async fn on_pairing(&mut self, conn: &mut Conn, event: PairingEvent) -> Result<(), Stop> {
         match event {
             PairingEvent::Scanned => {
-                let ttl = conn.gw.config.qr_ttl();
+                let request_ttl = conn.gw.config.request_ttl();
                 if let Some(p) = self.pairing.as_mut() {
                     // The phone took the ref; rotation pauses while it decides.
                     p.issued = None;
                     p.scanned = true;
-                    p.deadline = Some(Instant::now() + ttl * 3);
+                    p.deadline = Some(Instant::now() + request_ttl);
                 }
                 conn.reply(&ServerFrame::Scanned).await
             }

@@ -1,10 +1,12 @@
 //! Durable session records behind one batching writer.
 //!
 //! Every change that the contract says must be durable before it is announced
-//! (a link, a logout, a logout_all, a self-logout, an expiry) goes through
-//! [`Store::commit`], which resolves only once the change is on disk. Changes
-//! from many sockets are gathered into one transaction per commit, so a burst
-//! of links or logouts costs one fsync, not one each.
+//! (a link, a logout, a logout_all, a self-logout, an expiry) is queued with
+//! [`Store::enqueue`] (under the account's lock, so one session's changes reach
+//! the disk in the order they were decided) and its [`Durable`] awaited, which
+//! resolves only once the change is on disk. Changes from many sockets are
+//! gathered into one transaction per write, so a burst of links or logouts
+//! costs one fsync, not one each.
 //!
 //! The writer runs on its own OS thread because the backends block.
 
@@ -74,7 +76,8 @@ pub enum StoreError {
     Busy,
 }
 
-/// How many pending batches may wait for the writer before callers wait too.
+/// How many batches may wait for the writer; past that, a change is refused
+/// at once (`StoreError::Busy`, answered `internal`), never waited for.
 const QUEUE_DEPTH: usize = 8192;
 
 impl Store {

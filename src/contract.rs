@@ -1,0 +1,55 @@
+//! Every number the wire contract (`protocol.md`) fixes, and the few pairgate
+//! adds, in one table: the defaults of `pairgate serve`'s options (used by
+//! clap and by `Config::default`) and the fixed limits. A number changes here
+//! and nowhere else.
+
+use std::time::Duration;
+
+/// Defaults of `pairgate serve`'s options.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const DATA_DIR: &str = "./pairgate-data";
+    pub const QR_TTL_MS: u64 = 20_000;
+    pub const QR_ROTATIONS: u32 = 5;
+    pub const AUTH_TIMEOUT_MS: u64 = 10_000;
+    pub const HEARTBEAT_MS: u64 = 25_000;
+    pub const MAX_DEVICES: usize = 4;
+    pub const EPHEMERAL_GRACE_MS: u64 = 60_000;
+    pub const SESSION_IDLE_DAYS: f64 = 14.0;
+    pub const MAX_FRAME_BYTES: u64 = 65_536;
+    pub const MAX_FRAMES_PER_SEC: u32 = 1000;
+    pub const MAX_ERRORS_PER_SEC: u32 = 10;
+    pub const MAX_QUEUE_BYTES: u64 = 1_048_576;
+}
+
+/// The `protocol` field of `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest `id` a client frame may carry, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+/// Room a `send` frame needs beside its `body`: a `body` may serialize to at
+/// most `max_frame_bytes` minus this.
+pub const BODY_HEADROOM_BYTES: usize = 1024;
+
+/// A link request unanswered for this many QR ttls counts as rejected.
+pub const REQUEST_TTL_IN_QR_TTLS: u32 = 3;
+/// Failed `link`s (`unknown_ref`) allowed per account per window...
+pub const LINK_MISSES_PER_WINDOW: usize = 5;
+/// ...a sliding minute.
+pub const LINK_MISS_WINDOW: Duration = Duration::from_secs(60);
+
+/// Client frames may come in bursts of this many seconds' worth.
+pub const FRAME_BURST_SECONDS: u32 = 2;
+/// Error replies may come in bursts of this many seconds' worth.
+pub const ERROR_BURST_SECONDS: u32 = 10;
+/// This many `rate_limited` replies within the window close a socket 4029.
+pub const RATE_LIMITED_TO_CLOSE: usize = 20;
+pub const RATE_LIMITED_WINDOW: Duration = Duration::from_secs(10);
+
+// pairgate's own (docs/PROTOCOL.md marks them).
+
+/// Link requests one account may have waiting for its phone's answer.
+pub const MAX_PENDING_REQUESTS: usize = 8;
+/// Longest `device_name` kept, in characters.
+pub const MAX_DEVICE_NAME_CHARS: usize = 100;
+/// Longest User-Agent kept, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
