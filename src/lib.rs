@@ -132,6 +132,32 @@ pub async fn run(
     Ok(())
 }
 
+/// Every socket is a file: lifts the soft open-files limit to the hard one, so
+/// a process holds as many sockets as the machine allows (the gateway, and
+/// the load test's workers).
+pub fn raise_open_files_limit() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads the stored sessions; ephemeral ones get a full grace from now.
 fn restore(gw: &Arc<Gateway>, stored: Vec<store::StoredSession>) {
     gw.metrics.sessions.set(stored.len() as i64);

@@ -98,7 +98,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    raise_open_files_limit();
+    if let Err(e) = pairgate::raise_open_files_limit() {
+        tracing::warn!(error = %e, "could not raise the open-files limit");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -108,30 +110,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         pairgate::run(listener, config, shutdown_signal()).await
     })
-}
-
-/// Every socket is a file: lift the soft open-files limit to the hard one, so
-/// the gateway holds as many sockets as the machine allows.
-fn raise_open_files_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-                && limit.rlim_cur < limit.rlim_max
-            {
-                let soft = limit.rlim_cur;
-                limit.rlim_cur = limit.rlim_max;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    tracing::warn!(soft, "could not raise the open-files limit");
-                }
-            }
-        }
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -154,7 +154,7 @@ impl Metrics {
                 .collect(),
             closes: CloseCode::ALL
                 .iter()
-                .map(|c| (c.code(), family_member(&closes, "code", close_label(*c))))
+                .map(|c| (c.code(), family_member(&closes, "code", c.label())))
                 .collect(),
             logouts: [
                 family_member(&logouts, "kind", "phone_logout"),
@@ -207,18 +207,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn close_label(code: CloseCode) -> &'static str {
-    match code {
-        CloseCode::TooLarge => "1009",
-        CloseCode::Restarting => "1012",
-        CloseCode::LoggedOut => "4001",
-        CloseCode::InvalidToken => "4003",
-        CloseCode::TimedOut => "4008",
-        CloseCode::Replaced => "4009",
-        CloseCode::RateLimited => "4029",
-        CloseCode::TooSlow => "4030",
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::ArgGroup;
 use pairgate::client::{Client, ClientError, ConnectOptions, link_frame};
-use pairgate::protocol::SessionInfo;
+use pairgate::protocol::{CloseCode, SessionInfo};
 use pairgate::tokens::{SECRET_FILE, Tokens, resolve_secret};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -185,15 +185,7 @@ fn describe_close(code: Option<u16>) -> String {
     };
     let why = match code {
         1000 => "normal closure",
-        1009 => "frame too large",
-        1012 => "gateway restarting",
-        4001 => "logged out",
-        4003 => "invalid token",
-        4008 => "timed out",
-        4009 => "replaced by a newer phone socket of this account",
-        4029 => "rate limited",
-        4030 => "too slow reading: outbound queue overflow",
-        _ => "",
+        code => CloseCode::from_code(code).map_or("", CloseCode::reason),
     };
     if why.is_empty() {
         format!("connection closed with {code}")

@@ -146,6 +146,26 @@ impl CloseCode {
         }
     }
 
+    /// The contract's close code with this number.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// The code as text, for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCode::TooLarge => "1009",
+            CloseCode::Restarting => "1012",
+            CloseCode::LoggedOut => "4001",
+            CloseCode::InvalidToken => "4003",
+            CloseCode::TimedOut => "4008",
+            CloseCode::Replaced => "4009",
+            CloseCode::RateLimited => "4029",
+            CloseCode::TooSlow => "4030",
+        }
+    }
+
+    /// What it means, for a person (also sent as the close frame's reason).
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::TooLarge => "frame too large",
@@ -312,6 +332,56 @@ pub fn peek_id(text: &str) -> Option<String> {
         .filter(|id| id.chars().count() <= MAX_ID_CHARS)
 }
 
+/// The `type`s a client may send: the one list the parser knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameType {
+    Auth,
+    Pair,
+    Link,
+    LinkConfirm,
+    LinkReject,
+    ListSessions,
+    Logout,
+    LogoutAll,
+    Send,
+}
+
+impl FrameType {
+    fn parse(kind: &str) -> Option<FrameType> {
+        Some(match kind {
+            "auth" => FrameType::Auth,
+            "pair" => FrameType::Pair,
+            "link" => FrameType::Link,
+            "link_confirm" => FrameType::LinkConfirm,
+            "link_reject" => FrameType::LinkReject,
+            "list_sessions" => FrameType::ListSessions,
+            "logout" => FrameType::Logout,
+            "logout_all" => FrameType::LogoutAll,
+            "send" => FrameType::Send,
+            _ => return None,
+        })
+    }
+
+    /// Whether a socket of `role` may send it at all.
+    fn known_to(self, role: Role) -> bool {
+        match self {
+            FrameType::Auth | FrameType::Send | FrameType::Logout => true,
+            FrameType::Pair => role == Role::Web,
+            FrameType::Link
+            | FrameType::LinkConfirm
+            | FrameType::LinkReject
+            | FrameType::ListSessions
+            | FrameType::LogoutAll => role == Role::Phone,
+        }
+    }
+
+    /// Whether it is how a socket starts (`auth`, `pair`): the only types
+    /// before that step, and `unknown_type` after it.
+    fn opens(self) -> bool {
+        matches!(self, FrameType::Auth | FrameType::Pair)
+    }
+}
+
 /// Parses one text frame for a socket of `role` at `stage`.
 pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, Rejection> {
     // serde would also read a JSON array into the struct, positionally.
@@ -338,30 +408,11 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
         None => return Err(bad(id, "missing string field `type`")),
     };
 
-    let known = match role {
-        Role::Phone => matches!(
-            &*kind,
-            "auth"
-                | "link"
-                | "link_confirm"
-                | "link_reject"
-                | "list_sessions"
-                | "logout"
-                | "logout_all"
-                | "send"
-        ),
-        Role::Web => matches!(&*kind, "auth" | "pair" | "send" | "logout"),
-    };
-    let opening_kind = matches!(&*kind, "auth") || (role == Role::Web && kind == "pair");
-    match stage {
-        Stage::Opening | Stage::Pairing if !opening_kind => {
-            return Err(Rejection {
-                code: ErrorCode::NotAuthenticated,
-                id,
-                message: "authenticate first: send `auth` or `pair`".into(),
-            });
-        }
-        Stage::Live if opening_kind || !known => {
+    // Before `auth`/`pair` only those; after, anything the role knows but them.
+    let ty = match (stage, FrameType::parse(&kind).filter(|t| t.known_to(role))) {
+        (Stage::Live, Some(ty)) if !ty.opens() => ty,
+        (Stage::Opening | Stage::Pairing, Some(ty)) if ty.opens() => ty,
+        (Stage::Live, _) => {
             return Err(Rejection {
                 code: ErrorCode::UnknownType,
                 message: format!("unknown frame type `{kind}` for a {} socket", role.as_str())
@@ -369,14 +420,20 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
                 id,
             });
         }
-        _ => {}
-    }
+        (Stage::Opening | Stage::Pairing, _) => {
+            return Err(Rejection {
+                code: ErrorCode::NotAuthenticated,
+                id,
+                message: "authenticate first: send `auth` or `pair`".into(),
+            });
+        }
+    };
 
-    let frame = match &*kind {
-        "auth" => ClientFrame::Auth {
+    let frame = match ty {
+        FrameType::Auth => ClientFrame::Auth {
             token: required_string(raw.token, "token", &id)?,
         },
-        "pair" => {
+        FrameType::Pair => {
             let remember = match raw.remember {
                 None => true,
                 Some(v) => serde_json::from_str::<bool>(v.get())
@@ -388,7 +445,7 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
                 device_name,
             }
         }
-        "link" => match (
+        FrameType::Link => match (
             string_field(raw.reference, "ref", &id)?,
             string_field(raw.code, "code", &id)?,
         ) {
@@ -396,21 +453,21 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
             (None, Some(c)) => ClientFrame::Link(LinkTarget::Code(c)),
             (None, None) => return Err(bad(id, "`link` needs `ref` or `code`")),
         },
-        "link_confirm" => ClientFrame::LinkConfirm {
+        FrameType::LinkConfirm => ClientFrame::LinkConfirm {
             request_id: required_string(raw.request_id, "request_id", &id)?,
         },
-        "link_reject" => ClientFrame::LinkReject {
+        FrameType::LinkReject => ClientFrame::LinkReject {
             request_id: required_string(raw.request_id, "request_id", &id)?,
         },
-        "list_sessions" => ClientFrame::ListSessions,
-        "logout" => ClientFrame::Logout {
+        FrameType::ListSessions => ClientFrame::ListSessions,
+        FrameType::Logout => ClientFrame::Logout {
             session_id: match role {
                 Role::Phone => Some(required_string(raw.session_id, "session_id", &id)?),
                 Role::Web => None,
             },
         },
-        "logout_all" => ClientFrame::LogoutAll,
-        "send" => ClientFrame::Send {
+        FrameType::LogoutAll => ClientFrame::LogoutAll,
+        FrameType::Send => ClientFrame::Send {
             body: raw
                 .body
                 .ok_or_else(|| bad(id.clone(), "`body` is required"))?,
@@ -419,7 +476,6 @@ pub fn parse_frame(text: &str, role: Role, stage: Stage) -> Result<Request<'_>, 
                 Role::Web => None,
             },
         },
-        _ => unreachable!("unknown kinds were refused above"),
     };
     Ok(Request { id, frame })
 }
@@ -550,5 +606,258 @@ impl ServerFrame<'_> {
                 "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"serialization failed\"}",
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str, role: Role, stage: Stage) -> Request<'_> {
+        parse_frame(text, role, stage).unwrap_or_else(|r| panic!("{text}: {r:?}"))
+    }
+
+    fn refused(text: &str, role: Role, stage: Stage) -> (ErrorCode, Option<String>) {
+        let r = parse_frame(text, role, stage).expect_err(text);
+        (r.code, r.id)
+    }
+
+    /// Every frame type, for the role that sends it, with its fields.
+    #[test]
+    fn every_frame_type_parses_for_its_role() {
+        use ClientFrame as F;
+        let live = Stage::Live;
+        let r = parsed(
+            r#"{"type":"auth","id":"a","token":"t"}"#,
+            Role::Phone,
+            Stage::Opening,
+        );
+        assert_eq!(r.id.as_deref(), Some("a"));
+        assert!(matches!(r.frame, F::Auth { token } if token == "t"));
+        assert!(matches!(
+            parsed(r#"{"type":"auth","token":"t"}"#, Role::Web, Stage::Pairing).frame,
+            F::Auth { .. }
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"pair"}"#, Role::Web, Stage::Opening).frame,
+            F::Pair {
+                remember: true,
+                device_name: None
+            }
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"pair","remember":false,"device_name":"d"}"#, Role::Web, Stage::Pairing).frame,
+            F::Pair { remember: false, device_name: Some(n) } if n == "d"
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"link","ref":"R","code":"C"}"#, Role::Phone, live).frame,
+            F::Link(LinkTarget::Ref(r)) if r == "R"
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"link","code":"C"}"#, Role::Phone, live).frame,
+            F::Link(LinkTarget::Code(c)) if c == "C"
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"link_confirm","request_id":"q"}"#, Role::Phone, live).frame,
+            F::LinkConfirm { request_id } if request_id == "q"
+        ));
+        assert!(matches!(
+            parsed(
+                r#"{"type":"link_reject","request_id":"q"}"#,
+                Role::Phone,
+                live
+            )
+            .frame,
+            F::LinkReject { .. }
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"list_sessions"}"#, Role::Phone, live).frame,
+            F::ListSessions
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"logout","session_id":"s"}"#, Role::Phone, live).frame,
+            F::Logout { session_id: Some(s) } if s == "s"
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"logout","session_id":"s"}"#, Role::Web, live).frame,
+            F::Logout { session_id: None }
+        ));
+        assert!(matches!(
+            parsed(r#"{"type":"logout_all"}"#, Role::Phone, live).frame,
+            F::LogoutAll
+        ));
+        let send = parsed(
+            r#"{"type":"send","body":{"a":[1, 2]},"to":"s"}"#,
+            Role::Phone,
+            live,
+        );
+        assert!(
+            matches!(send.frame, F::Send { body, to: Some(t) } if body.get() == r#"{"a":[1, 2]}"# && t == "s")
+        );
+        // A web `send` has no `to`; fields a type does not use are ignored.
+        assert!(matches!(
+            parsed(
+                r#"{"type":"send","body":1,"to":"s","extra":true}"#,
+                Role::Web,
+                live
+            )
+            .frame,
+            F::Send { to: None, .. }
+        ));
+    }
+
+    /// Every way a frame is refused, and which `id` the refusal carries.
+    #[test]
+    fn every_refusal_has_its_code_and_id() {
+        let (p, w, live) = (Role::Phone, Role::Web, Stage::Live);
+        let bad = ErrorCode::BadFrame;
+        let cases: &[(&str, Role, Stage, ErrorCode, Option<&str>)] = &[
+            ("not json", p, live, bad, None),
+            ("[1,2]", p, live, bad, None),
+            (r#"{"type":"send""#, p, live, bad, None),
+            (r#"{"id":"i"}"#, p, live, bad, Some("i")),
+            (r#"{"type":7,"id":"i"}"#, p, live, bad, Some("i")),
+            (r#"{"type":"list_sessions","id":5}"#, p, live, bad, None),
+            (r#"{"type":"send","body":1,"id":null}"#, p, live, bad, None),
+            (r#"{"type":"send","id":"i"}"#, p, live, bad, Some("i")),
+            (
+                r#"{"type":"send","body":1,"to":3,"id":"i"}"#,
+                p,
+                live,
+                bad,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"auth","id":"i"}"#,
+                p,
+                Stage::Opening,
+                bad,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"auth","token":null,"id":"i"}"#,
+                p,
+                Stage::Opening,
+                bad,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"pair","remember":"yes","id":"i"}"#,
+                w,
+                Stage::Opening,
+                bad,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"pair","device_name":1,"id":"i"}"#,
+                w,
+                Stage::Opening,
+                bad,
+                Some("i"),
+            ),
+            (r#"{"type":"link","id":"i"}"#, p, live, bad, Some("i")),
+            (
+                r#"{"type":"link","ref":1,"id":"i"}"#,
+                p,
+                live,
+                bad,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"link_confirm","id":"i"}"#,
+                p,
+                live,
+                bad,
+                Some("i"),
+            ),
+            (r#"{"type":"logout","id":"i"}"#, p, live, bad, Some("i")),
+            // Before `auth`/`pair`: anything else is not_authenticated.
+            (
+                r#"{"type":"send","body":1,"id":"i"}"#,
+                p,
+                Stage::Opening,
+                ErrorCode::NotAuthenticated,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"nope","id":"i"}"#,
+                w,
+                Stage::Opening,
+                ErrorCode::NotAuthenticated,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"logout","id":"i"}"#,
+                w,
+                Stage::Pairing,
+                ErrorCode::NotAuthenticated,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"pair","id":"i"}"#,
+                p,
+                Stage::Opening,
+                ErrorCode::NotAuthenticated,
+                Some("i"),
+            ),
+            // Once live: `auth`, `pair` and types of the other role are unknown.
+            (
+                r#"{"type":"auth","token":"t","id":"i"}"#,
+                p,
+                live,
+                ErrorCode::UnknownType,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"pair","id":"i"}"#,
+                w,
+                live,
+                ErrorCode::UnknownType,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"link","ref":"r","id":"i"}"#,
+                w,
+                live,
+                ErrorCode::UnknownType,
+                Some("i"),
+            ),
+            (
+                r#"{"type":"list_sessions"}"#,
+                w,
+                live,
+                ErrorCode::UnknownType,
+                None,
+            ),
+            (r#"{"type":"nope"}"#, p, live, ErrorCode::UnknownType, None),
+        ];
+        for (text, role, stage, code, id) in cases {
+            assert_eq!(
+                refused(text, *role, *stage),
+                (*code, id.map(str::to_owned)),
+                "{text} ({role:?}, {stage:?})"
+            );
+        }
+        // An `id` over 64 characters is refused, and echoed.
+        let long = "x".repeat(MAX_ID_CHARS + 1);
+        let text = format!(r#"{{"type":"list_sessions","id":"{long}"}}"#);
+        assert_eq!(refused(&text, p, live), (bad, Some(long)));
+    }
+
+    #[test]
+    fn peek_id_finds_only_a_valid_id() {
+        assert_eq!(peek_id(r#"{"type":"x","id":"i"}"#).as_deref(), Some("i"));
+        assert_eq!(peek_id(r#"{"id":5}"#), None);
+        assert_eq!(peek_id("[]"), None);
+        assert_eq!(peek_id(&format!(r#"{{"id":"{}"}}"#, "x".repeat(65))), None);
+    }
+
+    #[test]
+    fn close_codes_and_labels_agree() {
+        for code in CloseCode::ALL {
+            assert_eq!(code.label(), code.code().to_string());
+            assert_eq!(CloseCode::from_code(code.code()), Some(code));
+        }
+        assert_eq!(CloseCode::from_code(1000), None);
     }
 }

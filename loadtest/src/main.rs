@@ -54,15 +54,7 @@ fn parent_main(opts: cli::Opts) -> anyhow::Result<bool> {
 /// Lifts the soft open-files limit to the hard one (20,000 here): each
 /// socket is a file descriptor.
 pub fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if let Err(e) = pairgate::raise_open_files_limit() {
+        eprintln!("loadtest: could not raise the open-files limit: {e}");
     }
 }
