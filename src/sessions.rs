@@ -227,11 +227,9 @@ impl Gateway {
             if state.sessions.len() + state.linking.len() >= max_devices {
                 return Err(ErrorCode::TooManyDevices);
             }
-            let Some(req) = state.requests.remove(request_id) else {
-                return Err(ErrorCode::UnknownRequest);
-            };
+            let attempt = req.attempt.clone();
             let (device_name, remember) = {
-                let a = req.attempt.lock();
+                let a = attempt.lock();
                 (a.device_name.clone(), a.remember)
             };
             let now = now_ms();
@@ -239,18 +237,21 @@ impl Gateway {
                 account: account.to_owned(),
                 session_id: new_session_id(),
                 device_name,
-                user_agent: req.attempt.user_agent.clone(),
-                ip: req.attempt.ip.clone(),
+                user_agent: attempt.user_agent.clone(),
+                ip: attempt.ip.clone(),
                 created_at_ms: now,
                 last_active_at_ms: now,
                 remember,
             };
+            // A store that cannot take the change leaves everything as it was,
+            // the request still pending.
             let durable = self
                 .store
                 .enqueue(vec![StoreOp::Put(record.clone())])
                 .map_err(internal)?;
+            state.requests.remove(request_id);
             state.linking.insert(record.session_id.clone());
-            Ok((record, req.attempt, durable))
+            Ok((record, attempt, durable))
         })?;
 
         let written = durable.wait().await;
@@ -979,5 +980,119 @@ mod tests {
             gw.relay_to_phone("alice", "gone", 2, &body),
             Err(ErrorCode::LoggedOut)
         );
+    }
+
+    /// A held disk, its permits and what it committed.
+    fn held_gateway(
+        config: Config,
+    ) -> (
+        Arc<Gateway>,
+        std::sync::mpsc::Sender<()>,
+        Arc<parking_lot::Mutex<Vec<StoreOp>>>,
+    ) {
+        let (permit, permits) = std::sync::mpsc::channel();
+        let committed = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let gw = gateway_on_with(
+            HeldDisk {
+                permits,
+                committed: committed.clone(),
+            },
+            config,
+        );
+        (gw, permit, committed)
+    }
+
+    /// Links still being written count toward `max_devices`: with one device
+    /// allowed and one link held on its way to the disk, a second confirm is
+    /// `too_many_devices` (and its request stays pending).
+    #[tokio::test]
+    async fn links_being_written_count_toward_max_devices() {
+        let (gw, permit, _) = held_gateway(Config {
+            max_devices: 1,
+            ..Config::default()
+        });
+        let _phone = phone_online(&gw);
+        let (_web1, ref1) = pairing_web(&gw, 1);
+        let (_web2, ref2) = pairing_web(&gw, 2);
+        let (first, _) = gw.link("alice", PHONE, LinkTarget::Ref(ref1)).unwrap();
+        let (second, _) = gw.link("alice", PHONE, LinkTarget::Ref(ref2)).unwrap();
+        let confirming = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.link_confirm("alice", PHONE, &first).await }
+        });
+        while gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            gw.link_confirm("alice", PHONE, &second).await.unwrap_err(),
+            ErrorCode::TooManyDevices
+        );
+        assert_eq!(gw.hub.census().1, 1, "the refused request stays pending");
+        permit.send(()).unwrap();
+        assert!(confirming.await.unwrap().is_ok());
+        assert_eq!(gw.list_sessions("alice").len(), 1);
+    }
+
+    /// A link is durable before anybody hears of it: while its commit is
+    /// held, the web socket has been told only `scanned`, the confirm has not
+    /// answered and no session is listed.
+    #[tokio::test]
+    async fn a_link_is_durable_before_it_is_announced() {
+        let (gw, permit, committed) = held_gateway(Config::default());
+        let _phone = phone_online(&gw);
+        let (mut web, reference) = pairing_web(&gw, 1);
+        let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
+        let confirming = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.link_confirm("alice", PHONE, &request_id).await }
+        });
+        while gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!confirming.is_finished());
+        assert!(gw.list_sessions("alice").is_empty());
+        assert!(matches!(
+            web.try_recv(),
+            Some(Out::Pairing(PairingEvent::Scanned))
+        ));
+        assert!(web.try_recv().is_none(), "announced before it was durable");
+        permit.send(()).unwrap();
+        let session = confirming.await.unwrap().unwrap();
+        assert!(
+            matches!(committed.lock().as_slice(), [StoreOp::Put(p)] if p.session_id == session.session_id)
+        );
+        assert!(matches!(
+            web.try_recv(),
+            Some(Out::Pairing(PairingEvent::Linked(_)))
+        ));
+    }
+
+    /// A store whose queue is full refuses at once: the confirm is answered
+    /// `internal` and nothing changes (the request stays pending, the web
+    /// side still shows `scanned`).
+    #[tokio::test]
+    async fn a_full_store_queue_is_internal() {
+        let (gw, _permit, _) = held_gateway(Config::default());
+        let _phone = phone_online(&gw);
+        let (mut web, reference) = pairing_web(&gw, 1);
+        let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
+        // The writer holds the first batch; the rest fill the queue.
+        while gw.store.enqueue(Vec::new()).is_ok() {}
+        assert_eq!(
+            gw.link_confirm("alice", PHONE, &request_id)
+                .await
+                .unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert!(gw.list_sessions("alice").is_empty());
+        assert_eq!(gw.hub.census().1, 1, "the request stays pending");
+        assert!(matches!(
+            web.try_recv(),
+            Some(Out::Pairing(PairingEvent::Scanned))
+        ));
+        assert!(web.try_recv().is_none());
     }
 }

@@ -790,7 +790,10 @@ async fn concurrent_confirms_respect_max_devices() {
         requests.push(lr["request_id"].clone());
         webs.push(web);
     }
-    // all confirms in one burst: links still being written count
+    // All confirms in one burst. The phone's frames are handled one at a
+    // time, so this checks the count, not the race: links still being
+    // written are provoked by the unit test
+    // `sessions::tests::links_being_written_count_toward_max_devices`.
     let ids: Vec<String> = (0..3).map(|i| format!("race-{i}")).collect();
     phone
         .send_many(
