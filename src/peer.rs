@@ -301,6 +301,21 @@ mod tests {
         assert!(peer.is_close_ordered());
     }
 
+    /// The queue is bounded in frames as well as bytes: tiny frames overflow
+    /// it (4030) at `QUEUE_FRAMES`.
+    #[test]
+    fn the_queue_is_bounded_in_frames_too() {
+        let (peer, _queue) = Peer::new(1, 1 << 30);
+        for _ in 0..QUEUE_FRAMES {
+            assert!(peer.send(&text(1)));
+        }
+        assert!(!peer.send(&text(1)));
+        assert_eq!(
+            peer.take_order().0.map(|o| o.code),
+            Some(CloseCode::TooSlow)
+        );
+    }
+
     /// An overflow orders the socket closed 4030; later frames are refused,
     /// and what was queued before is handed back for the close to write.
     #[test]

@@ -600,7 +600,22 @@ fn decode_chunked(mut data: &[u8]) -> Vec<u8> {
 
 /// `GET path` with `Connection: close`; `headers` may override `Host`.
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    http_request(addr, "GET", path, headers).await
+}
+
+/// `POST path` with an empty body and `Connection: close`.
+pub async fn http_post(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(addr, "POST", path, &[("Content-Length", "0")]).await
+}
+
+/// `METHOD path` with `Connection: close`; `headers` may override `Host`.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
     }
@@ -617,8 +632,9 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
     };
     let buf = tokio::time::timeout(T, fut)
         .await
-        .unwrap_or_else(|_| panic!("GET {path}: no complete answer within {T:?}"));
-    let end = find_head_end(&buf).unwrap_or_else(|| panic!("GET {path}: no HTTP head in {buf:?}"));
+        .unwrap_or_else(|_| panic!("{method} {path}: no complete answer within {T:?}"));
+    let end =
+        find_head_end(&buf).unwrap_or_else(|| panic!("{method} {path}: no HTTP head in {buf:?}"));
     let (status, headers) = parse_head(&buf[..end]);
     let mut body = buf[end..].to_vec();
     let chunked = headers.iter().any(|(k, v)| {

@@ -1,5 +1,5 @@
-//! "HTTP": `/healthz`, the two pages, `/metrics`, and the Origin check on
-//! both upgrade paths.
+//! "HTTP": `/healthz`, the two pages, `/metrics`, the Origin check on both
+//! upgrade paths, and `POST /demo/phone` (pairgate's, with `--demo`).
 
 use serde_json::json;
 
@@ -246,4 +246,27 @@ async fn star_allows_any_origin_including_null() {
         assert_upgrade(&gw, &[("Origin", origin)], 101).await;
     }
     assert_upgrade(&gw, &[], 101).await;
+}
+
+/// `POST /demo/phone` exists only with `--demo`: it mints a working phone
+/// token for a fresh account, 10 per client IP per minute, then 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_phone_tokens_only_with_demo_and_rate_limited_per_ip() {
+    let plain = TestGateway::start().await;
+    assert_eq!(http_post(plain.addr, "/demo/phone").await.status, 404);
+
+    let gw = TestGateway::spawn(|c| c.demo = true).await;
+    let mut accounts = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let r = http_post(gw.addr, "/demo/phone").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_str(&r.text()).expect("JSON");
+        let account = v["account"].as_str().expect("account").to_owned();
+        let phone = open_phone(gw.addr, &account, v["token"].as_str().expect("token")).await;
+        assert!(!phone.is_closed());
+        accounts.insert(account);
+    }
+    assert_eq!(accounts.len(), 10, "every demo account is fresh");
+    let r = http_post(gw.addr, "/demo/phone").await;
+    assert_eq!(r.status, 429, "{}", r.text());
 }
