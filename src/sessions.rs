@@ -718,7 +718,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::pairing::Attempt;
     use crate::peer::{Out, PairingEvent, Peer};
-    use crate::protocol::{ErrorCode, LinkTarget};
+    use crate::protocol::{ErrorCode, LinkTarget, SessionInfo};
     use crate::store::{Backend, Store, StoreOp, StoredSession};
     use crate::tokens::Tokens;
 
@@ -885,24 +885,12 @@ mod tests {
     /// disk, and the account is left with no session in memory or on disk.
     #[tokio::test]
     async fn logout_all_ends_a_link_still_being_written() {
-        let (permit, permits) = std::sync::mpsc::channel();
-        let committed = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let gw = gateway_on(HeldDisk {
-            permits,
-            committed: committed.clone(),
-        });
+        let (gw, permit, committed) = held_gateway(Config::default());
         let _phone = phone_online(&gw);
         let (mut web, reference) = pairing_web(&gw, 1);
         let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
-
-        let confirming = tokio::spawn({
-            let gw = gw.clone();
-            async move { gw.link_confirm("alice", PHONE, &request_id).await }
-        });
         // The link's put is queued (and held) before logout_all starts.
-        while gw.hub.with("alice", |s| s.linking.is_empty()) {
-            tokio::task::yield_now().await;
-        }
+        let confirming = start_confirm(&gw, request_id).await;
         let logging_out = tokio::spawn({
             let gw = gw.clone();
             async move { gw.logout("alice", PHONE, None).await }
@@ -1002,6 +990,22 @@ mod tests {
         (gw, permit, committed)
     }
 
+    /// Starts `link_confirm` of `request_id` and returns once its put is
+    /// queued (the link is being written).
+    async fn start_confirm(
+        gw: &Arc<Gateway>,
+        request_id: String,
+    ) -> tokio::task::JoinHandle<Result<SessionInfo, ErrorCode>> {
+        let confirming = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.link_confirm("alice", PHONE, &request_id).await }
+        });
+        while gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        confirming
+    }
+
     /// Links still being written count toward `max_devices`: with one device
     /// allowed and one link held on its way to the disk, a second confirm is
     /// `too_many_devices` (and its request stays pending).
@@ -1016,13 +1020,7 @@ mod tests {
         let (_web2, ref2) = pairing_web(&gw, 2);
         let (first, _) = gw.link("alice", PHONE, LinkTarget::Ref(ref1)).unwrap();
         let (second, _) = gw.link("alice", PHONE, LinkTarget::Ref(ref2)).unwrap();
-        let confirming = tokio::spawn({
-            let gw = gw.clone();
-            async move { gw.link_confirm("alice", PHONE, &first).await }
-        });
-        while gw.hub.with("alice", |s| s.linking.is_empty()) {
-            tokio::task::yield_now().await;
-        }
+        let confirming = start_confirm(&gw, first).await;
         assert_eq!(
             gw.link_confirm("alice", PHONE, &second).await.unwrap_err(),
             ErrorCode::TooManyDevices
@@ -1042,13 +1040,7 @@ mod tests {
         let _phone = phone_online(&gw);
         let (mut web, reference) = pairing_web(&gw, 1);
         let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
-        let confirming = tokio::spawn({
-            let gw = gw.clone();
-            async move { gw.link_confirm("alice", PHONE, &request_id).await }
-        });
-        while gw.hub.with("alice", |s| s.linking.is_empty()) {
-            tokio::task::yield_now().await;
-        }
+        let confirming = start_confirm(&gw, request_id).await;
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
