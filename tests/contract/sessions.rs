@@ -584,3 +584,63 @@ async fn logout_all_ends_a_link_being_written() {
         }
     }
 }
+
+/// `logout_all` with a web socket whose buffers are full (it stopped reading
+/// while messages kept coming): the gateway cannot hand it `logged_out` and
+/// its close frame, so it drops the socket at once and answers `ok` without
+/// waiting; the socket then reads what was already in its buffers and the
+/// end of the connection, never a close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_drops_a_web_whose_buffers_are_full() {
+    let gw = TestGateway::spawn(|c| {
+        c.max_queue_bytes = 64 << 20;
+        c.max_frames_per_sec = 100_000;
+    })
+    .await;
+    let acc = account("fullbuf");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    s.web.close().await;
+    phone.expect("session_offline").await;
+    let mut raw = raw_resume(gw.addr, &s.token, Some(4096)).await;
+    phone.expect("session_online").await;
+
+    // 4 MB for a socket that does not read: the kernel's buffers fill, the
+    // rest waits in its (large) queue.
+    let pad = "f".repeat(16_000);
+    for chunk in 0..25 {
+        let frames: Vec<_> = (0..10)
+            .map(|i| json!({"type": "send", "id": format!("f{chunk}-{i}"), "body": pad}))
+            .collect();
+        phone.send_many(frames).await;
+        for i in 0..10 {
+            let ack = phone.expect_id(&format!("f{chunk}-{i}")).await;
+            assert_eq!(ack["delivered"], 1, "{ack}");
+        }
+    }
+
+    let ok = phone.request(json!({"type": "logout_all"})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 1, "{ok}");
+    let mut messages = 0;
+    loop {
+        match raw.next_event(LONG).await {
+            Some(RawEvent::Text(t)) => {
+                assert!(
+                    t.starts_with(r#"{"type":"message""#),
+                    "{}",
+                    &t[..t.len().min(80)]
+                );
+                messages += 1;
+            }
+            Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
+            Some(RawEvent::Eof) => break,
+            other => panic!("after {messages} messages: {other:?} from a socket that was dropped"),
+        }
+    }
+    assert!(
+        messages < 250,
+        "every message got through: the buffers were never full"
+    );
+    gw.assert_logged_out(&s.token).await;
+}
