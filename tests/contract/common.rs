@@ -1508,6 +1508,11 @@ pub fn assert_session_shape(s: &Value) {
             .as_str()
             .unwrap_or_else(|| panic!("{k} not a string: {s}"));
         assert!(is_rfc3339_utc(t), "{k} is not RFC 3339 UTC: {t:?}");
+        // Fixed width (`2026-11-28T22:18:02.800Z`), so clients may sort the texts.
+        assert!(
+            t.len() == 24 && t.as_bytes()[19] == b'.' && t.ends_with('Z'),
+            "{k} is not fixed-width with milliseconds: {t:?}"
+        );
     }
     assert!(
         parse_time(s["created_at"].as_str().unwrap())
