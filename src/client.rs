@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::protocol::SessionInfo;
+use serde_json::value::RawValue;
+
+use crate::protocol::{ClientFrame, ErrorCode, LinkTarget, SessionInfo};
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -39,12 +41,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The contract's error code, for an `error` reply.
+    /// The `error` reply's code as the server wrote it.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Reply { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// The `error` reply's code, when it is one the contract names.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().and_then(ErrorCode::from_name)
     }
 }
 
@@ -167,7 +174,10 @@ impl Client {
         opts: &ConnectOptions,
     ) -> Result<Client, ClientError> {
         let mut c = Client::connect(url, opts).await?;
-        c.request(json!({"type": "auth", "token": token})).await?;
+        c.request(ClientFrame::Auth {
+            token: token.to_owned(),
+        })
+        .await?;
         Ok(c)
     }
 
@@ -176,13 +186,25 @@ impl Client {
         self.ws
     }
 
+    /// An `id` this client has not used yet.
     pub fn fresh_id(&mut self) -> String {
         self.next_id += 1;
         format!("c{}", self.next_id)
     }
 
-    pub async fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
-        self.ws.send(Message::text(frame.to_string())).await?;
+    /// Sends `frame` (with `id` when given) without waiting for a reply.
+    pub async fn send(
+        &mut self,
+        frame: &ClientFrame<'_>,
+        id: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.send_text(frame.to_text(id)).await
+    }
+
+    /// Sends a text frame as given: for frames the typed ones cannot say
+    /// (tests of malformed input).
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.ws.send(Message::text(text)).await?;
         Ok(())
     }
 
@@ -247,10 +269,9 @@ impl Client {
 
     /// Sends `frame` with a fresh `id` and returns its reply; an `error` reply
     /// becomes `ClientError::Reply`.
-    pub async fn request(&mut self, mut frame: Value) -> Result<Value, ClientError> {
+    pub async fn request(&mut self, frame: ClientFrame<'_>) -> Result<Value, ClientError> {
         let id = self.fresh_id();
-        frame["id"] = Value::String(id.clone());
-        self.send(&frame).await?;
+        self.send(&frame, Some(&id)).await?;
         let reply = self.wait_for(|v| v["id"] == id.as_str()).await?;
         if reply["type"] == "error" {
             return Err(ClientError::Reply {
@@ -280,7 +301,7 @@ impl Client {
 
     /// `link` by a ref, a typed code, or a QR payload (`.../phone#ref=REF`).
     pub async fn link(&mut self, target: &str) -> Result<LinkRequest, ClientError> {
-        let r = self.request(link_frame(target)).await?;
+        let r = self.request(ClientFrame::Link(link_target(target))).await?;
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         Ok(LinkRequest {
             request_id: text(&r["request_id"]),
@@ -292,87 +313,85 @@ impl Client {
 
     pub async fn confirm(&mut self, request_id: &str) -> Result<SessionInfo, ClientError> {
         let r = self
-            .request(json!({"type": "link_confirm", "request_id": request_id}))
+            .request(ClientFrame::LinkConfirm {
+                request_id: request_id.to_owned(),
+            })
             .await?;
         serde_json::from_value(r["session"].clone()).map_err(|_| ClientError::Unexpected(r))
     }
 
     pub async fn reject(&mut self, request_id: &str) -> Result<(), ClientError> {
-        self.request(json!({"type": "link_reject", "request_id": request_id}))
-            .await
-            .map(drop)
+        self.request(ClientFrame::LinkReject {
+            request_id: request_id.to_owned(),
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn sessions(&mut self) -> Result<Vec<SessionInfo>, ClientError> {
-        let r = self.request(json!({"type": "list_sessions"})).await?;
+        let r = self.request(ClientFrame::ListSessions).await?;
         serde_json::from_value(r["sessions"].clone()).map_err(|_| ClientError::Unexpected(r))
     }
 
     /// `logout` of one session; how many ended.
     pub async fn logout(&mut self, session_id: &str) -> Result<u64, ClientError> {
         let r = self
-            .request(json!({"type": "logout", "session_id": session_id}))
+            .request(ClientFrame::Logout {
+                session_id: Some(session_id.to_owned()),
+            })
             .await?;
         Ok(r["closed"].as_u64().unwrap_or(0))
     }
 
     pub async fn logout_all(&mut self) -> Result<u64, ClientError> {
-        let r = self.request(json!({"type": "logout_all"})).await?;
+        let r = self.request(ClientFrame::LogoutAll).await?;
         Ok(r["closed"].as_u64().unwrap_or(0))
     }
 
-    /// The phone's `send`; how many web sockets it was delivered to.
+    /// The phone's `send` of `body` (raw JSON) to every live session or to
+    /// one; how many web sockets it was delivered to.
     pub async fn send_message(
         &mut self,
-        body: Value,
+        body: &RawValue,
         to: Option<&str>,
     ) -> Result<u64, ClientError> {
-        let mut frame = json!({"type": "send", "body": body});
-        if let Some(to) = to {
-            frame["to"] = Value::String(to.to_owned());
-        }
-        let r = self.request(frame).await?;
+        let r = self
+            .request(ClientFrame::Send {
+                body,
+                to: to.map(str::to_owned),
+            })
+            .await?;
         Ok(r["delivered"].as_u64().unwrap_or(0))
     }
 }
 
-/// The `link` frame (without `id`) that [`Client::link`] sends for `target`, for
-/// callers that want the raw `link_request` reply.
-pub fn link_frame(target: &str) -> Value {
-    match link_target(target) {
-        Target::Ref(r) => json!({"type": "link", "ref": r}),
-        Target::Code(c) => json!({"type": "link", "code": c}),
-    }
-}
-
-enum Target {
-    Ref(String),
-    Code(String),
-}
-
-/// A QR payload or bare ref is a ref; 8 Crockford symbols (hyphen optional) are a code.
-fn link_target(target: &str) -> Target {
+/// What a phone's `link` names: a QR payload (`.../phone#ref=REF`) or a bare
+/// ref is a ref; 8 Crockford symbols (hyphen optional) are a typed code.
+pub fn link_target(target: &str) -> LinkTarget {
     let target = target.trim();
     if let Some((_, r)) = target.split_once("#ref=") {
-        return Target::Ref(r.to_owned());
+        return LinkTarget::Ref(r.to_owned());
     }
     if crate::qr::normalize_code(target).is_some() {
-        return Target::Code(target.to_owned());
+        return LinkTarget::Code(target.to_owned());
     }
-    Target::Ref(target.to_owned())
+    LinkTarget::Ref(target.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Target, link_target};
+    use super::{LinkTarget, link_target};
 
     #[test]
     fn payloads_refs_and_codes() {
-        assert!(matches!(link_target("http://h/phone#ref=abc"), Target::Ref(r) if r == "abc"));
-        assert!(matches!(link_target("abcd-efgh"), Target::Code(_)));
+        assert_eq!(
+            link_target("http://h/phone#ref=abc"),
+            LinkTarget::Ref("abc".into())
+        );
+        assert!(matches!(link_target("abcd-efgh"), LinkTarget::Code(_)));
         assert!(matches!(
             link_target("Zx_9-longrefvalue1234567"),
-            Target::Ref(_)
+            LinkTarget::Ref(_)
         ));
     }
 }

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::ArgGroup;
-use pairgate::client::{Client, ClientError, ConnectOptions, link_frame};
+use pairgate::client::{Client, ClientError, ConnectOptions, link_target};
+use pairgate::protocol::ClientFrame;
 use pairgate::protocol::{CloseCode, SessionInfo};
 use pairgate::tokens::{SECRET_FILE, Tokens, resolve_secret};
 use serde_json::{Value, json};
@@ -636,7 +637,10 @@ impl Phone {
     async fn execute(&mut self, cmd: Cmd) -> Result<Option<String>, Failure> {
         match cmd {
             Cmd::Link(target) => {
-                let reply = self.client.request(link_frame(&target)).await?;
+                let reply = self
+                    .client
+                    .request(ClientFrame::Link(link_target(&target)))
+                    .await?;
                 self.out.frame(&reply, describe_link_request)?;
                 let Some(rid) = reply["request_id"].as_str().map(str::to_owned) else {
                     return Err(ClientError::Unexpected(reply).into());
@@ -650,16 +654,15 @@ impl Phone {
             Cmd::Confirm(rid) => self.confirm(&rid).await?,
             Cmd::Reject(rid) => self.reject(&rid).await?,
             Cmd::Sessions => {
-                let reply = self
-                    .client
-                    .request(json!({"type": "list_sessions"}))
-                    .await?;
+                let reply = self.client.request(ClientFrame::ListSessions).await?;
                 self.out.frame(&reply, sessions_table)?;
             }
             Cmd::Logout(sid) => {
                 let reply = self
                     .client
-                    .request(json!({"type": "logout", "session_id": sid}))
+                    .request(ClientFrame::Logout {
+                        session_id: Some(sid),
+                    })
                     .await?;
                 self.out.frame(&reply, |r| {
                     format!(
@@ -669,7 +672,7 @@ impl Phone {
                 })?;
             }
             Cmd::LogoutAll => {
-                let reply = self.client.request(json!({"type": "logout_all"})).await?;
+                let reply = self.client.request(ClientFrame::LogoutAll).await?;
                 self.out.frame(&reply, |r| {
                     format!(
                         "ended {}",
@@ -678,11 +681,12 @@ impl Phone {
                 })?;
             }
             Cmd::Send { to, body } => {
-                let mut frame = json!({"type": "send", "body": body});
-                if let Some(to) = to {
-                    frame["to"] = Value::String(to);
-                }
-                let reply = self.client.request(frame).await?;
+                let body = serde_json::value::to_raw_value(&body)
+                    .map_err(|e| ClientError::Unexpected(Value::String(e.to_string())))?;
+                let reply = self
+                    .client
+                    .request(ClientFrame::Send { body: &body, to })
+                    .await?;
                 self.out.frame(&reply, |r| {
                     format!("delivered {}", r["delivered"].as_u64().unwrap_or(0))
                 })?;
@@ -696,7 +700,9 @@ impl Phone {
     async fn confirm(&mut self, rid: &str) -> Result<(), Failure> {
         let reply = self
             .client
-            .request(json!({"type": "link_confirm", "request_id": rid}))
+            .request(ClientFrame::LinkConfirm {
+                request_id: rid.to_owned(),
+            })
             .await?;
         self.out.frame(&reply, describe_linked)?;
         Ok(())
@@ -705,7 +711,9 @@ impl Phone {
     async fn reject(&mut self, rid: &str) -> Result<(), Failure> {
         let reply = self
             .client
-            .request(json!({"type": "link_reject", "request_id": rid}))
+            .request(ClientFrame::LinkReject {
+                request_id: rid.to_owned(),
+            })
             .await?;
         self.out
             .frame(&reply, |_| format!("rejected link request {}", clean(rid)))?;
@@ -801,7 +809,9 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
     };
     // Not `Client::phone`: interactive mode shows the `ready` frame.
     let ready = match client
-        .request(json!({"type": "auth", "token": token}))
+        .request(ClientFrame::Auth {
+            token: token.clone(),
+        })
         .await
     {
         Ok(r) => r,

@@ -31,9 +31,9 @@ impl Role {
     }
 }
 
-/// The contract's error codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The contract's error codes. Their wire names live in [`ErrorCode::as_str`]
+/// only; serialization and [`ErrorCode::from_name`] go through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     BadFrame,
     UnknownType,
@@ -89,6 +89,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code with this wire name (what a client reads in `error.code`).
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",
@@ -105,6 +110,12 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -241,6 +252,83 @@ pub enum ClientFrame<'a> {
     },
 }
 
+impl ClientFrame<'_> {
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            ClientFrame::Auth { .. } => FrameType::Auth,
+            ClientFrame::Pair { .. } => FrameType::Pair,
+            ClientFrame::Link(_) => FrameType::Link,
+            ClientFrame::LinkConfirm { .. } => FrameType::LinkConfirm,
+            ClientFrame::LinkReject { .. } => FrameType::LinkReject,
+            ClientFrame::ListSessions => FrameType::ListSessions,
+            ClientFrame::Logout { .. } => FrameType::Logout,
+            ClientFrame::LogoutAll => FrameType::LogoutAll,
+            ClientFrame::Send { .. } => FrameType::Send,
+        }
+    }
+
+    /// The JSON text a client sends for this frame, with `id` when given: the
+    /// encoding every client in this repository uses (`client.rs`, the load
+    /// test, the contract tests' helpers), so the field names live here only.
+    pub fn to_text(&self, id: Option<&str>) -> String {
+        let mut out = OutgoingFields {
+            kind: self.frame_type().name(),
+            id,
+            ..OutgoingFields::default()
+        };
+        match self {
+            ClientFrame::Auth { token } => out.token = Some(token),
+            ClientFrame::Pair {
+                remember,
+                device_name,
+            } => {
+                out.remember = Some(*remember);
+                out.device_name = device_name.as_deref();
+            }
+            ClientFrame::Link(LinkTarget::Ref(r)) => out.reference = Some(r),
+            ClientFrame::Link(LinkTarget::Code(c)) => out.code = Some(c),
+            ClientFrame::LinkConfirm { request_id } | ClientFrame::LinkReject { request_id } => {
+                out.request_id = Some(request_id)
+            }
+            ClientFrame::ListSessions | ClientFrame::LogoutAll => {}
+            ClientFrame::Logout { session_id } => out.session_id = session_id.as_deref(),
+            ClientFrame::Send { body, to } => {
+                out.body = Some(body);
+                out.to = to.as_deref();
+            }
+        }
+        // Strings, booleans and already-valid raw JSON cannot fail to encode.
+        serde_json::to_string(&out).unwrap_or_default()
+    }
+}
+
+/// The fields of an outgoing client frame, mirroring [`RawFields`].
+#[derive(Serialize, Default)]
+struct OutgoingFields<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remember: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_name: Option<&'a str>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+}
+
 /// A parsed frame with its echoed `id`.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -332,9 +420,10 @@ pub fn peek_id(text: &str) -> Option<String> {
         .filter(|id| id.chars().count() <= MAX_ID_CHARS)
 }
 
-/// The `type`s a client may send: the one list the parser knows.
+/// The `type`s a client may send: the one list both the parser and the
+/// encoder ([`ClientFrame::to_text`]) know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FrameType {
+pub enum FrameType {
     Auth,
     Pair,
     Link,
@@ -347,19 +436,35 @@ enum FrameType {
 }
 
 impl FrameType {
+    pub const ALL: [FrameType; 9] = [
+        FrameType::Auth,
+        FrameType::Pair,
+        FrameType::Link,
+        FrameType::LinkConfirm,
+        FrameType::LinkReject,
+        FrameType::ListSessions,
+        FrameType::Logout,
+        FrameType::LogoutAll,
+        FrameType::Send,
+    ];
+
+    /// The wire name, as in `"type":"link_confirm"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameType::Auth => "auth",
+            FrameType::Pair => "pair",
+            FrameType::Link => "link",
+            FrameType::LinkConfirm => "link_confirm",
+            FrameType::LinkReject => "link_reject",
+            FrameType::ListSessions => "list_sessions",
+            FrameType::Logout => "logout",
+            FrameType::LogoutAll => "logout_all",
+            FrameType::Send => "send",
+        }
+    }
+
     fn parse(kind: &str) -> Option<FrameType> {
-        Some(match kind {
-            "auth" => FrameType::Auth,
-            "pair" => FrameType::Pair,
-            "link" => FrameType::Link,
-            "link_confirm" => FrameType::LinkConfirm,
-            "link_reject" => FrameType::LinkReject,
-            "list_sessions" => FrameType::ListSessions,
-            "logout" => FrameType::Logout,
-            "logout_all" => FrameType::LogoutAll,
-            "send" => FrameType::Send,
-            _ => return None,
-        })
+        FrameType::ALL.into_iter().find(|t| t.name() == kind)
     }
 
     /// Whether a socket of `role` may send it at all.
@@ -859,5 +964,145 @@ mod tests {
             assert_eq!(CloseCode::from_code(code.code()), Some(code));
         }
         assert_eq!(CloseCode::from_code(1000), None);
+    }
+
+    /// The encoder writes the contract's literal texts (names pinned here, not
+    /// derived from the parser), and the parser reads back what it wrote.
+    #[test]
+    fn client_frames_encode_to_the_contract_text_and_parse_back() {
+        use ClientFrame as F;
+        let body = RawValue::from_string(r#"{"n":[1,"x"]}"#.to_owned()).unwrap();
+        let cases: Vec<(F<'_>, Option<&str>, &str, Role, Stage)> = vec![
+            (
+                F::Auth { token: "t".into() },
+                Some("1"),
+                r#"{"type":"auth","id":"1","token":"t"}"#,
+                Role::Phone,
+                Stage::Opening,
+            ),
+            (
+                F::Pair {
+                    remember: false,
+                    device_name: Some("d".into()),
+                },
+                None,
+                r#"{"type":"pair","remember":false,"device_name":"d"}"#,
+                Role::Web,
+                Stage::Opening,
+            ),
+            (
+                F::Pair {
+                    remember: true,
+                    device_name: None,
+                },
+                None,
+                r#"{"type":"pair","remember":true}"#,
+                Role::Web,
+                Stage::Opening,
+            ),
+            (
+                F::Link(LinkTarget::Ref("r".into())),
+                Some("2"),
+                r#"{"type":"link","id":"2","ref":"r"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::Link(LinkTarget::Code("ABCD-EFGH".into())),
+                None,
+                r#"{"type":"link","code":"ABCD-EFGH"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::LinkConfirm {
+                    request_id: "q".into(),
+                },
+                None,
+                r#"{"type":"link_confirm","request_id":"q"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::LinkReject {
+                    request_id: "q".into(),
+                },
+                None,
+                r#"{"type":"link_reject","request_id":"q"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::ListSessions,
+                Some("3"),
+                r#"{"type":"list_sessions","id":"3"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::Logout {
+                    session_id: Some("s".into()),
+                },
+                None,
+                r#"{"type":"logout","session_id":"s"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::Logout { session_id: None },
+                None,
+                r#"{"type":"logout"}"#,
+                Role::Web,
+                Stage::Live,
+            ),
+            (
+                F::LogoutAll,
+                None,
+                r#"{"type":"logout_all"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::Send {
+                    body: &body,
+                    to: Some("s".into()),
+                },
+                Some("4"),
+                r#"{"type":"send","id":"4","body":{"n":[1,"x"]},"to":"s"}"#,
+                Role::Phone,
+                Stage::Live,
+            ),
+            (
+                F::Send {
+                    body: &body,
+                    to: None,
+                },
+                None,
+                r#"{"type":"send","body":{"n":[1,"x"]}}"#,
+                Role::Web,
+                Stage::Live,
+            ),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (frame, id, text, role, stage) in &cases {
+            assert_eq!(frame.to_text(*id), *text);
+            let back = parsed(text, *role, *stage);
+            assert_eq!(back.id.as_deref(), *id, "{text}");
+            assert_eq!(back.frame.to_text(*id), *text, "{text} did not read back");
+            seen.insert(frame.frame_type().name());
+        }
+        assert_eq!(seen.len(), FrameType::ALL.len(), "a frame type has no case");
+    }
+
+    #[test]
+    fn error_names_serialize_and_read_back() {
+        for code in ErrorCode::ALL {
+            let text = serde_json::to_string(&code).unwrap();
+            assert_eq!(text, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::from_name(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_name("nope"), None);
+        assert_eq!(FrameType::parse("logout_all"), Some(FrameType::LogoutAll));
+        assert_eq!(FrameType::parse("hello"), None);
     }
 }

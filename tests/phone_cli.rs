@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use pairgate::Config;
 use pairgate::client::{Client, ConnectOptions};
+use pairgate::protocol::ClientFrame;
 use pairgate::tokens::Tokens;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpListener;
@@ -89,7 +91,10 @@ async fn pair_web(addr: SocketAddr) -> (Client, Value) {
         .await
         .unwrap();
     let qr = web
-        .request(json!({"type": "pair", "device_name": "Test browser"}))
+        .request(ClientFrame::Pair {
+            remember: true,
+            device_name: Some("Test browser".into()),
+        })
         .await
         .unwrap();
     assert_eq!(qr["type"], "qr", "{qr}");
@@ -446,7 +451,10 @@ async fn interactive_session_over_stdin() {
 
     // An event pushed by the web side shows up while the CLI waits for input.
     let ack = web
-        .request(json!({"type": "send", "body": {"text": "from the web"}}))
+        .request(ClientFrame::Send {
+            body: &RawValue::from_string(r#"{"text":"from the web"}"#.into()).unwrap(),
+            to: None,
+        })
         .await
         .unwrap();
     assert_eq!(ack["type"], "ack");

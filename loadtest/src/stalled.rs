@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use pairgate::client::{Client, ConnectOptions};
+use pairgate::protocol::ClientFrame;
 use pairgate::tokens::Tokens;
-use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::gateway::{Spawned, sample};
@@ -140,7 +141,12 @@ async fn run(opts: StalledOpts) -> anyhow::Result<StalledReport> {
         }
     });
     let started = Instant::now();
-    let body = "z".repeat(opts.msg_size);
+    // A JSON string of `msg_size` bytes (quotes included in the count).
+    let body: Arc<RawValue> = RawValue::from_string(format!(
+        "\"{}\"",
+        "z".repeat(opts.msg_size.saturating_sub(2))
+    ))?
+    .into();
     let mut floods = Vec::new();
     let mut stalled = Vec::new();
     for (phone, web) in accounts {
@@ -205,7 +211,12 @@ async fn setup(base: &str, phone_token: &str) -> anyhow::Result<(Client, Client)
     let opts = ConnectOptions::default();
     let mut phone = Client::phone(&format!("{base}/ws/phone"), phone_token, &opts).await?;
     let mut web = Client::connect(&format!("{base}/ws/web"), &opts).await?;
-    let qr = web.request(json!({"type": "pair"})).await?;
+    let qr = web
+        .request(ClientFrame::Pair {
+            remember: true,
+            device_name: None,
+        })
+        .await?;
     let reference = qr["ref"].as_str().context("qr without ref")?;
     let request = phone.link(reference).await?;
     phone.confirm(&request.request_id).await?;
@@ -219,7 +230,9 @@ async fn setup(base: &str, phone_token: &str) -> anyhow::Result<(Client, Client)
     };
     let mut stalled = Client::connect(&format!("{base}/ws/web"), &stalled_opts).await?;
     stalled
-        .request(json!({"type": "auth", "token": token}))
+        .request(ClientFrame::Auth {
+            token: token.to_owned(),
+        })
         .await?;
     stalled.expect("phone_status").await?;
     phone.expect("session_online").await?;
@@ -227,14 +240,18 @@ async fn setup(base: &str, phone_token: &str) -> anyhow::Result<(Client, Client)
 }
 
 /// Sends until the web is excluded; how many deliveries were acknowledged.
-async fn flood(mut phone: Client, body: &str, in_flight: usize) -> anyhow::Result<(Client, u64)> {
+async fn flood(
+    mut phone: Client,
+    body: &RawValue,
+    in_flight: usize,
+) -> anyhow::Result<(Client, u64)> {
     let mut pending = std::collections::VecDeque::new();
     let mut acked = 0;
     loop {
         while pending.len() < in_flight {
             let id = phone.fresh_id();
             phone
-                .send(&json!({"type": "send", "id": id, "body": body}))
+                .send(&ClientFrame::Send { body, to: None }, Some(&id))
                 .await?;
             pending.push_back(id);
         }

@@ -24,9 +24,9 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use pairgate::client::{Client, ClientError, ConnectOptions, Socket};
+use pairgate::protocol::ClientFrame;
 use pairgate::tokens::Tokens;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until, timeout};
@@ -601,7 +601,12 @@ async fn setup_account(ctx: &Arc<Ctx>, acct: &Arc<Account>) -> Res<()> {
     .map_err(refused("phone_connect"))?;
     ctx.socket_opened();
     ctx.record(H::Connect, (now_ns() - t0) / 1000);
-    if let Err(e) = phone.request(json!({"type": "auth", "token": token})).await {
+    if let Err(e) = phone
+        .request(ClientFrame::Auth {
+            token: token.clone(),
+        })
+        .await
+    {
         ctx.socket_closed();
         return Err(refused("phone_auth")(e));
     }
@@ -641,7 +646,10 @@ async fn pair_web(
     let result = async {
         let t0 = now_ns();
         let qr = web
-            .request(json!({"type": "pair", "remember": true, "device_name": format!("loadtest web {j}")}))
+            .request(ClientFrame::Pair {
+                remember: true,
+                device_name: Some(format!("loadtest web {j}")),
+            })
             .await
             .map_err(refused("pair"))?;
         let reference = qr["ref"].as_str().ok_or_else(|| Fail {
@@ -657,7 +665,10 @@ async fn pair_web(
         confirmed.map_err(refused("link_confirm"))?;
         let (linked, t1) = linked;
         let linked = linked.map_err(refused("linked"))?;
-        let status = web.expect("phone_status").await.map_err(refused("linked"))?;
+        let status = web
+            .expect("phone_status")
+            .await
+            .map_err(refused("linked"))?;
         if status["online"] != true {
             ctx.c.phone_status_offline.fetch_add(1, Relaxed);
         }
@@ -1057,9 +1068,11 @@ impl Sock {
             .map_err(refused("churn_connect"))?;
             ctx.socket_opened();
             let resumed = async {
-                c.request(json!({"type": "auth", "token": token}))
-                    .await
-                    .map_err(refused("churn_auth"))?;
+                c.request(ClientFrame::Auth {
+                    token: token.clone(),
+                })
+                .await
+                .map_err(refused("churn_auth"))?;
                 let status = c
                     .expect("phone_status")
                     .await
