@@ -48,7 +48,8 @@ impl SessionState {
     }
 }
 
-/// An account's live state.
+/// An account's live state. The logic over it lives with its use case:
+/// presence, pairing, sessions, expiry, relay.
 #[derive(Default)]
 pub struct AccountState {
     /// Set when the account was dropped from the map; whoever locks a retired

@@ -22,7 +22,7 @@ pub mod relay;
 pub mod sessions;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use tungstenite::Utf8Bytes;
 

@@ -80,8 +80,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// The socket and everything its task keeps, but the role's state (the
-/// handler's). `E` is the type of event its peer takes.
+/// The socket and everything its task keeps except the role's state, which
+/// is the handler. `E` is the type of event its peer takes.
 pub struct Conn<E> {
     pub gw: Arc<Gateway>,
     ws: WebSocket,
@@ -259,9 +259,10 @@ impl<E> Conn<E> {
                 ready_budget = READY_BUDGET;
             }
             let opening = handler.stage() == Stage::Opening;
-            let deadline = match opening {
-                true => Some(auth_deadline),
-                false => handler.deadline(),
+            let deadline = if opening {
+                Some(auth_deadline)
+            } else {
+                handler.deadline()
             };
             tokio::select! {
                 biased;

@@ -418,3 +418,56 @@ impl Handler for Web {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::presence::WebPeer;
+    use crate::account::testing::{FailingDisk, gateway_on};
+    use crate::peer::Peer;
+
+    /// Whatever replaces a ref on screen (the phone's scan, a newer ref, the
+    /// end of pairing) withdraws it, and an ended pairing's attempt is dead.
+    #[tokio::test]
+    async fn a_ref_leaves_the_registry_with_the_screen() {
+        let gw = gateway_on(FailingDisk);
+        let (peer, _queue): (WebPeer, _) = Peer::new(1, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            peer,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        let showing = |gw: &Gateway| {
+            let issued = gw.pairing.issue(&attempt);
+            let reference = issued.reference.clone();
+            let step = Step::Showing {
+                issued,
+                expires: Instant::now(),
+            };
+            (step, reference)
+        };
+        let (step, first) = showing(&gw);
+        let mut p = Pairing {
+            attempt: attempt.clone(),
+            remaining: 0,
+            step,
+        };
+        let (step, second) = showing(&gw);
+        p.set_step(&gw, step);
+        assert!(!gw.pairing.is_valid(&first));
+        p.set_step(
+            &gw,
+            Step::Scanned {
+                expires: Instant::now(),
+            },
+        );
+        assert!(!gw.pairing.is_valid(&second));
+        let (step, third) = showing(&gw);
+        p.set_step(&gw, step);
+        assert_eq!(p.end(&gw), Abandoned::Nothing);
+        assert!(!gw.pairing.is_valid(&third));
+        assert!(!attempt.lock().state.is_alive());
+    }
+}
