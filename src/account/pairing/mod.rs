@@ -73,7 +73,7 @@ fn new_request_id() -> String {
 
 impl AccountState {
     /// Takes out the link requests that expired unanswered.
-    pub fn take_expired_requests(&mut self, now: Instant) -> Vec<LinkRequest> {
+    fn take_expired_requests(&mut self, now: Instant) -> Vec<LinkRequest> {
         let expired: Vec<String> = self
             .requests
             .iter()
