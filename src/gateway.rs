@@ -1,4 +1,7 @@
-//! The shared state of one running gateway, handed to every socket task.
+//! The handles of one running gateway, handed to every socket task: config,
+//! tokens, store, the account table, the pairing registry, metrics, and the
+//! shutdown token and task tracker. What the gateway does with them lives in
+//! [`crate::account`], one use case per file.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::account::hub::Hub;
+use crate::account::pairing::Pairing;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::pairing::Pairing;
 use crate::store::Store;
 use crate::tokens::Tokens;
 

@@ -7,18 +7,26 @@
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
 //! - [`http`]: pages, health, metrics, and the WebSocket upgrades.
-//! - `conn`: one task per socket (`phone.rs`, `web.rs`), its write path
-//!   (`write.rs`), limits and heartbeats.
-//! - [`peer`]: the bounded handle through which others reach a socket.
-//! - [`hub`]: who is online per account, and routing.
-//! - [`pairing`]: QR refs and codes, pairing attempts, link requests.
-//! - [`sessions`]: link, resume, logout, expiry, relay rules.
+//! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
+//!   an enum), its write path (`write.rs`), limits and heartbeats.
+//! - [`peer`]: the bounded mailbox through which others reach a socket,
+//!   generic over the events the socket takes.
+//! - [`gateway`]: the handles (config, store, hub, pairing, metrics) handed
+//!   to every socket task.
+//! - [`account`]: what the gateway decides, one use case per file:
+//!   [`account::hub`] (the account table and its locks),
+//!   [`account::presence`] (phone and session online/offline, who may act),
+//!   [`account::pairing`] (refs and codes, the attempt's state machine,
+//!   link / confirm / reject / expiry, the link-miss limiter),
+//!   [`account::sessions`] (restore, resume, list, logout, removal),
+//!   [`account::expiry`] (grace timers, the idle sweep),
+//!   [`account::relay`] (relay rules, body size).
 //! - [`store`]: durable session records behind a batching writer (redb).
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs and the secret.
-//! - [`gateway`]: the shared state handed to every socket task.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
 
+pub mod account;
 pub mod client;
 pub mod config;
 mod conn;
@@ -26,14 +34,11 @@ pub mod contract;
 pub mod device;
 pub mod gateway;
 pub mod http;
-pub mod hub;
 pub mod ids;
 pub mod metrics;
-pub mod pairing;
 pub mod peer;
 pub mod protocol;
 pub mod qr;
-pub mod sessions;
 pub mod store;
 pub mod time;
 pub mod tokens;
@@ -47,6 +52,8 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The account table under its old path (the benchmarks use it).
+pub use account::hub;
 pub use config::Config;
 
 use gateway::Gateway;
@@ -56,8 +63,6 @@ use tokens::Tokens;
 
 /// How long shutdown waits for sockets to say goodbye before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// Idle expiry runs at least this often.
-const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Serves the gateway on `listener` until `shutdown` resolves; then closes every
 /// socket with 1012, flushes the store, and returns.
@@ -87,9 +92,9 @@ pub async fn run(
         cancel.clone(),
     ));
 
-    restore(&gw, stored);
+    gw.restore(stored);
     if let Some(idle) = gw.config.session_idle() {
-        spawn_idle_sweeper(&gw, idle);
+        gw.spawn_idle_sweeper(idle);
     }
     spawn_memory_trimmer(&gw);
 
@@ -158,21 +163,6 @@ pub fn raise_open_files_limit() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads the stored sessions; ephemeral ones get a full grace from now.
-fn restore(gw: &Arc<Gateway>, stored: Vec<store::StoredSession>) {
-    gw.metrics.sessions.set(stored.len() as i64);
-    let ephemeral: Vec<(String, String)> = stored
-        .iter()
-        .filter(|s| !s.remember)
-        .map(|s| (s.account.clone(), s.session_id.clone()))
-        .collect();
-    tracing::info!(sessions = stored.len(), "sessions restored");
-    gw.hub.restore(stored);
-    for (account, session_id) in ephemeral {
-        gw.start_grace(&account, &session_id, 0, gw.config.ephemeral_grace());
-    }
-}
-
 /// How often the memory trimmer looks at the socket count.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
@@ -209,22 +199,4 @@ fn spawn_memory_trimmer(gw: &Arc<Gateway>) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = gw;
-}
-
-/// Removes idle sessions at least every half of the idle time (and every minute).
-fn spawn_idle_sweeper(gw: &Arc<Gateway>, idle: Duration) {
-    let every = (idle / 2)
-        .min(MAX_SWEEP_INTERVAL)
-        .max(Duration::from_millis(10));
-    let gw2 = gw.clone();
-    gw.tasks.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => gw2.sweep_idle(idle).await,
-                _ = gw2.shutdown.cancelled() => return,
-            }
-        }
-    });
 }

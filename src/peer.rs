@@ -2,6 +2,10 @@
 //! close order. Only the socket's own task touches the socket; everybody else
 //! queues through a `Peer` without waiting.
 //!
+//! A socket's mailbox knows no domain: `Peer<E>` carries serialized frames and
+//! events of whatever type `E` the socket's role takes (a web socket takes
+//! pairing events; a phone socket takes none).
+//!
 //! The queue is a `VecDeque` behind a short lock rather than a channel: an idle
 //! socket's queue holds no allocation at all (a channel keeps its first block
 //! of slots), and one `Notify` wakes the socket's task for both queued frames
@@ -16,7 +20,6 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 use tungstenite::Utf8Bytes;
 
-use crate::pairing::LinkedWeb;
 use crate::protocol::CloseCode;
 
 /// How many frames may wait in one socket's queue (bytes are bounded separately).
@@ -26,21 +29,11 @@ const IDLE_SLOTS: usize = 8;
 
 /// Something for a socket's task to write or act on, in queue order.
 #[derive(Debug)]
-pub enum Out {
+pub enum Out<E> {
     /// A serialized frame, shared between every receiver of a fan-out.
     Text(Utf8Bytes),
-    /// For a web socket that is pairing: what the phone did.
-    Pairing(PairingEvent),
-}
-
-#[derive(Debug)]
-pub enum PairingEvent {
-    /// The phone submitted this socket's ref: pause rotation.
-    Scanned,
-    /// The phone rejected (or let expire) the link request: start over.
-    Rejected,
-    /// The link is durable: the socket is now this live session.
-    Linked(Box<LinkedWeb>),
+    /// An event for the socket's role to act on (it may change its state).
+    Event(E),
 }
 
 /// Why and how a socket is to be closed, set once by whoever orders it first.
@@ -51,9 +44,8 @@ pub struct CloseOrder {
     pub farewell: Option<Utf8Bytes>,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Out>,
+struct State<E> {
+    queue: VecDeque<Out<E>>,
     /// Bytes queued plus the bytes of the frame the socket's task is writing:
     /// what this socket holds in user space, bounded by `max_queue_bytes`.
     queued_bytes: usize,
@@ -64,10 +56,10 @@ struct State {
     waiters: Vec<oneshot::Sender<()>>,
 }
 
-struct Inner {
+struct Inner<E> {
     conn_id: u64,
     max_queue_bytes: usize,
-    state: Mutex<State>,
+    state: Mutex<State<E>>,
     notify: Notify,
     /// Mirrors `state.order.is_some()` once set (it is never unset while the
     /// task runs): the socket's task checks it before every frame it handles
@@ -75,19 +67,25 @@ struct Inner {
     ordered: AtomicBool,
 }
 
-/// Cheap to clone; identifies one socket by `conn_id`.
-#[derive(Clone)]
-pub struct Peer(Arc<Inner>);
+/// Cheap to clone; identifies one socket by `conn_id`. `E` is the type of
+/// event the socket takes besides frames.
+pub struct Peer<E>(Arc<Inner<E>>);
 
-impl std::fmt::Debug for Peer {
+impl<E> Clone for Peer<E> {
+    fn clone(&self) -> Self {
+        Peer(self.0.clone())
+    }
+}
+
+impl<E> std::fmt::Debug for Peer<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Peer({})", self.0.conn_id)
     }
 }
 
 /// The receiving side, owned by the socket's task.
-pub struct PeerQueue {
-    peer: Peer,
+pub struct PeerQueue<E> {
+    peer: Peer<E>,
     /// Bytes of the last frame taken: they still count against the bound
     /// until the task comes back for the next item (by then it has handed the
     /// frame to the socket's write buffer).
@@ -95,18 +93,24 @@ pub struct PeerQueue {
 }
 
 /// What woke the socket's task.
-pub enum Wake {
+pub enum Wake<E> {
     /// A close order is waiting: carry it out before anything else.
     CloseOrdered,
-    Out(Out),
+    Out(Out<E>),
 }
 
-impl Peer {
-    pub fn new(conn_id: u64, max_queue_bytes: usize) -> (Peer, PeerQueue) {
+impl<E> Peer<E> {
+    pub fn new(conn_id: u64, max_queue_bytes: usize) -> (Peer<E>, PeerQueue<E>) {
         let peer = Peer(Arc::new(Inner {
             conn_id,
             max_queue_bytes,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                shut: false,
+                order: None,
+                waiters: Vec::new(),
+            }),
             notify: Notify::new(),
             ordered: AtomicBool::new(false),
         }));
@@ -123,12 +127,12 @@ impl Peer {
         self.push(Out::Text(text.clone()), text.len())
     }
 
-    /// Queues a pairing event (tiny; counted as a frame, not in bytes).
-    pub fn send_pairing(&self, event: PairingEvent) -> bool {
-        self.push(Out::Pairing(event), 0)
+    /// Queues an event (tiny; counted as a frame, not in bytes).
+    pub fn send_event(&self, event: E) -> bool {
+        self.push(Out::Event(event), 0)
     }
 
-    fn push(&self, out: Out, len: usize) -> bool {
+    fn push(&self, out: Out<E>, len: usize) -> bool {
         let mut state = self.0.state.lock();
         if state.shut || state.order.is_some() {
             return false;
@@ -216,9 +220,9 @@ impl Peer {
     }
 }
 
-impl PeerQueue {
+impl<E> PeerQueue<E> {
     /// The next thing to do: a close order first, else the next queued item.
-    pub async fn next(&mut self) -> Wake {
+    pub async fn next(&mut self) -> Wake<E> {
         loop {
             if let Some(wake) = self.poll_state() {
                 return wake;
@@ -228,14 +232,14 @@ impl PeerQueue {
     }
 
     /// The next queued item if one is waiting (a close order stops the drain).
-    pub fn try_recv(&mut self) -> Option<Out> {
+    pub fn try_recv(&mut self) -> Option<Out<E>> {
         match self.poll_state()? {
             Wake::Out(out) => Some(out),
             Wake::CloseOrdered => None,
         }
     }
 
-    fn poll_state(&mut self) -> Option<Wake> {
+    fn poll_state(&mut self) -> Option<Wake<E>> {
         let mut state = self.peer.0.state.lock();
         if state.order.is_some() {
             return Some(Wake::CloseOrdered);
@@ -271,8 +275,8 @@ impl PeerQueue {
             .into_iter()
             .filter_map(|out| match out {
                 Out::Text(text) => Some(text),
-                // Pairing events mean nothing to a socket that is closing.
-                Out::Pairing(_) => None,
+                // Events mean nothing to a socket that is closing.
+                Out::Event(_) => None,
             })
             .collect()
     }
@@ -281,6 +285,9 @@ impl PeerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests' sockets take no events.
+    type Peer = super::Peer<std::convert::Infallible>;
 
     fn text(n: usize) -> Utf8Bytes {
         Utf8Bytes::from("x".repeat(n))

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use tungstenite::{Message, Utf8Bytes};
 
 use crate::gateway::Gateway;
-use crate::peer::{Out, PairingEvent, Peer, PeerQueue, Wake};
+use crate::peer::{Out, Peer, PeerQueue, Wake};
 use crate::protocol::{
     CloseCode, ErrorCode, PROTOCOL_VERSION, Rejection, Request, Role, ServerFrame, Stage,
     parse_frame,
@@ -80,15 +80,15 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// The socket and everything its task keeps.
-pub struct Conn {
+/// The socket and everything its task keeps except the role's state, which
+/// is the handler. `E` is the type of event its peer takes.
+pub struct Conn<E> {
     pub gw: Arc<Gateway>,
     ws: WebSocket,
-    queue: PeerQueue,
-    pub peer: Peer,
+    queue: PeerQueue<E>,
+    pub peer: Peer<E>,
     pub role: Role,
     pub client: ClientInfo,
-    pub stage: Stage,
     limits: Limits,
     opened: Instant,
     last_seen: Instant,
@@ -98,17 +98,34 @@ pub struct Conn {
     unfinished: Option<write::Unfinished>,
 }
 
-/// What the phone and web roles do with the socket.
+/// What the phone and web roles do with the socket. The handler is the
+/// role's state.
 pub(crate) trait Handler {
+    /// What others queue for this role's socket besides frames.
+    type Event;
+    /// Where the socket stands; decides which frames the parser lets through.
+    fn stage(&self) -> Stage;
     /// Handles one parsed client frame.
-    async fn on_frame(&mut self, conn: &mut Conn, req: Request<'_>) -> Result<(), Stop>;
-    /// Handles a pairing event queued by the phone (web sockets only).
-    async fn on_pairing(&mut self, conn: &mut Conn, event: PairingEvent) -> Result<(), Stop>;
-    /// The role's next deadline, if any.
-    fn deadline(&self) -> Option<Instant>;
-    async fn on_deadline(&mut self, conn: &mut Conn) -> Result<(), Stop>;
+    async fn on_frame(
+        &mut self,
+        conn: &mut Conn<Self::Event>,
+        req: Request<'_>,
+    ) -> Result<(), Stop>;
+    /// Handles an event queued for the socket, in order with its frames.
+    async fn on_event(
+        &mut self,
+        conn: &mut Conn<Self::Event>,
+        event: Self::Event,
+    ) -> Result<(), Stop>;
+    /// The role's next deadline past opening, if any.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    async fn on_deadline(&mut self, _conn: &mut Conn<Self::Event>) -> Result<(), Stop> {
+        Ok(())
+    }
     /// Unregisters the socket; runs exactly once, however the task ended.
-    fn on_exit(&mut self, conn: &Conn);
+    fn on_exit(&mut self, conn: &Conn<Self::Event>);
 }
 
 /// Runs one upgraded socket to its end.
@@ -122,29 +139,19 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
         account = tracing::field::Empty,
         session = tracing::field::Empty,
     );
-    let (peer, queue) = Peer::new(conn_id, gw.config.max_queue_bytes as usize);
-    let limits = Limits::new(gw.config.max_frames_per_sec, gw.config.max_errors_per_sec);
-    let now = Instant::now();
-    let mut conn = Conn {
-        gw: gw.clone(),
-        ws,
-        queue,
-        peer,
-        role,
-        client,
-        stage: Stage::Opening,
-        limits,
-        opened: now,
-        last_seen: now,
-        unflushed: false,
-        unfinished: None,
-    };
     gw.metrics.sockets(role).inc();
     async move {
         tracing::debug!("socket opened");
+        // Each role's socket takes its own kind of event.
         match role {
-            Role::Phone => conn.run(phone::Phone::default()).await,
-            Role::Web => conn.run(web::Web::default()).await,
+            Role::Phone => {
+                let mut conn = Conn::open(&gw, conn_id, ws, role, client);
+                conn.run(phone::Phone::default()).await
+            }
+            Role::Web => {
+                let mut conn = Conn::open(&gw, conn_id, ws, role, client);
+                conn.run(web::Web::default()).await
+            }
         };
         gw.metrics.sockets(role).dec();
     }
@@ -152,8 +159,33 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
     .await
 }
 
-impl Conn {
-    async fn run<H: Handler>(&mut self, mut handler: H) {
+impl<E> Conn<E> {
+    fn open(
+        gw: &Arc<Gateway>,
+        conn_id: u64,
+        ws: WebSocket,
+        role: Role,
+        client: ClientInfo,
+    ) -> Self {
+        let (peer, queue) = Peer::new(conn_id, gw.config.max_queue_bytes as usize);
+        let limits = Limits::new(gw.config.max_frames_per_sec, gw.config.max_errors_per_sec);
+        let now = Instant::now();
+        Conn {
+            gw: gw.clone(),
+            ws,
+            queue,
+            peer,
+            role,
+            client,
+            limits,
+            opened: now,
+            last_seen: now,
+            unflushed: false,
+            unfinished: None,
+        }
+    }
+
+    async fn run<H: Handler<Event = E>>(&mut self, mut handler: H) {
         let stop = self.drive(&mut handler).await;
         // Whatever ended the loop: nothing more may be queued, and the socket
         // leaves every registry before its close frame goes out, so a socket
@@ -189,7 +221,7 @@ impl Conn {
         }
     }
 
-    async fn drive<H: Handler>(&mut self, handler: &mut H) -> Result<(), Stop> {
+    async fn drive<H: Handler<Event = E>>(&mut self, handler: &mut H) -> Result<(), Stop> {
         let cfg = &self.gw.config;
         let hello = ServerFrame::Hello {
             protocol: PROTOCOL_VERSION,
@@ -226,9 +258,11 @@ impl Conn {
                 self.flush().await?;
                 ready_budget = READY_BUDGET;
             }
-            let deadline = match self.stage {
-                Stage::Opening => Some(auth_deadline),
-                _ => handler.deadline(),
+            let opening = handler.stage() == Stage::Opening;
+            let deadline = if opening {
+                Some(auth_deadline)
+            } else {
+                handler.deadline()
             };
             tokio::select! {
                 biased;
@@ -249,7 +283,7 @@ impl Conn {
                     self.feed(Message::Ping(Default::default())).await?;
                 }
                 _ = sleep_until(deadline.unwrap_or(self.opened).into()), if deadline.is_some() => {
-                    if self.stage == Stage::Opening {
+                    if opening {
                         return Err(Stop::close(CloseCode::TimedOut, None));
                     }
                     // Rare (QR rotation): boxed so the socket's task stays small.
@@ -261,14 +295,18 @@ impl Conn {
 
     /// Feeds one queued item and up to `WRITE_BATCH` more that are waiting;
     /// the loop flushes them together.
-    async fn write_out<H: Handler>(&mut self, first: Out, handler: &mut H) -> Result<(), Stop> {
+    async fn write_out<H: Handler<Event = E>>(
+        &mut self,
+        first: Out<E>,
+        handler: &mut H,
+    ) -> Result<(), Stop> {
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(out) = next.take() {
             match out {
                 Out::Text(text) => self.feed(Message::Text(text)).await?,
                 // Events change the socket's state; they come in queue order.
-                Out::Pairing(event) => Box::pin(handler.on_pairing(self, event)).await?,
+                Out::Event(event) => Box::pin(handler.on_event(self, event)).await?,
             }
             taken += 1;
             if taken < WRITE_BATCH {
@@ -278,7 +316,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn on_incoming<H: Handler>(
+    async fn on_incoming<H: Handler<Event = E>>(
         &mut self,
         incoming: Option<Result<Message, tungstenite::Error>>,
         handler: &mut H,
@@ -308,7 +346,7 @@ impl Conn {
                         .error(id.as_deref(), ErrorCode::RateLimited, "too many frames")
                         .await;
                 }
-                match parse_frame(text.as_str(), self.role, self.stage) {
+                match parse_frame(text.as_str(), self.role, handler.stage()) {
                     Ok(req) => handler.on_frame(self, req).await,
                     Err(Rejection { code, id, message }) => {
                         self.error(id.as_deref(), code, &message).await

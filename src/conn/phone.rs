@@ -1,21 +1,37 @@
 //! The phone's socket: auth with a phone token, then linking, session control
-//! and relaying to the account's web sessions.
+//! and relaying to the account's web sessions. Its peer takes no events.
 
-use crate::peer::PairingEvent;
+use std::convert::Infallible;
+
 use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
 
-use super::{Conn, Handler, Stop};
+use super::{Handler, Stop};
 
+type Conn = super::Conn<Infallible>;
+
+/// Where a phone socket stands.
 #[derive(Default)]
-pub struct Phone {
-    /// Set once authenticated.
-    account: Option<String>,
+pub enum Phone {
+    /// After `hello`: waiting for `auth`.
+    #[default]
+    Opening,
+    /// Authenticated as the phone of `account`.
+    Live { account: String },
 }
 
 impl Handler for Phone {
+    type Event = Infallible;
+
+    fn stage(&self) -> Stage {
+        match self {
+            Phone::Opening => Stage::Opening,
+            Phone::Live { .. } => Stage::Live,
+        }
+    }
+
     async fn on_frame(&mut self, conn: &mut Conn, req: Request<'_>) -> Result<(), Stop> {
         let id = req.id.as_deref();
-        let Some(account) = self.account.clone() else {
+        let Phone::Live { account } = self else {
             // Before auth the parser lets nothing but `auth` through.
             let ClientFrame::Auth { token } = req.frame else {
                 return conn
@@ -31,19 +47,18 @@ impl Handler for Phone {
             };
             conn.record_account(&account);
             conn.gw.phone_online(&account, &conn.peer);
-            conn.stage = Stage::Live;
-            self.account = Some(account);
-            let account = self.account.as_deref().unwrap_or_default();
             tracing::debug!("phone online");
-            return conn
-                .reply(&ServerFrame::Ready {
-                    id,
-                    role: "phone",
-                    account,
-                    session_id: None,
-                })
-                .await;
+            let ready = ServerFrame::Ready {
+                id,
+                role: "phone",
+                account: &account,
+                session_id: None,
+            }
+            .to_text();
+            *self = Phone::Live { account };
+            return conn.write_text(ready).await;
         };
+        let account = account.clone();
         let gw = conn.gw.clone();
         let me = conn.peer.conn_id();
         // The rare requests that wait on the store are boxed, so every phone
@@ -122,20 +137,12 @@ impl Handler for Phone {
         }
     }
 
-    async fn on_pairing(&mut self, _conn: &mut Conn, _event: PairingEvent) -> Result<(), Stop> {
-        Ok(())
-    }
-
-    fn deadline(&self) -> Option<std::time::Instant> {
-        None
-    }
-
-    async fn on_deadline(&mut self, _conn: &mut Conn) -> Result<(), Stop> {
-        Ok(())
+    async fn on_event(&mut self, _conn: &mut Conn, event: Infallible) -> Result<(), Stop> {
+        match event {}
     }
 
     fn on_exit(&mut self, conn: &Conn) {
-        if let Some(account) = &self.account {
+        if let Phone::Live { account } = self {
             conn.gw.phone_offline(account, conn.peer.conn_id());
         }
     }

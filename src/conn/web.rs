@@ -1,96 +1,156 @@
 //! A web client's socket: pairing (QR rotation, scanned, rejected, linked) or
 //! resuming a session with its token, then relaying to the phone.
+//!
+//! The socket's state is [`Web`]: opening, pairing (with its attempt and what
+//! its screen shows) or live (with its session). Each stage carries only what
+//! it needs, and the parser's [`Stage`] is derived from it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tungstenite::Utf8Bytes;
 
+use crate::account::pairing::{Abandoned, Attempt, AttemptState, Issued, LinkedWeb, PairingEvent};
 use crate::device::{clean_device_name, device_name};
+use crate::gateway::Gateway;
 use crate::metrics::PairingOutcome;
-use crate::pairing::{Attempt, Issued, LinkedWeb};
-use crate::peer::PairingEvent;
 use crate::protocol::{
     ClientFrame, CloseCode, ErrorCode, LogoutReason, Request, ServerFrame, Stage,
 };
 use crate::qr;
 
-use super::{Conn, Handler, Stop};
+use super::{Handler, Stop};
+
+type Conn = super::Conn<PairingEvent>;
+
+/// Where a web socket stands.
+#[derive(Default)]
+pub enum Web {
+    /// After `hello`: waiting for `auth` or `pair`.
+    #[default]
+    Opening,
+    /// After `pair`: showing QRs until the phone links or it times out.
+    Pairing(Pairing),
+    /// After `ready` or `linked`: the socket carries a live session.
+    Live(Live),
+}
 
 /// The live session this socket carries.
-struct Live {
+pub struct Live {
     account: String,
     session_id: String,
 }
 
 /// A pairing in progress.
-struct Pairing {
+pub struct Pairing {
     attempt: Arc<Attempt>,
-    /// The ref on screen; `None` once the phone took it.
-    issued: Option<Issued>,
     /// Refs still to come after the current one.
     remaining: u32,
-    /// When the current ref expires, or when the pending link request does.
-    deadline: Option<Instant>,
-    scanned: bool,
+    step: Step,
 }
 
-#[derive(Default)]
-pub struct Web {
-    pairing: Option<Pairing>,
-    live: Option<Live>,
+/// What a pairing socket's screen stands at.
+enum Step {
+    /// A ref is on screen until `expires`.
+    Showing { issued: Issued, expires: Instant },
+    /// The phone took the ref; its link request runs until `expires`, and
+    /// rotation pauses while it decides.
+    Scanned { expires: Instant },
+    /// Nothing on screen and no deadline: the request's time ran out but
+    /// somebody (a confirm, a reject, a `logout_all`) took it first, so its
+    /// outcome comes as an event; or the pairing is ending.
+    Waiting,
+}
+
+impl Pairing {
+    /// Moves to `step`; a ref that was on screen is withdrawn.
+    fn set_step(&mut self, gw: &Gateway, step: Step) {
+        if let Step::Showing { issued, .. } = std::mem::replace(&mut self.step, step) {
+            gw.pairing.retire(&issued);
+        }
+    }
+
+    /// When the ref on screen or the pending request expires.
+    fn deadline(&self) -> Option<Instant> {
+        match self.step {
+            Step::Showing { expires, .. } | Step::Scanned { expires } => Some(expires),
+            Step::Waiting => None,
+        }
+    }
+
+    /// Ends pairing on this socket: its ref dies, and nothing may link it
+    /// now. Returns what the attempt left behind.
+    fn end(mut self, gw: &Gateway) -> Abandoned {
+        self.set_step(gw, Step::Waiting);
+        self.attempt.lock().state.abandon()
+    }
+}
+
+/// A fresh ref for `attempt` and its `qr` frame; `id` is the reply id of the
+/// `pair` that asked.
+fn issue_qr(
+    conn: &Conn,
+    attempt: &Arc<Attempt>,
+    remaining: u32,
+    id: Option<&str>,
+) -> (Step, String) {
+    let issued = conn.gw.pairing.issue(attempt);
+    let ttl = conn.gw.config.qr_ttl();
+    let payload = qr::payload(&conn.gw.public_url, &issued.reference);
+    let svg = qr::render_svg(&payload);
+    let frame = ServerFrame::Qr {
+        id,
+        reference: &issued.reference,
+        code: &qr::display_code(&issued.code),
+        payload: &payload,
+        svg: &svg,
+        expires_in_ms: ttl.as_millis() as u64,
+        remaining,
+    }
+    .to_text();
+    let expires = Instant::now() + ttl;
+    (Step::Showing { issued, expires }, frame)
+}
+
+/// Shows a fresh ref in place of whatever the screen showed.
+async fn show_qr(conn: &mut Conn, p: &mut Pairing) -> Result<(), Stop> {
+    let (step, frame) = issue_qr(conn, &p.attempt, p.remaining, None);
+    p.set_step(&conn.gw, step);
+    conn.write_text(frame).await
+}
+
+/// Back to a fresh QR (and a full set of rotations) after a rejection or an
+/// unanswered request.
+async fn restart_pairing(conn: &mut Conn, p: &mut Pairing) -> Result<(), Stop> {
+    p.remaining = conn.gw.config.qr_rotations - 1;
+    conn.reply(&ServerFrame::PairRejected).await?;
+    show_qr(conn, p).await
+}
+
+/// The socket gives its pairing up (it resumes a session, or it is gone):
+/// a pending request dies with it, and a session linked meanwhile goes
+/// offline. Called outside the attempt's lock: an account lock is never taken
+/// under it.
+fn leave_pairing(conn: &Conn, p: Pairing) {
+    match p.end(&conn.gw) {
+        Abandoned::Nothing => {}
+        Abandoned::Request {
+            account,
+            request_id,
+        } => conn.gw.drop_request(&account, &request_id),
+        Abandoned::Session {
+            account,
+            session_id,
+        } => conn
+            .gw
+            .web_offline(&account, &session_id, conn.peer.conn_id()),
+    }
 }
 
 impl Web {
-    /// Shows a fresh ref; `id` is the reply id of the `pair` that asked.
-    async fn show_qr(&mut self, conn: &mut Conn, id: Option<&str>) -> Result<(), Stop> {
-        let Some(p) = self.pairing.as_mut() else {
-            return Ok(());
-        };
-        let issued = conn.gw.pairing.issue(&p.attempt);
-        let ttl = conn.gw.config.qr_ttl();
-        let payload = qr::payload(&conn.gw.public_url, &issued.reference);
-        let svg = qr::render_svg(&payload);
-        let frame = ServerFrame::Qr {
-            id,
-            reference: &issued.reference,
-            code: &qr::display_code(&issued.code),
-            payload: &payload,
-            svg: &svg,
-            expires_in_ms: ttl.as_millis() as u64,
-            remaining: p.remaining,
-        }
-        .to_text();
-        p.issued = Some(issued);
-        p.deadline = Some(Instant::now() + ttl);
-        p.scanned = false;
-        conn.write_text(frame).await
-    }
-
-    /// Ends pairing on this socket: its ref dies, and nothing may link it now.
-    /// Returns the session a confirm made durable meanwhile, if any.
-    fn abandon_pairing(&mut self, conn: &Conn) -> Option<(String, String)> {
-        let p = self.pairing.take()?;
-        if let Some(issued) = &p.issued {
-            conn.gw.pairing.retire(issued);
-        }
-        let (request, linked) = {
-            let mut a = p.attempt.lock();
-            a.dead = true;
-            (a.request.take(), a.linked.take())
-        };
-        // Its pending link request dies with it (taken outside the attempt's
-        // lock: an account lock is never taken under it).
-        if let Some((account, request_id)) = request {
-            conn.gw.drop_request(&account, &request_id);
-        }
-        linked
-    }
-
     async fn resume(&mut self, conn: &mut Conn, id: Option<&str>, token: &str) -> Result<(), Stop> {
-        if let Some((account, session_id)) = self.abandon_pairing(conn) {
-            conn.gw
-                .web_offline(&account, &session_id, conn.peer.conn_id());
+        if let Web::Pairing(p) = std::mem::take(self) {
+            leave_pairing(conn, p);
         }
         let Some(claim) = conn.gw.tokens.verify_session(token) else {
             return Err(conn.refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken));
@@ -104,7 +164,6 @@ impl Web {
             Ok(r) => r,
             Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
         };
-        conn.stage = Stage::Live;
         conn.forget_user_agent();
         let ready = ServerFrame::Ready {
             id,
@@ -117,7 +176,7 @@ impl Web {
             online: resumed.phone_online,
         }
         .to_text();
-        self.live = Some(Live {
+        *self = Web::Live(Live {
             account: claim.account,
             session_id: claim.session_id,
         });
@@ -132,7 +191,7 @@ impl Web {
         remember: bool,
         name: Option<String>,
     ) -> Result<(), Stop> {
-        if let Some(p) = &self.pairing {
+        if let Web::Pairing(p) = self {
             // A repeated `pair` updates the options; the rotation goes on.
             {
                 let mut a = p.attempt.lock();
@@ -158,36 +217,33 @@ impl Web {
                 .unwrap_or_else(|| device_name(&conn.client.user_agent)),
             remember,
         ));
-        self.pairing = Some(Pairing {
+        let remaining = conn.gw.config.qr_rotations - 1;
+        let (step, frame) = issue_qr(conn, &attempt, remaining, id);
+        *self = Web::Pairing(Pairing {
             attempt,
-            issued: None,
-            remaining: conn.gw.config.qr_rotations - 1,
-            deadline: None,
-            scanned: false,
+            remaining,
+            step,
         });
-        conn.stage = Stage::Pairing;
-        self.show_qr(conn, id).await
-    }
-
-    /// Back to a fresh QR after a rejection (or an unanswered request).
-    async fn restart_pairing(&mut self, conn: &mut Conn) -> Result<(), Stop> {
-        let Some(p) = self.pairing.as_mut() else {
-            return Ok(());
-        };
-        p.remaining = conn.gw.config.qr_rotations - 1;
-        conn.reply(&ServerFrame::PairRejected).await?;
-        self.show_qr(conn, None).await
+        conn.write_text(frame).await
     }
 
     async fn linked(&mut self, conn: &mut Conn, linked: LinkedWeb) -> Result<(), Stop> {
-        // An attempt abandoned meanwhile (the socket resumed another session)
-        // already handed its new session back to be taken offline.
-        let Some(p) = self.pairing.take() else {
-            return Ok(());
+        let live = Live {
+            account: linked.account.clone(),
+            session_id: linked.session_id.clone(),
         };
-        // The attempt is done; its `linked` mark was for an exit before this.
-        p.attempt.lock().linked = None;
-        conn.stage = Stage::Live;
+        match std::mem::replace(self, Web::Live(live)) {
+            // The attempt is done: its `Linked` mark was for an exit before this.
+            Web::Pairing(p) => {
+                p.end(&conn.gw);
+            }
+            // An attempt abandoned meanwhile (the socket resumed another
+            // session) already handed its new session back to go offline.
+            other => {
+                *self = other;
+                return Ok(());
+            }
+        }
         conn.forget_user_agent();
         conn.record_account(&linked.account);
         conn.record_session(&linked.session_id);
@@ -204,28 +260,36 @@ impl Web {
             }
             .to_text(),
         ];
-        self.live = Some(Live {
-            account: linked.account,
-            session_id: linked.session_id,
-        });
         tracing::debug!("web session linked");
         conn.write_texts(frames).await
     }
 }
 
 impl Handler for Web {
+    type Event = PairingEvent;
+
+    fn stage(&self) -> Stage {
+        match self {
+            Web::Opening => Stage::Opening,
+            Web::Pairing(_) => Stage::Pairing,
+            Web::Live(_) => Stage::Live,
+        }
+    }
+
     async fn on_frame(&mut self, conn: &mut Conn, req: Request<'_>) -> Result<(), Stop> {
         let id = req.id.as_deref();
-        match (req.frame, &self.live) {
-            (ClientFrame::Auth { token }, None) => Box::pin(self.resume(conn, id, &token)).await,
+        match (req.frame, &*self) {
+            (ClientFrame::Auth { token }, Web::Opening | Web::Pairing(_)) => {
+                Box::pin(self.resume(conn, id, &token)).await
+            }
             (
                 ClientFrame::Pair {
                     remember,
                     device_name,
                 },
-                None,
+                Web::Opening | Web::Pairing(_),
             ) => Box::pin(self.start_pairing(conn, id, remember, device_name)).await,
-            (ClientFrame::Send { body, .. }, Some(live)) => {
+            (ClientFrame::Send { body, .. }, Web::Live(live)) => {
                 let result = conn.gw.relay_to_phone(
                     &live.account,
                     &live.session_id,
@@ -244,7 +308,7 @@ impl Handler for Web {
                     Err(code) => conn.error(id, code, code.describe()).await,
                 }
             }
-            (ClientFrame::Logout { .. }, Some(live)) => {
+            (ClientFrame::Logout { .. }, Web::Live(live)) => {
                 let ended = Box::pin(conn.gw.self_logout(
                     &live.account,
                     &live.session_id,
@@ -282,63 +346,128 @@ impl Handler for Web {
         }
     }
 
-    async fn on_pairing(&mut self, conn: &mut Conn, event: PairingEvent) -> Result<(), Stop> {
+    async fn on_event(&mut self, conn: &mut Conn, event: PairingEvent) -> Result<(), Stop> {
         match event {
             PairingEvent::Scanned => {
-                let request_ttl = conn.gw.config.request_ttl();
-                if let Some(p) = self.pairing.as_mut() {
-                    // The phone took the ref; rotation pauses while it decides.
-                    p.issued = None;
-                    p.scanned = true;
-                    p.deadline = Some(Instant::now() + request_ttl);
-                }
+                // Only a pairing socket has a screen to pause.
+                let Web::Pairing(p) = self else {
+                    return Ok(());
+                };
+                let expires = Instant::now() + conn.gw.config.request_ttl();
+                p.set_step(&conn.gw, Step::Scanned { expires });
                 conn.reply(&ServerFrame::Scanned).await
             }
-            PairingEvent::Rejected => self.restart_pairing(conn).await,
+            PairingEvent::Rejected => match self {
+                Web::Pairing(p) => restart_pairing(conn, p).await,
+                _ => Ok(()),
+            },
             PairingEvent::Linked(linked) => self.linked(conn, *linked).await,
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.pairing.as_ref().and_then(|p| p.deadline)
+        match self {
+            Web::Pairing(p) => p.deadline(),
+            _ => None,
+        }
     }
 
     async fn on_deadline(&mut self, conn: &mut Conn) -> Result<(), Stop> {
-        let Some(p) = self.pairing.as_mut() else {
+        let Web::Pairing(p) = self else {
             return Ok(());
         };
-        p.deadline = None;
-        if p.scanned {
-            // The link request was never answered: it counts as rejected,
-            // unless the phone is confirming it right now.
-            let request = p.attempt.lock().request.clone();
-            if let Some((account, request_id)) = request
-                && conn.gw.expire_request(&account, &request_id)
-            {
-                p.attempt.lock().request = None;
-                return self.restart_pairing(conn).await;
+        match p.step {
+            Step::Waiting => Ok(()),
+            Step::Scanned { .. } => {
+                // The link request was never answered: it counts as rejected,
+                // unless the phone is confirming it right now.
+                let state = p.attempt.lock().state.clone();
+                if let AttemptState::Requested {
+                    account,
+                    request_id,
+                } = state
+                    && conn.gw.expire_request(&account, &request_id)
+                {
+                    p.attempt.lock().state.end_request();
+                    return restart_pairing(conn, p).await;
+                }
+                p.step = Step::Waiting;
+                Ok(())
             }
-            return Ok(());
+            Step::Showing { .. } => {
+                if p.remaining == 0 {
+                    p.set_step(&conn.gw, Step::Waiting);
+                    conn.gw.metrics.pairing(PairingOutcome::TimedOut);
+                    let farewell = Utf8Bytes::from(ServerFrame::PairTimeout.to_text());
+                    return Err(Stop::close(CloseCode::TimedOut, Some(farewell)));
+                }
+                p.remaining -= 1;
+                show_qr(conn, p).await
+            }
         }
-        if let Some(issued) = p.issued.take() {
-            conn.gw.pairing.retire(&issued);
-        }
-        if p.remaining == 0 {
-            conn.gw.metrics.pairing(PairingOutcome::TimedOut);
-            let farewell = Utf8Bytes::from(ServerFrame::PairTimeout.to_text());
-            return Err(Stop::close(CloseCode::TimedOut, Some(farewell)));
-        }
-        p.remaining -= 1;
-        self.show_qr(conn, None).await
     }
 
     fn on_exit(&mut self, conn: &Conn) {
-        let id = conn.peer.conn_id();
-        if let Some((account, session_id)) = self.abandon_pairing(conn) {
-            conn.gw.web_offline(&account, &session_id, id);
+        match std::mem::take(self) {
+            Web::Opening => {}
+            Web::Pairing(p) => leave_pairing(conn, p),
+            Web::Live(live) => {
+                conn.gw
+                    .web_offline(&live.account, &live.session_id, conn.peer.conn_id())
+            }
         }
-        if let Some(live) = self.live.take() {
-            conn.gw.web_offline(&live.account, &live.session_id, id);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::presence::WebPeer;
+    use crate::account::testing::{FailingDisk, gateway_on};
+    use crate::peer::Peer;
+
+    /// Whatever replaces a ref on screen (the phone's scan, a newer ref, the
+    /// end of pairing) withdraws it, and an ended pairing's attempt is dead.
+    #[tokio::test]
+    async fn a_ref_leaves_the_registry_with_the_screen() {
+        let gw = gateway_on(FailingDisk);
+        let (peer, _queue): (WebPeer, _) = Peer::new(1, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            peer,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        let showing = |gw: &Gateway| {
+            let issued = gw.pairing.issue(&attempt);
+            let reference = issued.reference.clone();
+            let step = Step::Showing {
+                issued,
+                expires: Instant::now(),
+            };
+            (step, reference)
+        };
+        let (step, first) = showing(&gw);
+        let mut p = Pairing {
+            attempt: attempt.clone(),
+            remaining: 0,
+            step,
+        };
+        let (step, second) = showing(&gw);
+        p.set_step(&gw, step);
+        assert!(!gw.pairing.is_valid(&first));
+        p.set_step(
+            &gw,
+            Step::Scanned {
+                expires: Instant::now(),
+            },
+        );
+        assert!(!gw.pairing.is_valid(&second));
+        let (step, third) = showing(&gw);
+        p.set_step(&gw, step);
+        assert_eq!(p.end(&gw), Abandoned::Nothing);
+        assert!(!gw.pairing.is_valid(&third));
+        assert!(!attempt.lock().state.is_alive());
     }
 }

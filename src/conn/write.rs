@@ -65,7 +65,7 @@ pub(super) struct Unfinished {
     sent: usize,
 }
 
-impl Conn {
+impl<E> Conn<E> {
     /// Puts `frame` into the socket's write buffer (tungstenite passes it to
     /// the kernel whenever it holds `WRITE_BUFFER_BYTES`); the loop flushes the
     /// rest once nothing else is ready, so a burst of replies and relayed

@@ -1,24 +1,22 @@
-//! Presence and routing: which phone socket and which web-session sockets of
-//! each account are live, and the account's session table.
+//! The account table: every account with a live phone, a session, or pairing
+//! in progress, each behind its own short-lived lock.
 //!
-//! Everything here is synchronous. An account's state sits behind its own
-//! short-lived lock; callers copy out what they need and never hold the lock
-//! (or a DashMap ref) across an `.await`. Lock order: the accounts map is never
-//! touched while an account lock is held; an account lock may be held while
-//! taking a pairing attempt's lock, never the other way round.
+//! Everything here is synchronous. Callers reach an account's state only
+//! through closures (`with`, `with_existing`), copy out what they need and
+//! never hold the lock (or a DashMap ref) across an `.await`. Lock order: the
+//! accounts map is never touched while an account lock is held; an account
+//! lock may be held while taking a pairing attempt's lock, never the other way
+//! round.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tungstenite::Utf8Bytes;
 
-use crate::contract::LINK_MISS_WINDOW;
-use crate::pairing::LinkRequest;
-use crate::peer::Peer;
-use crate::protocol::{ServerFrame, SessionInfo};
+use super::pairing::{LinkMisses, LinkRequest};
+use super::presence::{PhonePeer, WebPeer};
+use crate::protocol::SessionInfo;
 use crate::store::StoredSession;
 use crate::time::rfc3339_ms;
 
@@ -26,7 +24,7 @@ use crate::time::rfc3339_ms;
 pub struct SessionState {
     pub record: StoredSession,
     /// The session's live socket; at most one.
-    pub live: Option<Peer>,
+    pub live: Option<WebPeer>,
     /// Bumped whenever `live` changes, so a grace timer started for one
     /// offline spell does nothing after a resume.
     pub epoch: u64,
@@ -50,20 +48,21 @@ impl SessionState {
     }
 }
 
-/// An account's live state.
+/// An account's live state. The logic over it lives with its use case:
+/// presence, pairing, sessions, expiry, relay.
 #[derive(Default)]
 pub struct AccountState {
     /// Set when the account was dropped from the map; whoever locks a retired
     /// account fetches the current one instead.
     retired: bool,
-    pub phone: Option<Peer>,
+    pub phone: Option<PhonePeer>,
     pub sessions: HashMap<String, SessionState>,
     /// Session ids of links confirmed but not yet durable: they count toward
     /// `max_devices`, and `logout_all` ends them too.
     pub linking: HashSet<String>,
     pub requests: HashMap<String, LinkRequest>,
-    /// Times of failed `link`s within the last minute.
-    pub misses: VecDeque<Instant>,
+    /// Failed `link`s within the last minute.
+    pub misses: LinkMisses,
 }
 
 impl AccountState {
@@ -72,65 +71,7 @@ impl AccountState {
             && self.sessions.is_empty()
             && self.linking.is_empty()
             && self.requests.is_empty()
-            && self
-                .misses
-                .back()
-                .is_none_or(|t| t.elapsed() >= LINK_MISS_WINDOW)
-    }
-
-    /// Whether `conn_id` is the account's phone socket: one that was replaced
-    /// (and ordered closed) has no say any more.
-    pub fn is_phone(&self, conn_id: u64) -> bool {
-        self.phone.as_ref().map(Peer::conn_id) == Some(conn_id)
-    }
-
-    /// Whether `conn_id` is the live socket of session `session_id`.
-    pub fn is_live_socket(&self, session_id: &str, conn_id: u64) -> bool {
-        self.sessions
-            .get(session_id)
-            .and_then(|s| s.live.as_ref())
-            .map(Peer::conn_id)
-            == Some(conn_id)
-    }
-
-    /// Takes out the link requests that expired unanswered.
-    pub fn take_expired_requests(&mut self, now: Instant) -> Vec<LinkRequest> {
-        let expired: Vec<String> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.expires_at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        expired
-            .iter()
-            .filter_map(|id| self.requests.remove(id))
-            .collect()
-    }
-
-    /// Sends `frame` to the phone, if it is online.
-    pub fn to_phone(&self, frame: &ServerFrame<'_>) {
-        if let Some(phone) = &self.phone {
-            phone.send(&Utf8Bytes::from(frame.to_text()));
-        }
-    }
-
-    /// Sends one serialized frame to every live web socket; returns how many took it.
-    pub fn to_webs(&self, text: &Utf8Bytes) -> usize {
-        self.sessions
-            .values()
-            .filter_map(|s| s.live.as_ref())
-            .filter(|peer| peer.send(text))
-            .count()
-    }
-
-    /// Sessions oldest first.
-    pub fn list(&self, now_ms: i64) -> Vec<SessionInfo> {
-        let mut all: Vec<&SessionState> = self.sessions.values().collect();
-        all.sort_by(|a, b| {
-            (a.record.created_at_ms, &a.record.session_id)
-                .cmp(&(b.record.created_at_ms, &b.record.session_id))
-        });
-        all.into_iter().map(|s| s.info(now_ms)).collect()
+            && self.misses.is_quiet()
     }
 }
 

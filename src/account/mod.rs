@@ -1,0 +1,47 @@
+//! The account domain: what the gateway decides per account, one use case per
+//! file, all as methods on [`Gateway`] over the account table in [`hub`].
+//!
+//! - [`hub`]: the account table and its per-account locks.
+//! - [`presence`]: the phone and each session's live socket going online and
+//!   offline, and who may act (the current phone, a session's live socket).
+//! - [`pairing`]: QR refs and codes, pairing attempts, link / confirm /
+//!   reject / expiry of link requests, the link-miss limiter.
+//! - [`sessions`]: restore, resume, list, logout(_all), self-logout, removal.
+//! - [`expiry`]: ephemeral grace timers and the idle sweep.
+//! - [`relay`]: messages between the phone and its sessions.
+//!
+//! Every change that is announced is durable first: the store change is queued
+//! under the account lock (so changes to one session reach the disk in the
+//! order they were decided) and awaited before the reply goes out.
+
+pub mod expiry;
+pub mod hub;
+pub mod pairing;
+pub mod presence;
+pub mod relay;
+pub mod sessions;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use tungstenite::Utf8Bytes;
+
+use crate::protocol::{ErrorCode, ServerFrame};
+
+#[cfg(doc)]
+use crate::gateway::Gateway;
+
+/// What a socket that is no longer its role's current one is told, should it
+/// ever get a reply: it was ordered closed in the same critical section that
+/// replaced or ended it, so its task stops before replying.
+const SUPERSEDED: ErrorCode = ErrorCode::NotAuthenticated;
+
+fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
+    Utf8Bytes::from(frame.to_text())
+}
+
+/// A store failure answered to the client as `internal`.
+fn internal(e: impl std::fmt::Display) -> ErrorCode {
+    tracing::error!(error = %e, "store change failed");
+    ErrorCode::Internal
+}

@@ -1,0 +1,324 @@
+//! The sessions of an account: restored at start-up, resumed with a token,
+//! listed for the phone, ended by the phone (`logout`, `logout_all`) or by
+//! themselves (`logout` from the web), and the removal every ending shares,
+//! undone when it does not reach the disk.
+
+use std::sync::Arc;
+
+use super::hub::{AccountState, SessionState};
+use super::pairing::LinkRequest;
+use super::presence::WebPeer;
+use super::{SUPERSEDED, internal, text};
+use crate::gateway::Gateway;
+use crate::metrics::LogoutKind;
+use crate::protocol::{
+    CloseCode, ErrorCode, LogoutReason, RemovedReason, ServerFrame, SessionInfo,
+};
+use crate::store::{Durable, Store, StoreError, StoreOp, StoredSession};
+use crate::time::now_ms;
+
+/// Marks a session active now and queues that to the store (bookkeeping:
+/// nobody waits for it). Called under the account lock, so it reaches the disk
+/// before any later removal of the session.
+pub(super) fn touch(store: &Store, session: &mut SessionState) {
+    session.record.last_active_at_ms = now_ms();
+    store.submit(vec![StoreOp::Put(session.record.clone())]);
+}
+
+/// A session taken out of the hub, with its delete queued to the store.
+pub(super) type Removal = (SessionState, Result<Durable, StoreError>);
+
+/// Takes a session out of the hub and queues its delete (under the account lock).
+pub(super) fn remove(store: &Store, state: &mut AccountState, session_id: &str) -> Option<Removal> {
+    let session = state.sessions.remove(session_id)?;
+    let durable = store.enqueue(vec![StoreOp::Delete {
+        session_id: session_id.to_owned(),
+    }]);
+    Some((session, durable))
+}
+
+/// What a web socket learns when it resumes its session.
+pub struct Resumed {
+    pub phone_online: bool,
+}
+
+impl AccountState {
+    /// Sessions oldest first.
+    pub fn list(&self, now_ms: i64) -> Vec<SessionInfo> {
+        let mut all: Vec<&SessionState> = self.sessions.values().collect();
+        all.sort_by(|a, b| {
+            (a.record.created_at_ms, &a.record.session_id)
+                .cmp(&(b.record.created_at_ms, &b.record.session_id))
+        });
+        all.into_iter().map(|s| s.info(now_ms)).collect()
+    }
+}
+
+impl Gateway {
+    /// Installs the sessions read from the store at start-up; ephemeral ones
+    /// get a full grace from now.
+    pub fn restore(self: &Arc<Self>, stored: Vec<StoredSession>) {
+        self.metrics.sessions.set(stored.len() as i64);
+        let ephemeral: Vec<(String, String)> = stored
+            .iter()
+            .filter(|s| !s.remember)
+            .map(|s| (s.account.clone(), s.session_id.clone()))
+            .collect();
+        tracing::info!(sessions = stored.len(), "sessions restored");
+        self.hub.restore(stored);
+        for (account, session_id) in ephemeral {
+            self.start_grace(&account, &session_id, 0, self.config.ephemeral_grace());
+        }
+    }
+
+    /// Makes `peer` the live socket of the session; an older one is replaced
+    /// (4009). `logged_out` if the session no longer exists.
+    pub fn resume(
+        &self,
+        account: &str,
+        session_id: &str,
+        peer: &WebPeer,
+    ) -> Result<Resumed, ErrorCode> {
+        self.hub
+            .with_existing(account, |state| {
+                let phone_online = state.phone.is_some();
+                let session = state.sessions.get_mut(session_id)?;
+                // After a crash, the stored time says when the session last
+                // had a socket, not when it last went offline.
+                touch(&self.store, session);
+                state.session_online(session_id, peer);
+                Some(Resumed { phone_online })
+            })
+            .flatten()
+            .ok_or(ErrorCode::LoggedOut)
+    }
+
+    pub fn list_sessions(&self, account: &str) -> Vec<SessionInfo> {
+        let now = now_ms();
+        self.hub
+            .with_existing(account, |state| state.list(now))
+            .unwrap_or_default()
+    }
+
+    /// `logout` (one session) or `logout_all` (`session_id` `None`). Resolves
+    /// once every socket of the ended sessions was sent `logged_out` and its
+    /// 4001 close (or dropped), and the end is durable. Returns how many ended.
+    ///
+    /// `logout_all` also ends the account's links being written right now
+    /// (their confirm then fails) and its pending link requests (their web
+    /// sockets start over).
+    pub async fn logout(
+        &self,
+        account: &str,
+        phone: u64,
+        session_id: Option<&str>,
+    ) -> Result<usize, ErrorCode> {
+        let reason = match session_id {
+            Some(_) => LogoutReason::PhoneLogout,
+            None => LogoutReason::PhoneLogoutAll,
+        };
+        let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
+        let (ended, teardowns, requests, durable) = self.hub.with(account, |state| {
+            if !state.is_phone(phone) {
+                return Err(SUPERSEDED);
+            }
+            let (ids, cancelled_links): (Vec<String>, Vec<String>) = match session_id {
+                Some(sid) if state.sessions.contains_key(sid) => (vec![sid.to_owned()], Vec::new()),
+                Some(_) => return Err(ErrorCode::UnknownSession),
+                // Links being written are queued after their put: deleted after it.
+                None => (
+                    state.sessions.keys().cloned().collect(),
+                    state.linking.iter().cloned().collect(),
+                ),
+            };
+            let ops = ids
+                .iter()
+                .chain(&cancelled_links)
+                .map(|sid| StoreOp::Delete {
+                    session_id: sid.clone(),
+                })
+                .collect();
+            let durable = self.store.enqueue(ops).map_err(internal)?;
+            let mut ended: Vec<SessionState> = ids
+                .iter()
+                .filter_map(|sid| state.sessions.remove(sid))
+                .collect();
+            // Only once their deletes are queued: the links being written are
+            // ended, and pending requests die.
+            let requests: Vec<LinkRequest> = match session_id {
+                Some(_) => Vec::new(),
+                None => {
+                    state.linking.clear();
+                    state.requests.drain().map(|(_, req)| req).collect()
+                }
+            };
+            // Ordered closed in the same critical section that ended the
+            // sessions: from here on nothing those sockets send has an effect.
+            let teardowns: Vec<_> = ended
+                .iter_mut()
+                .filter_map(|session| session.live.take())
+                .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
+                .collect();
+            Ok((ended, teardowns, requests, durable))
+        })?;
+        self.end_requests(requests);
+        let closed = ended.len();
+        let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
+        if let Err(e) = written {
+            // The phone can try again; the sockets are gone either way.
+            self.undo_removal(account, ended);
+            return Err(internal(e));
+        }
+        self.metrics.sessions.dec_by(closed as i64);
+        self.metrics.logouts(reason.into(), closed);
+        Ok(closed)
+    }
+
+    /// A web session ends itself through its live socket `web`. Durable
+    /// before it returns.
+    pub async fn self_logout(
+        &self,
+        account: &str,
+        session_id: &str,
+        web: u64,
+    ) -> Result<(), ErrorCode> {
+        let removal = self
+            .hub
+            .with_existing(account, |state| {
+                if !state.is_live_socket(session_id, web) {
+                    return None;
+                }
+                remove(&self.store, state, session_id)
+            })
+            .flatten()
+            .ok_or(ErrorCode::LoggedOut)?;
+        self.finish_removal(account, removal, RemovedReason::SelfLogout)
+            .await
+    }
+
+    /// Completes the removal of `session`, already taken out of the hub: once
+    /// it is durable, the phone is told. A removal that does not reach the
+    /// disk is undone, so memory and disk agree and nothing is half-ended.
+    pub(super) async fn finish_removal(
+        &self,
+        account: &str,
+        (session, durable): Removal,
+        reason: RemovedReason,
+    ) -> Result<(), ErrorCode> {
+        let written = match durable {
+            Ok(durable) => durable.wait().await,
+            Err(e) => Err(e),
+        };
+        let session_id = session.record.session_id.clone();
+        if let Err(e) = written {
+            self.undo_removal(account, [session]);
+            return Err(internal(e));
+        }
+        self.metrics.sessions.dec();
+        self.metrics.logouts(
+            match reason {
+                RemovedReason::SelfLogout => LogoutKind::SelfLogout,
+                RemovedReason::Expired => LogoutKind::Expired,
+            },
+            1,
+        );
+        self.hub.with_existing(account, |state| {
+            state.to_phone(&ServerFrame::SessionRemoved {
+                session_id: &session_id,
+                reason,
+            })
+        });
+        self.hub.release_if_idle(account);
+        Ok(())
+    }
+
+    /// Puts back sessions whose removal did not reach the disk (offline), so
+    /// memory and disk agree and the removal can be tried again.
+    pub(super) fn undo_removal(
+        &self,
+        account: &str,
+        sessions: impl IntoIterator<Item = SessionState>,
+    ) {
+        self.hub.with(account, |state| {
+            for session in sessions {
+                state
+                    .sessions
+                    .entry(session.record.session_id.clone())
+                    .or_insert(session);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::config::Config;
+    use crate::peer::Peer;
+    use crate::protocol::{ErrorCode, LinkTarget};
+    use crate::store::StoreOp;
+
+    /// A logout (or self-logout) whose end does not reach the disk is answered
+    /// `internal` and undone: the session is still listed, as it is on disk.
+    #[tokio::test]
+    async fn a_failed_logout_commit_is_internal_and_keeps_the_session() {
+        let gw = gateway_on(OneSessionFailingDisk);
+        let _phone = phone_online(&gw);
+        assert_eq!(
+            gw.logout("alice", PHONE, Some("s1")).await.unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert_eq!(gw.list_sessions("alice").len(), 1);
+        assert_eq!(
+            gw.logout("alice", PHONE, None).await.unwrap_err(),
+            ErrorCode::Internal
+        );
+        let (web, _web_queue) = Peer::new(1, 1 << 20);
+        gw.resume("alice", "s1", &web).unwrap();
+        assert_eq!(
+            gw.self_logout("alice", "s1", web.conn_id())
+                .await
+                .unwrap_err(),
+            ErrorCode::Internal
+        );
+        assert_eq!(gw.list_sessions("alice")[0].session_id, "s1");
+    }
+
+    /// `logout_all` while a confirmed link is still being written: the link
+    /// fails (`unknown_request`, the web side starts over), `logout_all`
+    /// answers only once its delete, queued after the link's put, is on
+    /// disk, and the account is left with no session in memory or on disk.
+    #[tokio::test]
+    async fn logout_all_ends_a_link_still_being_written() {
+        let (gw, permit, committed) = held_gateway(Config::default());
+        let _phone = phone_online(&gw);
+        let (mut web, reference) = pairing_web(&gw, 1);
+        let (request_id, _) = gw.link("alice", PHONE, LinkTarget::Ref(reference)).unwrap();
+        // The link's put is queued (and held) before logout_all starts.
+        let confirming = start_confirm(&gw, request_id).await;
+        let logging_out = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.logout("alice", PHONE, None).await }
+        });
+        // logout_all has ended the link in memory and queued its delete.
+        while !gw.hub.with("alice", |s| s.linking.is_empty()) {
+            tokio::task::yield_now().await;
+        }
+        // One permit per batch: the put and the delete, together or apart.
+        for _ in 0..2 {
+            let _ = permit.send(());
+        }
+        assert_eq!(
+            confirming.await.unwrap().unwrap_err(),
+            ErrorCode::UnknownRequest
+        );
+        assert_eq!(logging_out.await.unwrap(), Ok(0));
+        assert!(gw.list_sessions("alice").is_empty());
+        let ops = committed.lock().clone();
+        assert!(
+            matches!(ops.as_slice(), [StoreOp::Put(put), StoreOp::Delete { session_id }] if put.session_id == *session_id),
+            "{ops:?}"
+        );
+        assert_scanned_then_rejected(&mut web);
+    }
+}
