@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pairgate::hub::{Hub, SessionState};
+use pairgate::account::hub::{Hub, SessionState};
 use pairgate::peer::Peer;
 use pairgate::protocol::{Role, ServerFrame, Stage, parse_frame};
 use pairgate::store::StoredSession;

@@ -52,8 +52,6 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The account table under its old path (the benchmarks use it).
-pub use account::hub;
 pub use config::Config;
 
 use gateway::Gateway;
