@@ -3,7 +3,8 @@
 //!
 //! - [`cli`]: options and the `--smoke` preset.
 //! - [`parent`]: the plan, the phases in lock-step, sampling, progress.
-//! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all.
+//! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all
+//!   (one module per job: connect, socket, writer, phases; see its docs).
 //! - [`wire`]: parent ↔ worker messages (JSON lines; histograms V2 + base64).
 //! - [`gateway`]: spawning the gateway, finding its pid, /proc sampling.
 //! - [`report`]: exact merge, loss checks, table, JSON, SVG.

@@ -1,0 +1,153 @@
+//! The logout_all phase: every phone sends `logout_all`; every web socket
+//! must get `logged_out` and the 4001 close.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::worker::clock::now_ns;
+use crate::worker::ctx::{Account, Ctx, Fail, H, LOGOUT_ID, Res, fail};
+use crate::worker::socket::{In, Sock};
+
+impl Sock {
+    // ---- logout_all ------------------------------------------------------
+
+    pub async fn logout_phone(&mut self) -> Res<()> {
+        let ctx = self.ctx.clone();
+        let _permit = ctx.handshakes.acquire().await.map_err(fail("internal"))?;
+        let wait = Duration::from_millis(ctx.cfg.timeout_ms);
+        let t0 = now_ns();
+        self.acct.logout_sent_ns.store(t0, Relaxed);
+        let frame = format!(r#"{{"type":"logout_all","id":"{LOGOUT_ID}"}}"#);
+        self.socket()?
+            .send(Message::text(frame))
+            .await
+            .map_err(fail("logout_send"))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let ws = self.socket()?;
+            let msg = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                ws.next(),
+            )
+            .await
+            .map_err(|_| Fail {
+                kind: "logout_no_ok",
+                msg: "no reply to logout_all".into(),
+                code: None,
+            })?;
+            let Some(Ok(Message::Text(text))) = &msg else {
+                self.on_message(msg, None)?;
+                continue;
+            };
+            let reply = serde_json::from_str::<In>(text.as_str()).ok();
+            match reply {
+                Some(r) if r.id == Some(LOGOUT_ID) && r.kind == "ok" => {
+                    let t1 = now_ns();
+                    self.acct.logout_ok_ns.store(t1, Relaxed);
+                    ctx.record(H::LogoutOk, (t1 - t0) / 1000);
+                    ctx.c.logout_ok.fetch_add(1, Relaxed);
+                    let webs = self.acct.webs.load(Relaxed) as u64;
+                    if r.closed != Some(webs) {
+                        ctx.record_failure(
+                            "logout_closed_mismatch",
+                            format!(
+                                "{}: ok.closed {:?}, {webs} sessions linked",
+                                self.acct.name, r.closed
+                            ),
+                        );
+                    }
+                    break;
+                }
+                Some(r) if r.id == Some(LOGOUT_ID) => {
+                    ctx.record_error(r.code.unwrap_or("unknown"));
+                    return Err(Fail {
+                        kind: "logout_refused",
+                        msg: text.to_string(),
+                        code: None,
+                    });
+                }
+                _ => self.on_text(text.as_str(), None),
+            }
+        }
+        // The phone leaves too, so the run ends with nothing open.
+        if let Some(mut ws) = self.ws.take() {
+            let _ = timeout(Duration::from_secs(2), async {
+                let _ = ws.close(None).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+            ctx.socket_closed();
+        }
+        Ok(())
+    }
+
+    /// Waits for `logged_out` and the 4001 close. The deadline counts from the
+    /// phone's `ok` (which the gateway sends only after the teardown), so
+    /// queueing behind other accounts' logouts is not mistaken for a leak.
+    pub async fn logout_web(&mut self) -> Res<()> {
+        let grace = Duration::from_millis(self.ctx.cfg.timeout_ms);
+        let hard_deadline = Instant::now() + grace * 4;
+        while !self.logout_closed {
+            let ws = self.socket()?;
+            let msg = tokio::select! {
+                msg = ws.next() => msg,
+                _ = sleep(Duration::from_millis(200)) => {
+                    let ok = self.acct.logout_ok_ns.load(Relaxed);
+                    let late = ok != 0 && now_ns().saturating_sub(ok) > grace.as_nanos() as u64;
+                    if late || Instant::now() > hard_deadline {
+                        return Err(Fail {
+                            kind: "left_open_after_logout_all",
+                            msg: format!("no 4001 close (logged_out seen: {})", self.logged_out),
+                            code: None,
+                        });
+                    }
+                    continue;
+                }
+            };
+            if let Err(mut f) = self.on_message(msg, None) {
+                f.kind = "logout_bad_close";
+                f.msg = format!("{} (logged_out seen: {})", f.msg, self.logged_out);
+                return Err(f);
+            }
+        }
+        self.finish_logout_close().await;
+        Ok(())
+    }
+
+    /// The 4001 close after `logged_out`: the end of this web socket.
+    pub fn on_logout_close(&mut self) {
+        self.logout_closed = true;
+        self.acct.last_close_ns.fetch_max(now_ns(), Relaxed);
+        self.acct.webs_closed.fetch_add(1, Relaxed);
+        self.ctx.c.logged_out_webs.fetch_add(1, Relaxed);
+    }
+
+    /// tungstenite queued the reply to the close; let it go out, and the
+    /// gateway closes the connection.
+    pub async fn finish_logout_close(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+            self.ctx.socket_closed();
+        }
+    }
+}
+
+/// After `logout_all`: per account, request → last web socket's 4001 close.
+pub fn teardown_times(ctx: &Ctx, accounts: &[Arc<Account>]) {
+    for a in accounts {
+        let webs = a.webs.load(Relaxed) as u64;
+        let sent = a.logout_sent_ns.load(Relaxed);
+        if webs > 0 && sent > 0 && a.webs_closed.load(Relaxed) == webs {
+            let last = a.last_close_ns.load(Relaxed);
+            ctx.record(H::LogoutLastClose, last.saturating_sub(sent) / 1000);
+        }
+    }
+}
