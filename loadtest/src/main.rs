@@ -2,6 +2,7 @@
 //! from several worker processes, and fails when anything was lost.
 //!
 //! - [`cli`]: options and the `--smoke` preset.
+//! - [`clock`]: the clock every process shares (send times, phase instants).
 //! - [`parent`]: the plan, the phases in lock-step, sampling, progress.
 //! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all
 //!   (one module per job: connect, socket, writer, phases; see its docs).
@@ -11,6 +12,7 @@
 //! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
 
 mod cli;
+mod clock;
 mod gateway;
 mod parent;
 mod report;

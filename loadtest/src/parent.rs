@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::cli::{Opts, parse_source_ips};
+use crate::clock::now_ns;
 use crate::gateway::{self, ProcSample, Spawned};
 use crate::report::{self, GatewayReport, Merged, PhaseReport, Report, RunInfo};
 use crate::wire::{Command, Event, Progress, WorkerConfig, WorkerResult};
-use crate::worker::now_ns;
 
 /// Sockets per worker process the default `--processes` aims at: below the
 /// 20,000 fds a process may hold, with room for churn's overlap and the rest.
@@ -117,7 +117,11 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
     } else {
         0.0
     };
-    let run_id = format!("lt{:x}", now_ns() / 1_000_000 % 0xff_ffff_ffff);
+    // Unique across runs against one gateway (its store keeps accounts).
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let run_id = format!("lt{:x}", wall_ms % 0xff_ffff_ffff);
     let configs: Vec<WorkerConfig> = (0..processes)
         .map(|k| WorkerConfig {
             index: k,
@@ -252,7 +256,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
     let report = Report {
         ok: problems.is_empty(),
         problems,
-        throughput: report::throughput(&merged, opts.duration.as_secs_f64()),
+        throughput: report::throughput(&merged, opts.duration.as_secs_f64(), opts.rate),
         latency_ms: report::latencies(&merged),
         run,
         phases,

@@ -116,7 +116,13 @@ pub struct Latency {
 #[derive(Serialize, Clone, Debug)]
 pub struct Throughput {
     pub window_secs: f64,
+    /// `--rate`: sends per second scheduled (0 = flat out).
+    pub scheduled_per_sec: f64,
+    /// Sends written inside the measured window, per second.
     pub sent_per_sec: f64,
+    /// At a rate: sends scheduled inside the measured window that had not gone
+    /// out when it closed (the in-flight cap held them): the rate was not met.
+    pub behind_schedule: u64,
     pub received_per_sec: f64,
     pub web_to_phone_received_per_sec: f64,
     pub phone_to_web_received_per_sec: f64,
@@ -230,7 +236,7 @@ fn kv(m: &BTreeMap<String, u64>) -> String {
         .join(" ")
 }
 
-pub fn throughput(m: &Merged, window_secs: f64) -> Throughput {
+pub fn throughput(m: &Merged, window_secs: f64, rate: f64) -> Throughput {
     let per = |n: u64| {
         if window_secs > 0.0 {
             n as f64 / window_secs
@@ -242,7 +248,9 @@ pub fn throughput(m: &Merged, window_secs: f64) -> Throughput {
     let p2w = m.count("window_recv_web");
     Throughput {
         window_secs,
+        scheduled_per_sec: rate,
         sent_per_sec: per(m.count("window_sent_web") + m.count("window_sent_phone")),
+        behind_schedule: m.count("behind_schedule_web") + m.count("behind_schedule_phone"),
         received_per_sec: per(w2p + p2w),
         web_to_phone_received_per_sec: per(w2p),
         phone_to_web_received_per_sec: per(p2w),
@@ -324,15 +332,39 @@ pub fn table(r: &Report) -> String {
         );
     }
     let t = &r.throughput;
+    let scheduled = if t.scheduled_per_sec > 0.0 {
+        format!(" of {:.0}/s scheduled", t.scheduled_per_sec)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "throughput over {:.1} s after warm-up: sent {:.0}/s, received {:.0}/s (web→phone {:.0}/s, phone→web {:.0}/s)",
+        "throughput over {:.1} s after warm-up: sent {:.0}/s{scheduled}, received {:.0}/s (web→phone {:.0}/s, phone→web {:.0}/s)",
         t.window_secs,
         t.sent_per_sec,
         t.received_per_sec,
         t.web_to_phone_received_per_sec,
         t.phone_to_web_received_per_sec
     );
+    if t.scheduled_per_sec > 0.0 {
+        let _ = writeln!(
+            s,
+            "at a rate: relay_* and ack_* count from each send's scheduled time (send_lag: how late the load test sent)"
+        );
+        if t.behind_schedule > 0 {
+            let _ = writeln!(
+                s,
+                "RATE NOT MET: {} sends scheduled in the measured window never went out (in-flight cap {}); latencies cover only those that did",
+                t.behind_schedule, run.in_flight
+            );
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "flat out (closed loop): latency is what {} in flight per socket makes it; read throughput",
+            run.in_flight
+        );
+    }
     let _ = writeln!(
         s,
         "\n{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -8,9 +8,9 @@ use std::time::Duration;
 use pairgate::client::{Client, Socket};
 use pairgate::protocol::ClientFrame;
 
-use super::clock::now_ns;
 use super::ctx::{Account, Ctx, Fail, H, Res, Role, SAMPLE_BATCH, fail, refused};
 use super::socket::Sock;
+use crate::clock::now_ns;
 
 // ---- connect: phones authenticate, web clients pair --------------------------
 

@@ -27,9 +27,10 @@ pub enum H {
     Resume,
     LogoutOk,
     LogoutLastClose,
+    SendLag,
 }
 
-pub const HIST_NAMES: [&str; 9] = [
+pub const HIST_NAMES: [&str; 10] = [
     "connect",
     "pair",
     "relay_web_to_phone",
@@ -39,6 +40,7 @@ pub const HIST_NAMES: [&str; 9] = [
     "resume",
     "logout_all_ok",
     "logout_all_last_close",
+    "send_lag",
 ];
 
 /// Samples a socket collects before taking the shared histogram lock once.
@@ -105,6 +107,10 @@ pub struct Counters {
     pub win_sent_phone: AtomicU64,
     pub win_recv_phone: AtomicU64,
     pub win_recv_web: AtomicU64,
+    /// At a rate: sends scheduled inside the measured window that had not
+    /// gone out when it closed (held by the in-flight cap).
+    pub behind_web: AtomicU64,
+    pub behind_phone: AtomicU64,
     pub out_of_order: AtomicU64,
     pub session_online: AtomicU64,
     pub session_offline: AtomicU64,

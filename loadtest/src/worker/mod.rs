@@ -14,7 +14,6 @@
 //! phone's acks must equal messages its web clients received.
 
 //!
-//! - [`clock`]: the clock all load-test processes share (send times in bodies).
 //! - [`ctx`]: what a worker's tasks share: counters, histograms, accounts, the
 //!   phase channel and its arrival count.
 //! - [`connect`]: opening sockets: phone auth, web pairing, one task per socket.
@@ -23,7 +22,6 @@
 //! - [`phases`]: relay, churn, logout_all.
 //! - [`results`]: the final numbers and the per-account loss checks.
 
-mod clock;
 mod connect;
 mod ctx;
 mod phases;
@@ -41,7 +39,6 @@ use tokio::sync::mpsc;
 
 use crate::wire::{Command, Event, WorkerConfig};
 
-pub use clock::now_ns;
 use connect::connect_all;
 use ctx::{Account, Ctx, PhaseKind, Window, new_ctx};
 use phases::logout::teardown_times;

@@ -29,6 +29,8 @@ pub fn finish(ctx: &Ctx, accounts: &[Arc<Account>]) -> WorkerResult {
     put("window_sent_phone", g(&c.win_sent_phone));
     put("window_recv_phone", g(&c.win_recv_phone));
     put("window_recv_web", g(&c.win_recv_web));
+    put("behind_schedule_web", g(&c.behind_web));
+    put("behind_schedule_phone", g(&c.behind_phone));
     put("out_of_order", g(&c.out_of_order));
     put("session_online_events", g(&c.session_online));
     put("session_offline_events", g(&c.session_offline));

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::clock::now_ns;
 use super::ctx::{
     Account, Counters, Ctx, Fail, H, Phase, PhaseKind, Res, Role, SAMPLE_BATCH, Window, fail,
 };
+use crate::clock::now_ns;
 
 /// The fields of a server frame the load test looks at, borrowed from the
 /// text: parsing this is much cheaper than building a `serde_json::Value`.

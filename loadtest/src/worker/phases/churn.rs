@@ -9,7 +9,7 @@ use pairgate::protocol::ClientFrame;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::worker::clock::now_ns;
+use crate::clock::now_ns;
 use crate::worker::ctx::{H, Res, Role, fail, refused};
 use crate::worker::socket::Sock;
 

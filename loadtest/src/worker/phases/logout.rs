@@ -6,10 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use pairgate::protocol::ClientFrame;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::worker::clock::now_ns;
+use crate::clock::now_ns;
 use crate::worker::ctx::{Account, Ctx, Fail, H, LOGOUT_ID, Res, fail};
 use crate::worker::socket::{In, Sock};
 
@@ -22,7 +23,7 @@ impl Sock {
         let wait = Duration::from_millis(ctx.cfg.timeout_ms);
         let t0 = now_ns();
         self.acct.logout_sent_ns.store(t0, Relaxed);
-        let frame = format!(r#"{{"type":"logout_all","id":"{LOGOUT_ID}"}}"#);
+        let frame = ClientFrame::LogoutAll.to_text(Some(LOGOUT_ID));
         self.socket()?
             .send(Message::text(frame))
             .await

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
-use crate::worker::clock::instant_at;
+use crate::clock::instant_at;
 use crate::worker::ctx::{Account, Ctx, Fail, Phase, PhaseKind, Res, Role, Window, fail};
 use crate::worker::socket::Sock;
 use crate::worker::writer::Writer;
@@ -33,11 +33,13 @@ impl Sock {
         })?;
         let (sink, mut stream) = ws.split();
         let permits = Semaphore::new(self.ctx.cfg.in_flight.max(1));
-        let writer = Writer {
+        let mut writer = Writer {
             ctx: self.ctx.clone(),
             role: self.role,
             window: w,
             permits: &permits,
+            at_rate: self.ctx.cfg.per_socket_rate > 0.0,
+            samples: Vec::new(),
         };
         let write = async move {
             let mut sink = sink;
