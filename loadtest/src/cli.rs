@@ -132,6 +132,11 @@ pub struct Opts {
     /// it, and stop it at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_gateway: Option<PathBuf>,
+    /// With --spawn-gateway: start this many gateway nodes (one secret, no
+    /// shared routing, so each account stays on one node). Each process may
+    /// hold 20,000 files here: use 2 for 5,000 phones x 3 webs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub spawn_gateways: usize,
     /// Extra argument for the spawned gateway's `serve` (repeatable).
     #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,

@@ -22,6 +22,8 @@ use crate::wire::{Command, Event, Progress, WorkerConfig, WorkerResult};
 /// Sockets per worker process the default `--processes` aims at: below the
 /// 20,000 fds a process may hold, with room for churn's overlap and the rest.
 const SOCKETS_PER_PROCESS: usize = 18_000;
+/// How far ahead of "now" the parent puts the logout_all release instant.
+const LOGOUT_RELEASE_AHEAD_NS: u64 = 200_000_000;
 /// Sockets per source address before `--source-ips` is picked automatically.
 const SOCKETS_PER_SOURCE_IP: usize = 25_000;
 
@@ -32,32 +34,33 @@ pub async fn run(opts: Opts) -> anyhow::Result<bool> {
         opts.rate >= 0.0 && opts.rate.is_finite(),
         "--rate must be >= 0"
     );
-    let spawned = match &opts.spawn_gateway {
-        Some(bin) => Some(Spawned::start(bin, opts.webs_per_phone, &opts.gateway_args).await?),
-        None => None,
-    };
-    let result = run_with(&opts, spawned.as_ref()).await;
-    let exit = match spawned {
-        Some(g) => {
-            let tail: Vec<String> = g
-                .log_tail
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            let exit = g.stop().await;
-            if result.is_err() {
-                eprintln!("gateway log (last lines):\n{}", tail.join("\n"));
+    let mut spawned = Vec::new();
+    if let Some(bin) = &opts.spawn_gateway {
+        for k in 0..opts.spawn_gateways.max(1) {
+            // Every node takes the first one's secret, so one token works on all.
+            let secret = spawned.first().map(|g: &Spawned| g.secret.clone());
+            match Spawned::start(
+                bin,
+                opts.webs_per_phone,
+                &opts.gateway_args,
+                secret.as_deref(),
+            )
+            .await
+            {
+                Ok(g) => spawned.push(g),
+                Err(e) => {
+                    stop_all(spawned, false).await;
+                    return Err(e.context(format!("starting gateway node {k}")));
+                }
             }
-            Some(exit)
         }
-        None => None,
-    };
+    }
+    let result = run_with(&opts, &spawned).await;
+    let exit = stop_all(spawned, result.is_err()).await;
     let (mut report, text) = result?;
     report.gateway.exit = exit;
     if let Some(e) = &report.gateway.exit
-        && !e.contains("exit status: 0")
+        && e.split("; ").any(|one| !one.contains("exit status: 0"))
     {
         report.ok = false;
         report
@@ -75,16 +78,44 @@ pub async fn run(opts: Opts) -> anyhow::Result<bool> {
     Ok(report.ok)
 }
 
-async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Report, String)> {
-    let (urls, secret) = match spawned {
-        Some(g) => (vec![format!("ws://{}", g.addr)], g.secret.clone()),
+/// Stops the spawned nodes; how they exited (`None` when none was spawned).
+async fn stop_all(spawned: Vec<Spawned>, show_log: bool) -> Option<String> {
+    if spawned.is_empty() {
+        return None;
+    }
+    let mut exits = Vec::new();
+    for (k, g) in spawned.into_iter().enumerate() {
+        let tail: Vec<String> = g
+            .log_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        exits.push(g.stop().await);
+        if show_log {
+            eprintln!("gateway node {k} log (last lines):\n{}", tail.join("\n"));
+        }
+    }
+    exits.dedup();
+    Some(exits.join("; "))
+}
+
+async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, String)> {
+    let (urls, secret) = match spawned.first() {
+        Some(g) => (
+            spawned.iter().map(|g| format!("ws://{}", g.addr)).collect(),
+            g.secret.clone(),
+        ),
         None => (opts.urls.clone(), secret(opts)?),
     };
+    // Spawned nodes share nothing but the secret: keep each account on one.
+    let pin_accounts = opts.pin_accounts || spawned.len() > 1;
     let mut gateway_pids = opts.gateway_pids.clone();
-    match spawned {
-        Some(g) => gateway_pids.push(g.pid),
-        None if gateway_pids.is_empty() => gateway_pids = find_gateways(&urls),
-        None => {}
+    if !spawned.is_empty() {
+        gateway_pids.extend(spawned.iter().map(|g| g.pid));
+    } else if gateway_pids.is_empty() {
+        gateway_pids = find_gateways(&urls);
     }
     let webs = opts.phones * opts.webs_per_phone;
     let sockets = opts.phones + webs;
@@ -103,7 +134,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
         }
         None => Vec::new(),
     };
-    if spawned.is_none() && opts.webs_per_phone > 4 {
+    if spawned.is_empty() && opts.webs_per_phone > 4 {
         eprintln!(
             "note: {} web clients per phone: the gateway's --max-devices must be at least that",
             opts.webs_per_phone
@@ -128,7 +159,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
             run_id: run_id.clone(),
             secret: secret.clone(),
             urls: urls.clone(),
-            pin_accounts: opts.pin_accounts,
+            pin_accounts,
             first_account: opts.phones * k / processes,
             end_account: opts.phones * (k + 1) / processes,
             webs_per_phone: opts.webs_per_phone,
@@ -157,7 +188,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
         processes,
         threads_per_process: opts.threads,
         source_ips: source_ips.len(),
-        pin_accounts: opts.pin_accounts,
+        pin_accounts,
     };
 
     let bars = Bars::new(opts.quiet);
@@ -193,7 +224,13 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
                 (webs * opts.churn_rounds) as u64,
             ));
         }
-        plan.push(("logout", Command::Logout, opts.phones as u64));
+        // Every phone parked first, then all released at one instant.
+        plan.push(("logout_ready", Command::LogoutReady, opts.phones as u64));
+        plan.push((
+            "logout",
+            Command::Logout { release_ns: 0 },
+            opts.phones as u64,
+        ));
         plan
     };
     for (name, mut cmd, len) in plan {
@@ -207,6 +244,11 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
             *start_ns = now_ns() + 300_000_000;
             *warm_ns = *start_ns + opts.warmup.as_nanos() as u64;
             *end_ns = *warm_ns + opts.duration.as_nanos() as u64;
+        }
+        if let Command::Logout { release_ns } = &mut cmd {
+            // Far enough ahead that every worker has the command and every
+            // phone sleeps on its timer when the instant comes.
+            *release_ns = now_ns() + LOGOUT_RELEASE_AHEAD_NS;
         }
         let g0 = gateway::sample_all(&gateway_pids);
         let l0 = gateway::sample_all(&workers.pids);
@@ -258,6 +300,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
         problems,
         throughput: report::throughput(&merged, opts.duration.as_secs_f64(), opts.rate),
         latency_ms: report::latencies(&merged),
+        logout_all: report::logout_all(&merged),
         run,
         phases,
         gateway: gw,

@@ -23,6 +23,7 @@ pub struct Merged {
     pub failures: BTreeMap<String, u64>,
     pub failure_samples: Vec<String>,
     pub hists: BTreeMap<String, Histogram<u64>>,
+    pub logout_intervals: Vec<[u64; 2]>,
 }
 
 impl Merged {
@@ -41,6 +42,7 @@ impl Merged {
                 self.failure_samples.push(s);
             }
         }
+        self.logout_intervals.extend(r.logout_intervals);
         for (name, text) in r.histograms {
             let h = decode_histogram(&text).with_context(|| format!("histogram {name}"))?;
             self.hists
@@ -128,6 +130,20 @@ pub struct Throughput {
     pub phone_to_web_received_per_sec: f64,
 }
 
+/// How simultaneous the `logout_all` phase really was.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct LogoutAllReport {
+    /// Phones that sent `logout_all` and got their `ok`.
+    pub phones: usize,
+    /// Most `logout_all` requests outstanding (written, `ok` not yet
+    /// received) at the same instant, over every worker process.
+    pub max_outstanding: usize,
+    /// From the shared release instant to the last phone's frame written.
+    pub last_written_after_release_ms: f64,
+    /// From the first phone's frame written to the last one's.
+    pub written_spread_ms: f64,
+}
+
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
     pub ok: bool,
@@ -140,6 +156,7 @@ pub struct Report {
     pub throughput: Throughput,
     /// Milliseconds.
     pub latency_ms: BTreeMap<String, Latency>,
+    pub logout_all: LogoutAllReport,
     pub totals: Progress,
     pub counts: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -255,6 +272,44 @@ pub fn throughput(m: &Merged, window_secs: f64, rate: f64) -> Throughput {
         web_to_phone_received_per_sec: per(w2p),
         phone_to_web_received_per_sec: per(p2w),
     }
+}
+
+/// Sweeps the (written, ok) intervals of every phone's `logout_all`.
+pub fn logout_all(m: &Merged) -> LogoutAllReport {
+    let iv = &m.logout_intervals;
+    if iv.is_empty() {
+        return LogoutAllReport::default();
+    }
+    LogoutAllReport {
+        phones: iv.len(),
+        max_outstanding: max_overlap(iv),
+        last_written_after_release_ms: m
+            .hists
+            .get("logout_all_written")
+            .map_or(0.0, |h| ms(h.max())),
+        written_spread_ms: {
+            let first = iv.iter().map(|i| i[0]).min().unwrap_or(0);
+            let last = iv.iter().map(|i| i[0]).max().unwrap_or(0);
+            (last - first) as f64 / 1e6
+        },
+    }
+}
+
+/// The most intervals [start, end] that hold one instant (an end at the same
+/// instant as a start does not overlap it).
+pub fn max_overlap(intervals: &[[u64; 2]]) -> usize {
+    let mut edges: Vec<(u64, i32)> = intervals
+        .iter()
+        .flat_map(|i| [(i[0], 1), (i[1], -1)])
+        .collect();
+    // Ends before starts at the same instant.
+    edges.sort_unstable();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
 }
 
 pub fn latencies(m: &Merged) -> BTreeMap<String, Latency> {
@@ -375,6 +430,17 @@ pub fn table(r: &Report) -> String {
             s,
             "{:<22} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             name, l.count, l.p50, l.p90, l.p99, l.p999, l.max
+        );
+    }
+    let la = &r.logout_all;
+    if la.phones > 0 {
+        let _ = writeln!(
+            s,
+            "logout_all at once: {} phones released at one instant; frames written {:.3}..{:.3} ms after it; at most {} outstanding at the same time",
+            la.phones,
+            la.last_written_after_release_ms - la.written_spread_ms,
+            la.last_written_after_release_ms,
+            la.max_outstanding
         );
     }
     let tt = &r.totals;
@@ -511,6 +577,14 @@ mod tests {
         assert_eq!(percentile_label(1.0), "0%");
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+
+    #[test]
+    fn overlap_sweep() {
+        assert_eq!(max_overlap(&[]), 0);
+        assert_eq!(max_overlap(&[[1, 5], [2, 6], [3, 4]]), 3);
+        assert_eq!(max_overlap(&[[1, 2], [2, 3], [3, 4]]), 1);
+        assert_eq!(max_overlap(&[[1, 10], [20, 30], [25, 26]]), 2);
     }
 
     #[test]

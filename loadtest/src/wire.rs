@@ -57,8 +57,10 @@ pub enum Command {
     },
     /// Every web socket disconnects and resumes with its token, `rounds` times.
     Churn { rounds: usize },
-    /// Every phone sends `logout_all`.
-    Logout,
+    /// Every socket checks in, parked: phones connected and idle.
+    LogoutReady,
+    /// Every phone sends `logout_all` at `release_ns` (shared clock), all at once.
+    Logout { release_ns: u64 },
     /// Report results and exit.
     Finish,
 }
@@ -132,6 +134,9 @@ pub struct WorkerResult {
     pub failure_samples: Vec<String>,
     /// Histograms (µs), V2-serialized, base64.
     pub histograms: BTreeMap<String, String>,
+    /// Each phone's `logout_all`: [written, `ok` received], shared clock ns.
+    #[serde(default)]
+    pub logout_intervals: Vec<[u64; 2]>,
 }
 
 /// Every histogram records microseconds from 1 µs to one hour at 3 significant digits.

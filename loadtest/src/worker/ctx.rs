@@ -28,9 +28,10 @@ pub enum H {
     LogoutOk,
     LogoutLastClose,
     SendLag,
+    LogoutWritten,
 }
 
-pub const HIST_NAMES: [&str; 10] = [
+pub const HIST_NAMES: [&str; 11] = [
     "connect",
     "pair",
     "relay_web_to_phone",
@@ -41,6 +42,7 @@ pub const HIST_NAMES: [&str; 10] = [
     "logout_all_ok",
     "logout_all_last_close",
     "send_lag",
+    "logout_all_written",
 ];
 
 /// Samples a socket collects before taking the shared histogram lock once.
@@ -73,7 +75,12 @@ pub enum PhaseKind {
     Relay(Window),
     StopRelay,
     Churn(usize),
-    Logout,
+    /// Sockets check in, parked, before the release.
+    LogoutReady,
+    /// Phones send `logout_all` at this instant ([`crate::clock`] ns).
+    Logout {
+        release_ns: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -146,7 +153,9 @@ pub struct Ctx {
     pub errors: Mutex<BTreeMap<String, u64>>,
     pub failures: Mutex<(BTreeMap<String, u64>, Vec<String>)>,
     pub phase: watch::Sender<Phase>,
-    /// Bounds handshakes in progress (pairing, resume, logout_all).
+    /// (written, `ok` received) of each phone's `logout_all`.
+    pub logout_intervals: Mutex<Vec<[u64; 2]>>,
+    /// Bounds handshakes in progress (pairing, resume; not logout_all).
     pub handshakes: Semaphore,
     pub sync: Mutex<Sync>,
     pub sync_changed: Notify,
@@ -350,6 +359,7 @@ pub fn new_ctx(cfg: WorkerConfig) -> anyhow::Result<Ctx> {
         hists: Mutex::new(HIST_NAMES.iter().map(|_| new_histogram()).collect()),
         errors: Mutex::default(),
         failures: Mutex::default(),
+        logout_intervals: Mutex::default(),
         phase,
         sync: Mutex::new(Sync {
             seq: 0,

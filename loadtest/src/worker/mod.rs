@@ -122,8 +122,13 @@ pub fn main() -> anyhow::Result<()> {
                     ctx.set_phase(PhaseKind::Idle);
                     "churn"
                 }
-                Command::Logout => {
-                    ctx.set_phase(PhaseKind::Logout);
+                Command::LogoutReady => {
+                    ctx.set_phase(PhaseKind::LogoutReady);
+                    ctx.all_arrived().await;
+                    "logout_ready"
+                }
+                Command::Logout { release_ns } => {
+                    ctx.set_phase(PhaseKind::Logout { release_ns });
                     ctx.all_arrived().await;
                     teardown_times(&ctx, &accounts);
                     "logout"

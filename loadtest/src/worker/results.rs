@@ -76,5 +76,11 @@ pub fn finish(ctx: &Ctx, accounts: &[Arc<Account>]) -> WorkerResult {
         failures,
         failure_samples,
         histograms,
+        logout_intervals: std::mem::take(
+            &mut *ctx
+                .logout_intervals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ),
     }
 }

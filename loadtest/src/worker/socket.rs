@@ -93,9 +93,15 @@ impl Sock {
                     }
                     self.arrive(p.seq);
                 }
-                PhaseKind::Logout => {
+                PhaseKind::LogoutReady => {
+                    if self.role == Role::Phone {
+                        self.logout_ready()?;
+                    }
+                    self.arrive(p.seq);
+                }
+                PhaseKind::Logout { release_ns } => {
                     match self.role {
-                        Role::Phone => self.logout_phone().await?,
+                        Role::Phone => self.logout_phone(release_ns).await?,
                         Role::Web => self.logout_web().await?,
                     }
                     self.arrive(p.seq);

@@ -1,5 +1,13 @@
-//! The logout_all phase: every phone sends `logout_all`; every web socket
-//! must get `logged_out` and the 4001 close.
+//! The logout_all phase, truly at once: first every socket of every worker
+//! process is connected and parked (`logout_ready`), then the parent names
+//! one release instant on the shared clock and every phone sends
+//! `logout_all` at it (`logout`), with no handshake permit in the way. Each
+//! phone's latency counts from that instant, so load-test lateness is
+//! included. Every web socket must get `logged_out` and the 4001 close.
+//!
+//! To check "at once": `logout_all_written` is how long after the release each
+//! phone's frame went out, and each phone's (written, `ok`) interval goes to
+//! the parent, which computes how many were outstanding at the same time.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,28 +15,42 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pairgate::protocol::ClientFrame;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clock::now_ns;
+use crate::clock::{instant_at, now_ns};
 use crate::worker::ctx::{Account, Ctx, Fail, H, LOGOUT_ID, Res, fail};
 use crate::worker::socket::{In, Sock};
 
 impl Sock {
-    // ---- logout_all ------------------------------------------------------
+    /// `logout_ready`: a phone is ready when its socket is open and idle.
+    pub fn logout_ready(&mut self) -> Res<()> {
+        self.socket().map(drop)
+    }
 
-    pub async fn logout_phone(&mut self) -> Res<()> {
+    /// Keeps reading until the shared release instant, then sends
+    /// `logout_all` and waits for its `ok`.
+    pub async fn logout_phone(&mut self, release_ns: u64) -> Res<()> {
         let ctx = self.ctx.clone();
-        let _permit = ctx.handshakes.acquire().await.map_err(fail("internal"))?;
-        let wait = Duration::from_millis(ctx.cfg.timeout_ms);
-        let t0 = now_ns();
-        self.acct.logout_sent_ns.store(t0, Relaxed);
+        let release = instant_at(release_ns);
+        loop {
+            let ws = self.socket()?;
+            tokio::select! {
+                biased;
+                _ = sleep_until(release) => break,
+                msg = ws.next() => self.on_message(msg, None)?,
+            }
+        }
+        // Before the frame goes out: the web sockets judge their 4001 by it.
+        self.acct.logout_sent_ns.store(release_ns, Relaxed);
         let frame = ClientFrame::LogoutAll.to_text(Some(LOGOUT_ID));
         self.socket()?
             .send(Message::text(frame))
             .await
             .map_err(fail("logout_send"))?;
-        let deadline = Instant::now() + wait;
+        let written = now_ns();
+        ctx.record(H::LogoutWritten, written.saturating_sub(release_ns) / 1000);
+        let deadline = release + Duration::from_millis(ctx.cfg.timeout_ms);
         loop {
             let ws = self.socket()?;
             let msg = timeout(
@@ -50,7 +72,11 @@ impl Sock {
                 Some(r) if r.id == Some(LOGOUT_ID) && r.kind == "ok" => {
                     let t1 = now_ns();
                     self.acct.logout_ok_ns.store(t1, Relaxed);
-                    ctx.record(H::LogoutOk, (t1 - t0) / 1000);
+                    ctx.record(H::LogoutOk, t1.saturating_sub(release_ns) / 1000);
+                    ctx.logout_intervals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push([written, t1]);
                     ctx.c.logout_ok.fetch_add(1, Relaxed);
                     let webs = self.acct.webs.load(Relaxed) as u64;
                     if r.closed != Some(webs) {
@@ -141,7 +167,7 @@ impl Sock {
     }
 }
 
-/// After `logout_all`: per account, request → last web socket's 4001 close.
+/// After `logout_all`: per account, release → last web socket's 4001 close.
 pub fn teardown_times(ctx: &Ctx, accounts: &[Arc<Account>]) {
     for a in accounts {
         let webs = a.webs.load(Relaxed) as u64;
