@@ -140,6 +140,21 @@ pub struct Opts {
     /// Extra argument for the spawned gateway's `serve` (repeatable).
     #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// Soak: run the whole plan (pair, relay, churn, logout of one session,
+    /// logout_all) in cycles until this much time has passed, sampling the
+    /// gateway's RSS; fail on a rising slope (--max-rss-slope).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub soak: Option<Duration>,
+    /// Soak: how often to sample the gateway's RSS.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub rss_every: Duration,
+    /// Soak: fail when the least-squares slope of the gateway's RSS over the
+    /// second half of the soak exceeds this, in KiB per minute.
+    #[arg(long, value_name = "KIB_PER_MIN", default_value_t = 256.0)]
+    pub max_rss_slope: f64,
+    /// Soak: write the RSS samples here (CSV: seconds,rss_kib).
+    #[arg(long, value_name = "FILE")]
+    pub rss_csv: Option<PathBuf>,
     /// Write the full report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -189,15 +189,18 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
         threads_per_process: opts.threads,
         source_ips: source_ips.len(),
         pin_accounts,
+        cycles: 1,
     };
 
-    let bars = Bars::new(opts.quiet);
+    let soak = opts.soak.filter(|d| !d.is_zero());
+    // A soak runs hundreds of cycles: no bars, one line per cycle instead.
+    let bars = Bars::new(opts.quiet || soak.is_some());
     let mut workers = Workers::spawn(configs).await?;
     let mut gw = GatewayReport {
         pids: gateway_pids.clone(),
         ..Default::default()
     };
-    let mut phases = Vec::new();
+    let mut phases: Vec<PhaseReport> = Vec::new();
     let mut crashed = Vec::new();
     let before = gateway::sample_all(&gateway_pids);
     gw.rss_before_connect_bytes = before.rss_bytes;
@@ -224,6 +227,9 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
                 (webs * opts.churn_rounds) as u64,
             ));
         }
+        if soak.is_some() && webs > 0 {
+            plan.push(("logout_one", Command::LogoutOne, opts.phones as u64));
+        }
         // Every phone parked first, then all released at one instant.
         plan.push(("logout_ready", Command::LogoutReady, opts.phones as u64));
         plan.push((
@@ -233,46 +239,81 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
         ));
         plan
     };
-    for (name, mut cmd, len) in plan {
-        if let Command::Relay {
-            start_ns,
-            warm_ns,
-            end_ns,
-        } = &mut cmd
-        {
-            // Every process starts, leaves warm-up and stops at the same wall-clock instants.
-            *start_ns = now_ns() + 300_000_000;
-            *warm_ns = *start_ns + opts.warmup.as_nanos() as u64;
-            *end_ns = *warm_ns + opts.duration.as_nanos() as u64;
-        }
-        if let Command::Logout { release_ns } = &mut cmd {
-            // Far enough ahead that every worker has the command and every
-            // phone sleeps on its timer when the instant comes.
-            *release_ns = now_ns() + LOGOUT_RELEASE_AHEAD_NS;
-        }
-        let g0 = gateway::sample_all(&gateway_pids);
-        let l0 = gateway::sample_all(&workers.pids);
-        let t0 = Instant::now();
-        let bar = bars.phase(name, len, opts);
-        let outcome = workers.phase(&cmd, name, &bar, opts).await;
-        bar.finish();
-        let wall = t0.elapsed().as_secs_f64();
-        let g1 = gateway::sample_all(&gateway_pids);
-        let l1 = gateway::sample_all(&workers.pids);
-        phases.push(phase_report(name, wall, g0, g1, l0, l1));
-        if name == "connect" {
-            gw.rss_after_connect_bytes = g1.rss_bytes;
-            sockets_held = workers.sum().sockets_open;
-            if sockets_held > 0 && !gateway_pids.is_empty() {
-                gw.rss_per_socket_bytes =
-                    Some((g1.rss_bytes as f64 - before.rss_bytes as f64) / sockets_held as f64);
+    let started = Instant::now();
+    let sampler = soak.map(|_| RssSampler::start(gateway_pids.clone(), opts.rss_every));
+    let mut cycles = 0;
+    'cycles: loop {
+        for (name, cmd, len) in &plan {
+            let mut cmd = cmd.clone();
+            if let Command::Relay {
+                start_ns,
+                warm_ns,
+                end_ns,
+            } = &mut cmd
+            {
+                // Every process starts, leaves warm-up and stops at the same instants.
+                *start_ns = now_ns() + 300_000_000;
+                *warm_ns = *start_ns + opts.warmup.as_nanos() as u64;
+                *end_ns = *warm_ns + opts.duration.as_nanos() as u64;
+            }
+            if let Command::Logout { release_ns } = &mut cmd {
+                // Far enough ahead that every worker has the command and every
+                // phone sleeps on its timer when the instant comes.
+                *release_ns = now_ns() + LOGOUT_RELEASE_AHEAD_NS;
+            }
+            let g0 = gateway::sample_all(&gateway_pids);
+            let l0 = gateway::sample_all(&workers.pids);
+            let t0 = Instant::now();
+            let bar = bars.phase(name, *len, opts);
+            let outcome = workers.phase(&cmd, name, &bar, opts).await;
+            bar.finish();
+            let wall = t0.elapsed().as_secs_f64();
+            let g1 = gateway::sample_all(&gateway_pids);
+            let l1 = gateway::sample_all(&workers.pids);
+            let report = phase_report(name, wall, g0, g1, l0, l1);
+            // A soak's cycles add up per phase.
+            match phases.iter_mut().find(|p| p.name == *name) {
+                Some(p) => p.add(&report),
+                None => phases.push(report),
+            }
+            if *name == "connect" && cycles == 0 {
+                gw.rss_after_connect_bytes = g1.rss_bytes;
+                sockets_held = workers.sum().sockets_open;
+                if sockets_held > 0 && !gateway_pids.is_empty() {
+                    gw.rss_per_socket_bytes =
+                        Some((g1.rss_bytes as f64 - before.rss_bytes as f64) / sockets_held as f64);
+                }
+            }
+            if let Err(e) = outcome {
+                crashed.push(format!("cycle {cycles}, phase {name}: {e:#}"));
+                break 'cycles;
             }
         }
-        if let Err(e) = outcome {
-            crashed.push(format!("phase {name}: {e:#}"));
+        cycles += 1;
+        let Some(soak) = soak else { break };
+        if !opts.quiet {
+            let p = workers.sum();
+            eprintln!(
+                "soak: cycle {cycles} done at {:.0} s of {:.0} s; gateway RSS {:.1} MiB; failures {}",
+                started.elapsed().as_secs_f64(),
+                soak.as_secs_f64(),
+                gateway::sample_all(&gateway_pids).rss_bytes as f64 / 1_048_576.0,
+                p.failures
+            );
+        }
+        if started.elapsed() >= soak {
             break;
         }
     }
+    let soak_report = match sampler {
+        Some(s) => Some(report::soak(
+            s.stop(),
+            cycles,
+            opts.max_rss_slope,
+            opts.rss_csv.as_deref(),
+        )?),
+        None => None,
+    };
     let mut merged = Merged::default();
     if crashed.is_empty() {
         match workers.finish().await {
@@ -294,13 +335,23 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
     workers.reap().await;
     drop(bars);
 
-    let problems = report::problems(&merged, &run, opts.allow_errors, &crashed);
+    let mut run = run;
+    run.cycles = cycles;
+    let mut problems = report::problems(&merged, &run, opts.allow_errors, &crashed);
+    if let Some(soak) = &soak_report {
+        problems.extend(soak.problem.clone());
+    }
     let report = Report {
         ok: problems.is_empty(),
         problems,
-        throughput: report::throughput(&merged, opts.duration.as_secs_f64(), opts.rate),
+        throughput: report::throughput(
+            &merged,
+            opts.duration.as_secs_f64() * cycles as f64,
+            opts.rate,
+        ),
         latency_ms: report::latencies(&merged),
         logout_all: report::logout_all(&merged),
+        soak: soak_report,
         run,
         phases,
         gateway: gw,
@@ -392,6 +443,52 @@ fn find_gateways(urls: &[String]) -> Vec<u32> {
         }
     }
     pids
+}
+
+// ---- the soak's RSS samples ----------------------------------------------------
+
+/// Samples the gateway's RSS (summed over its nodes) every `every`, from
+/// the soak's start, on the parent's runtime.
+struct RssSampler {
+    task: tokio::task::JoinHandle<()>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(f64, u64)>>>,
+    pids: Vec<u32>,
+    started: Instant,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (out, p) = (samples.clone(), pids.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                tick.tick().await;
+                let rss = gateway::sample_all(&p).rss_bytes;
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((started.elapsed().as_secs_f64(), rss / 1024));
+            }
+        });
+        RssSampler {
+            task,
+            samples,
+            pids,
+            started,
+        }
+    }
+
+    /// (seconds since the start, RSS KiB), with one last sample now.
+    fn stop(self) -> Vec<(f64, u64)> {
+        self.task.abort();
+        let mut s = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
+        s.push((
+            self.started.elapsed().as_secs_f64(),
+            gateway::sample_all(&self.pids).rss_bytes / 1024,
+        ));
+        s
+    }
 }
 
 // ---- worker processes --------------------------------------------------------

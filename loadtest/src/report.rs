@@ -59,7 +59,7 @@ impl Merged {
     }
 }
 
-/// One phase's cost.
+/// One phase's cost (a soak's cycles summed).
 #[derive(Serialize, Clone, Debug)]
 pub struct PhaseReport {
     pub name: String,
@@ -70,6 +70,19 @@ pub struct PhaseReport {
     pub loadgen_cpu_secs: f64,
     pub loadgen_cpu_pct: f64,
     pub gateway_rss_bytes_after: u64,
+}
+
+impl PhaseReport {
+    /// Adds another run of the same phase (the next soak cycle).
+    pub fn add(&mut self, o: &PhaseReport) {
+        self.wall_secs += o.wall_secs;
+        self.gateway_cpu_secs += o.gateway_cpu_secs;
+        self.loadgen_cpu_secs += o.loadgen_cpu_secs;
+        let pct = |secs: f64, wall: f64| if wall > 0.0 { secs / wall * 100.0 } else { 0.0 };
+        self.gateway_cpu_pct = pct(self.gateway_cpu_secs, self.wall_secs);
+        self.loadgen_cpu_pct = pct(self.loadgen_cpu_secs, self.wall_secs);
+        self.gateway_rss_bytes_after = o.gateway_rss_bytes_after;
+    }
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -101,6 +114,8 @@ pub struct RunInfo {
     pub threads_per_process: usize,
     pub source_ips: usize,
     pub pin_accounts: bool,
+    /// Times the whole plan ran (1, or a soak's cycles).
+    pub cycles: usize,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -130,6 +145,78 @@ pub struct Throughput {
     pub phone_to_web_received_per_sec: f64,
 }
 
+/// The soak's memory verdict.
+#[derive(Serialize, Clone, Debug)]
+pub struct SoakReport {
+    pub cycles: usize,
+    /// (seconds since the soak began, gateway RSS in KiB).
+    pub rss_kib: Vec<(f64, u64)>,
+    /// Least-squares slope of RSS over the second half of the samples.
+    pub slope_kib_per_min: Option<f64>,
+    pub max_slope_kib_per_min: f64,
+    /// Why the soak failed, if it did.
+    pub problem: Option<String>,
+}
+
+/// The soak's verdict: a least-squares line through the RSS samples taken
+/// in the second half of the soak (the first half lets caches and the
+/// allocator settle); a slope above `max_slope` KiB/min fails the run.
+pub fn soak(
+    rss_kib: Vec<(f64, u64)>,
+    cycles: usize,
+    max_slope: f64,
+    csv: Option<&Path>,
+) -> anyhow::Result<SoakReport> {
+    if let Some(path) = csv {
+        let mut text = String::from("seconds,rss_kib\n");
+        for (t, kib) in &rss_kib {
+            let _ = writeln!(text, "{t:.1},{kib}");
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let end = rss_kib.last().map_or(0.0, |s| s.0);
+    let half: Vec<(f64, f64)> = rss_kib
+        .iter()
+        .filter(|s| s.0 >= end / 2.0 && s.1 > 0)
+        .map(|s| (s.0, s.1 as f64))
+        .collect();
+    let slope = least_squares_slope(&half).map(|per_sec| per_sec * 60.0);
+    let problem = match slope {
+        None if rss_kib.iter().all(|s| s.1 == 0) => {
+            Some("soak: no gateway RSS samples (give --gateway-pid)".to_owned())
+        }
+        None => Some(format!(
+            "soak: {} RSS samples in the second half, at least 3 needed (a longer --soak or a shorter --rss-every)",
+            half.len()
+        )),
+        Some(s) if s > max_slope => Some(format!(
+            "soak: gateway RSS rising {s:.1} KiB/min over the second half (limit {max_slope} KiB/min, --max-rss-slope)"
+        )),
+        Some(_) => None,
+    };
+    Ok(SoakReport {
+        cycles,
+        rss_kib,
+        slope_kib_per_min: slope,
+        max_slope_kib_per_min: max_slope,
+        problem,
+    })
+}
+
+/// Slope of the least-squares line through `points` (x, y); `None` for
+/// fewer than 3 points or no spread in x.
+pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// How simultaneous the `logout_all` phase really was.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct LogoutAllReport {
@@ -140,7 +227,8 @@ pub struct LogoutAllReport {
     pub max_outstanding: usize,
     /// From the shared release instant to the last phone's frame written.
     pub last_written_after_release_ms: f64,
-    /// From the first phone's frame written to the last one's.
+    /// From the first phone's frame written to the last one's (in a soak,
+    /// the widest such spread of any cycle is at most this).
     pub written_spread_ms: f64,
 }
 
@@ -157,6 +245,8 @@ pub struct Report {
     /// Milliseconds.
     pub latency_ms: BTreeMap<String, Latency>,
     pub logout_all: LogoutAllReport,
+    /// `--soak`: the gateway's RSS over time and its slope.
+    pub soak: Option<SoakReport>,
     pub totals: Progress,
     pub counts: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -216,7 +306,7 @@ pub fn problems(m: &Merged, run: &RunInfo, allow_errors: bool, crashed: &[String
     );
     check(m.count("out_of_order"), "messages out of order");
     let t = &m.totals;
-    let phones = run.phones as u64;
+    let phones = (run.phones * run.cycles.max(1)) as u64;
     let webs = phones * run.webs_per_phone as u64;
     check(
         phones.saturating_sub(t.phones_ready),
@@ -280,18 +370,12 @@ pub fn logout_all(m: &Merged) -> LogoutAllReport {
     if iv.is_empty() {
         return LogoutAllReport::default();
     }
+    let written = m.hists.get("logout_all_written");
     LogoutAllReport {
         phones: iv.len(),
         max_outstanding: max_overlap(iv),
-        last_written_after_release_ms: m
-            .hists
-            .get("logout_all_written")
-            .map_or(0.0, |h| ms(h.max())),
-        written_spread_ms: {
-            let first = iv.iter().map(|i| i[0]).min().unwrap_or(0);
-            let last = iv.iter().map(|i| i[0]).max().unwrap_or(0);
-            (last - first) as f64 / 1e6
-        },
+        last_written_after_release_ms: written.map_or(0.0, |h| ms(h.max())),
+        written_spread_ms: written.map_or(0.0, |h| ms(h.max() - h.min())),
     }
 }
 
@@ -436,11 +520,30 @@ pub fn table(r: &Report) -> String {
     if la.phones > 0 {
         let _ = writeln!(
             s,
-            "logout_all at once: {} phones released at one instant; frames written {:.3}..{:.3} ms after it; at most {} outstanding at the same time",
-            la.phones,
+            "logout_all at once: {} phones released at one instant{}; frames written {:.3}..{:.3} ms after it; at most {} outstanding at the same time",
+            la.phones / r.run.cycles.max(1),
+            if r.run.cycles > 1 {
+                format!(" (x {} cycles)", r.run.cycles)
+            } else {
+                String::new()
+            },
             la.last_written_after_release_ms - la.written_spread_ms,
             la.last_written_after_release_ms,
             la.max_outstanding
+        );
+    }
+    if let Some(soak) = &r.soak {
+        let first = soak.rss_kib.first().map_or(0, |s| s.1);
+        let last = soak.rss_kib.last().map_or(0, |s| s.1);
+        let _ = writeln!(
+            s,
+            "soak: {} cycles (pair, relay, resume, logout one, logout_all) over {:.0} s; {} RSS samples, first {first} KiB, last {last} KiB; slope over the second half {} (limit {} KiB/min)",
+            soak.cycles,
+            soak.rss_kib.last().map_or(0.0, |s| s.0),
+            soak.rss_kib.len(),
+            soak.slope_kib_per_min
+                .map_or("unknown".to_owned(), |v| format!("{v:+.1} KiB/min")),
+            soak.max_slope_kib_per_min
         );
     }
     let tt = &r.totals;
@@ -457,8 +560,13 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "resumed {}; logout_all ok {} of {} phones, {} web sockets got logged_out + 4001",
-        tt.resumed, tt.logout_ok, tt.phones_ready, tt.logged_out_webs
+        "paired {}; resumed {}; logout (one session) ok {}; logout_all ok {} of {} phones; {} web sockets got logged_out + 4001",
+        tt.webs_paired,
+        tt.resumed,
+        tt.logout_one_ok,
+        tt.logout_ok,
+        tt.phones_ready,
+        tt.logged_out_webs
     );
     let _ = writeln!(
         s,
@@ -577,6 +685,24 @@ mod tests {
         assert_eq!(percentile_label(1.0), "0%");
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+
+    #[test]
+    fn slope_and_verdict() {
+        assert_eq!(least_squares_slope(&[(0.0, 1.0), (1.0, 2.0)]), None);
+        let s = least_squares_slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
+        assert!((s - 2.0).abs() < 1e-9);
+        // 1 KiB/s rising = 60 KiB/min: fails at 10, passes at 100.
+        let rising: Vec<(f64, u64)> = (0..20).map(|i| (i as f64, 1000 + i)).collect();
+        let r = soak(rising.clone(), 1, 10.0, None).unwrap();
+        assert!((r.slope_kib_per_min.unwrap() - 60.0).abs() < 1e-6);
+        assert!(r.problem.is_some());
+        assert!(soak(rising, 1, 100.0, None).unwrap().problem.is_none());
+        // Flat in the second half passes, whatever the first half did.
+        let settles: Vec<(f64, u64)> = (0..20)
+            .map(|i| (i as f64, if i < 10 { 500 + 50 * i } else { 2000 }))
+            .collect();
+        assert!(soak(settles, 1, 1.0, None).unwrap().problem.is_none());
     }
 
     #[test]

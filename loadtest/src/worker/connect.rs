@@ -2,7 +2,7 @@
 //! through the QR handshake; each socket is then handed to its own task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use pairgate::client::{Client, Socket};
@@ -20,15 +20,7 @@ pub async fn connect_all(ctx: &Arc<Ctx>) -> Vec<Arc<Account>> {
             Arc::new(Account {
                 index,
                 name: format!("{}-{index}", ctx.cfg.run_id),
-                webs: AtomicUsize::new(0),
-                web_acked: AtomicU64::new(0),
-                phone_got: AtomicU64::new(0),
-                phone_delivered: AtomicU64::new(0),
-                webs_got: AtomicU64::new(0),
-                logout_sent_ns: AtomicU64::new(0),
-                logout_ok_ns: AtomicU64::new(0),
-                last_close_ns: AtomicU64::new(0),
-                webs_closed: AtomicU64::new(0),
+                ..Account::default()
             })
         })
         .collect();
@@ -121,7 +113,11 @@ pub async fn pair_web(
             let linked = web.expect("linked").await;
             (linked, now_ns())
         });
-        confirmed.map_err(refused("link_confirm"))?;
+        let session = confirmed.map_err(refused("link_confirm"))?;
+        if j == 0 {
+            *acct.first_session.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(session.session_id);
+        }
         let (linked, t1) = linked;
         let linked = linked.map_err(refused("linked"))?;
         let status = web

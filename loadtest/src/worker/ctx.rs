@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -29,9 +29,10 @@ pub enum H {
     LogoutLastClose,
     SendLag,
     LogoutWritten,
+    LogoutOneOk,
 }
 
-pub const HIST_NAMES: [&str; 11] = [
+pub const HIST_NAMES: [&str; 12] = [
     "connect",
     "pair",
     "relay_web_to_phone",
@@ -43,10 +44,13 @@ pub const HIST_NAMES: [&str; 11] = [
     "logout_all_last_close",
     "send_lag",
     "logout_all_written",
+    "logout_ok",
 ];
 
 /// Samples a socket collects before taking the shared histogram lock once.
 pub const SAMPLE_BATCH: usize = 256;
+/// The id of the phone's `logout` of one session.
+pub const LOGOUT_ONE_ID: &str = "l1";
 /// The id of the phone's `logout_all`.
 pub const LOGOUT_ID: &str = "lo";
 
@@ -75,6 +79,8 @@ pub enum PhaseKind {
     Relay(Window),
     StopRelay,
     Churn(usize),
+    /// Each phone ends web 0's session with `logout` (the soak).
+    LogoutOne,
     /// Sockets check in, parked, before the release.
     LogoutReady,
     /// Phones send `logout_all` at this instant ([`crate::clock`] ns).
@@ -106,6 +112,7 @@ pub struct Counters {
     pub recv_web: AtomicU64,
     pub resumed: AtomicU64,
     pub logout_ok: AtomicU64,
+    pub logout_one_ok: AtomicU64,
     pub logged_out_webs: AtomicU64,
     pub failures: AtomicU64,
     pub errors: AtomicU64,
@@ -125,6 +132,7 @@ pub struct Counters {
 }
 
 /// One account's phone and web clients, and the numbers its checks compare.
+#[derive(Default)]
 pub struct Account {
     pub index: usize,
     pub name: String,
@@ -137,6 +145,10 @@ pub struct Account {
     pub logout_ok_ns: AtomicU64,
     pub last_close_ns: AtomicU64,
     pub webs_closed: AtomicU64,
+    /// Web client 0's session, which the soak's single `logout` ends.
+    pub first_session: Mutex<Option<String>>,
+    /// The phone sent that `logout` (web 0 then expects its 4001).
+    pub logout_one_sent: AtomicBool,
 }
 
 pub struct Sync {
@@ -337,6 +349,7 @@ impl Ctx {
             recv_web: g(&c.recv_web),
             resumed: g(&c.resumed),
             logout_ok: g(&c.logout_ok),
+            logout_one_ok: g(&c.logout_one_ok),
             logged_out_webs: g(&c.logged_out_webs),
             failures: g(&c.failures),
             errors: g(&c.errors),

@@ -92,11 +92,15 @@ pub fn main() -> anyhow::Result<()> {
         let writer = tokio::spawn(write_events(ev_rx));
         let ctx = Arc::new(new_ctx(cfg)?);
         let progress = tokio::spawn(report_progress(ctx.clone(), ev_tx.clone()));
+        // This cycle's accounts, and every cycle's (a soak connects again
+        // and again; the loss checks cover them all).
         let mut accounts: Vec<Arc<Account>> = Vec::new();
+        let mut all_accounts: Vec<Arc<Account>> = Vec::new();
         while let Some(cmd) = cmd_rx.recv().await {
             let phase = match cmd {
                 Command::Connect => {
                     accounts = connect_all(&ctx).await;
+                    all_accounts.extend(accounts.iter().cloned());
                     "connect"
                 }
                 Command::Relay {
@@ -122,6 +126,12 @@ pub fn main() -> anyhow::Result<()> {
                     ctx.set_phase(PhaseKind::Idle);
                     "churn"
                 }
+                Command::LogoutOne => {
+                    ctx.set_phase(PhaseKind::LogoutOne);
+                    ctx.all_arrived().await;
+                    ctx.set_phase(PhaseKind::Idle);
+                    "logout_one"
+                }
                 Command::LogoutReady => {
                     ctx.set_phase(PhaseKind::LogoutReady);
                     ctx.all_arrived().await;
@@ -130,12 +140,15 @@ pub fn main() -> anyhow::Result<()> {
                 Command::Logout { release_ns } => {
                     ctx.set_phase(PhaseKind::Logout { release_ns });
                     ctx.all_arrived().await;
+                    // A soak's next cycle spawns new socket tasks: they must
+                    // not start in this phase.
+                    ctx.set_phase(PhaseKind::Idle);
                     teardown_times(&ctx, &accounts);
                     "logout"
                 }
                 Command::Finish => {
                     progress.abort();
-                    let result = finish(&ctx, &accounts);
+                    let result = finish(&ctx, &all_accounts);
                     let _ = ev_tx.send(Event::Result(Box::new(result))).await;
                     break;
                 }

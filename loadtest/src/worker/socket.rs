@@ -93,6 +93,18 @@ impl Sock {
                     }
                     self.arrive(p.seq);
                 }
+                PhaseKind::LogoutOne => {
+                    match self.role {
+                        Role::Phone => self.logout_one_phone().await?,
+                        Role::Web if self.web_index == 0 => {
+                            self.logout_one_web().await?;
+                            self.arrive(p.seq);
+                            return Ok(());
+                        }
+                        Role::Web => {}
+                    }
+                    self.arrive(p.seq);
+                }
                 PhaseKind::LogoutReady => {
                     if self.role == Role::Phone {
                         self.logout_ready()?;
@@ -163,7 +175,8 @@ impl Sock {
                 // Judged by what the socket saw, not by the phase this task
                 // has noticed: the wake-up for a phase change and the frames
                 // of that phase race (tokio may even defer the former).
-                let logout_sent = self.acct.logout_sent_ns.load(Relaxed) != 0;
+                let logout_sent =
+                    self.acct.logout_sent_ns.load(Relaxed) != 0 || self.is_logged_out_alone();
                 if self.role == Role::Web && code == Some(4001) && self.logged_out && logout_sent {
                     self.on_logout_close();
                     return Ok(());
@@ -289,7 +302,12 @@ impl Sock {
             }
             "logged_out" => {
                 self.logged_out = true;
-                if f.reason != Some("phone_logout_all") {
+                let expected = if self.is_logged_out_alone() {
+                    "phone_logout"
+                } else {
+                    "phone_logout_all"
+                };
+                if f.reason != Some(expected) {
                     self.ctx.record_error("logged_out_wrong_reason");
                 }
             }

@@ -51,55 +51,26 @@ impl Sock {
         let written = now_ns();
         ctx.record(H::LogoutWritten, written.saturating_sub(release_ns) / 1000);
         let deadline = release + Duration::from_millis(ctx.cfg.timeout_ms);
-        loop {
-            let ws = self.socket()?;
-            let msg = timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                ws.next(),
-            )
-            .await
-            .map_err(|_| Fail {
-                kind: "logout_no_ok",
-                msg: "no reply to logout_all".into(),
-                code: None,
-            })?;
-            let Some(Ok(Message::Text(text))) = &msg else {
-                self.on_message(msg, None)?;
-                continue;
-            };
-            let reply = serde_json::from_str::<In>(text.as_str()).ok();
-            match reply {
-                Some(r) if r.id == Some(LOGOUT_ID) && r.kind == "ok" => {
-                    let t1 = now_ns();
-                    self.acct.logout_ok_ns.store(t1, Relaxed);
-                    ctx.record(H::LogoutOk, t1.saturating_sub(release_ns) / 1000);
-                    ctx.logout_intervals
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push([written, t1]);
-                    ctx.c.logout_ok.fetch_add(1, Relaxed);
-                    let webs = self.acct.webs.load(Relaxed) as u64;
-                    if r.closed != Some(webs) {
-                        ctx.record_failure(
-                            "logout_closed_mismatch",
-                            format!(
-                                "{}: ok.closed {:?}, {webs} sessions linked",
-                                self.acct.name, r.closed
-                            ),
-                        );
-                    }
-                    break;
-                }
-                Some(r) if r.id == Some(LOGOUT_ID) => {
-                    ctx.record_error(r.code.unwrap_or("unknown"));
-                    return Err(Fail {
-                        kind: "logout_refused",
-                        msg: text.to_string(),
-                        code: None,
-                    });
-                }
-                _ => self.on_text(text.as_str(), None),
-            }
+        let closed = self
+            .await_reply(LOGOUT_ID, deadline, "logout_no_ok", "logout_refused")
+            .await?;
+        let t1 = now_ns();
+        self.acct.logout_ok_ns.store(t1, Relaxed);
+        ctx.record(H::LogoutOk, t1.saturating_sub(release_ns) / 1000);
+        ctx.logout_intervals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push([written, t1]);
+        ctx.c.logout_ok.fetch_add(1, Relaxed);
+        let webs = self.acct.webs.load(Relaxed) as u64;
+        if closed != Some(webs) {
+            ctx.record_failure(
+                "logout_closed_mismatch",
+                format!(
+                    "{}: ok.closed {closed:?}, {webs} sessions linked",
+                    self.acct.name
+                ),
+            );
         }
         // The phone leaves too, so the run ends with nothing open.
         if let Some(mut ws) = self.ws.take() {
@@ -111,6 +82,46 @@ impl Sock {
             ctx.socket_closed();
         }
         Ok(())
+    }
+
+    /// Reads until the reply to the phone's request `id`: its `closed` when
+    /// `ok`; a failure of kind `silent` at the deadline, `refused` on `error`.
+    pub async fn await_reply(
+        &mut self,
+        id: &str,
+        deadline: Instant,
+        silent: &'static str,
+        refused: &'static str,
+    ) -> Res<Option<u64>> {
+        loop {
+            let ws = self.socket()?;
+            let msg = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                ws.next(),
+            )
+            .await
+            .map_err(|_| Fail {
+                kind: silent,
+                msg: format!("no reply to {id}"),
+                code: None,
+            })?;
+            let Some(Ok(Message::Text(text))) = &msg else {
+                self.on_message(msg, None)?;
+                continue;
+            };
+            match serde_json::from_str::<In>(text.as_str()).ok() {
+                Some(r) if r.id == Some(id) && r.kind == "ok" => return Ok(r.closed),
+                Some(r) if r.id == Some(id) => {
+                    self.ctx.record_error(r.code.unwrap_or("unknown"));
+                    return Err(Fail {
+                        kind: refused,
+                        msg: text.to_string(),
+                        code: None,
+                    });
+                }
+                _ => self.on_text(text.as_str(), None),
+            }
+        }
     }
 
     /// Waits for `logged_out` and the 4001 close. The deadline counts from the
@@ -149,9 +160,13 @@ impl Sock {
     /// The 4001 close after `logged_out`: the end of this web socket.
     pub fn on_logout_close(&mut self) {
         self.logout_closed = true;
+        self.ctx.c.logged_out_webs.fetch_add(1, Relaxed);
+        if self.is_logged_out_alone() {
+            // The soak's single `logout`: not part of the logout_all teardown.
+            return;
+        }
         self.acct.last_close_ns.fetch_max(now_ns(), Relaxed);
         self.acct.webs_closed.fetch_add(1, Relaxed);
-        self.ctx.c.logged_out_webs.fetch_add(1, Relaxed);
     }
 
     /// tungstenite queued the reply to the close; let it go out, and the
