@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[command(
     name = "loadtest",
     about = "Load test for pairgate: phones and web clients through the real QR handshake, \
-             relay in both directions, reconnect churn, then logout_all",
+             relay in both directions, reconnect churn, then logout_all from every phone at \
+             once (--soak: in cycles, failing on a rising gateway RSS)",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -80,7 +81,8 @@ pub struct Opts {
     /// Size of each relayed message body, in bytes (at least ~48).
     #[arg(long, default_value_t = 100)]
     pub msg_size: usize,
-    /// Total sends per second over all sending sockets; 0 = flat out.
+    /// Total sends per second over all sending sockets, on a schedule
+    /// (latency counts from each send's scheduled time); 0 = flat out.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Sends awaiting their ack per socket (the window when flat out, a cap
@@ -109,7 +111,8 @@ pub struct Opts {
     /// Runtime threads per worker process.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Handshakes (pairing, resume, logout_all) in progress at once per worker.
+    /// Handshakes (pairing, resume) in progress at once per worker
+    /// (logout_all is never held back: every phone sends it at one instant).
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
     /// Longest wait for any single reply during the handshakes.
