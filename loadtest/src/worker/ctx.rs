@@ -12,6 +12,7 @@ use pairgate::client::{ClientError, ConnectOptions};
 use pairgate::tokens::Tokens;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use super::timer::PreciseTimer;
 use crate::wire::{Progress, WorkerConfig, new_histogram};
 
 /// Histograms a worker keeps; names are the report's keys.
@@ -171,6 +172,8 @@ pub struct Ctx {
     pub handshakes: Semaphore,
     pub sync: Mutex<Sync>,
     pub sync_changed: Notify,
+    /// Wakes scheduled sends (`--rate`) on time.
+    pub timer: PreciseTimer,
     /// Body padding, built once.
     pub pad: String,
 }
@@ -365,6 +368,7 @@ pub fn new_ctx(cfg: WorkerConfig) -> anyhow::Result<Ctx> {
     });
     Ok(Ctx {
         tokens: Tokens::new(&cfg.secret),
+        timer: PreciseTimer::start(),
         pad: "x".repeat(cfg.msg_size.saturating_sub(48)),
         handshakes: Semaphore::new(cfg.connect_concurrency.max(1)),
         cfg,

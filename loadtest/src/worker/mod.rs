@@ -12,14 +12,14 @@
 //! account's sockets live in one worker): acks a web client got for its sends
 //! must equal messages its phone received, and the sum of `delivered` in the
 //! phone's acks must equal messages its web clients received.
-
 //!
 //! - [`ctx`]: what a worker's tasks share: counters, histograms, accounts, the
 //!   phase channel and its arrival count.
 //! - [`connect`]: opening sockets: phone auth, web pairing, one task per socket.
 //! - [`socket`]: a socket's task and what it does with each frame.
 //! - [`writer`]: sending during the relay, flat out or on a schedule.
-//! - [`phases`]: relay, churn, logout_all.
+//! - [`timer`]: the precise timer scheduled sends wait on.
+//! - [`phases`]: relay, churn, logout_one (soak), logout_all; one file each.
 //! - [`results`]: the final numbers and the per-account loss checks.
 
 mod connect;
@@ -27,6 +27,7 @@ mod ctx;
 mod phases;
 mod results;
 mod socket;
+mod timer;
 mod writer;
 
 use std::io::BufRead;

@@ -13,9 +13,9 @@
 //!   flush, a busy thread) goes out late, and its lateness counts in every
 //!   latency measured from T: no coordinated omission. Sends that fell so
 //!   far behind that the window closed before they went out are counted
-//!   (`behind_schedule_*`) and shown beside sent/s. How late the load test
-//!   itself sent each frame is the `send_lag` histogram (tokio's timers tick
-//!   in whole milliseconds, so expect up to ~1 ms there even when idle).
+//!   (`behind_schedule_*`) and shown beside sent/s. Sends wait on
+//!   [`super::timer`] (not tokio's millisecond timer); how late the load test
+//!   itself sent each frame is the `send_lag` histogram.
 //! - **Flat out** (closed loop): each socket keeps `--in-flight` sends
 //!   outstanding; T is when the batch went out. Latency is then what the
 //!   queue depth makes it; the figure to read is throughput.
@@ -85,7 +85,7 @@ impl Writer<'_> {
         let mut seq = 0u64;
         let mut batch = Vec::new();
         while next < w.end_ns {
-            sleep_until(instant_at(next)).await;
+            self.ctx.timer.at(next).await;
             // The cap on sends in flight: waiting here makes the send late,
             // and its lateness is measured (its time stays `next`).
             let permit = tokio::select! {
