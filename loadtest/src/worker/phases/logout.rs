@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pairgate::protocol::ClientFrame;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::{instant_at, now_ns};
@@ -33,11 +33,14 @@ impl Sock {
     pub async fn logout_phone(&mut self, release_ns: u64) -> Res<()> {
         let ctx = self.ctx.clone();
         let release = instant_at(release_ns);
+        // The precise timer: tokio's would release up to 1 ms late.
+        let released = ctx.timer.at(release_ns);
+        tokio::pin!(released);
         loop {
             let ws = self.socket()?;
             tokio::select! {
                 biased;
-                _ = sleep_until(release) => break,
+                _ = &mut released => break,
                 msg = ws.next() => self.on_message(msg, None)?,
             }
         }
