@@ -560,10 +560,14 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "paired {}; resumed {}; logout (one session) ok {}; logout_all ok {} of {} phones; {} web sockets got logged_out + 4001",
+        "paired {}; resumed {}; {}logout_all ok {} of {} phones; {} web sockets got logged_out + 4001",
         tt.webs_paired,
         tt.resumed,
-        tt.logout_one_ok,
+        if r.soak.is_some() {
+            format!("logout (one session) ok {}; ", tt.logout_one_ok)
+        } else {
+            String::new()
+        },
         tt.logout_ok,
         tt.phones_ready,
         tt.logged_out_webs
