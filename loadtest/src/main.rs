@@ -9,6 +9,7 @@
 //! - [`wire`]: parent ↔ worker messages (JSON lines; histograms V2 + base64).
 //! - [`gateway`]: spawning the gateway, finding its pid, /proc sampling.
 //! - [`report`]: exact merge, loss checks, table, JSON, SVG.
+//! - [`soak`]: `--soak`: the gateway's RSS over time, its slope, the verdict.
 //! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
 
 mod cli;
@@ -16,6 +17,7 @@ mod clock;
 mod gateway;
 mod parent;
 mod report;
+mod soak;
 mod stalled;
 mod wire;
 mod worker;

@@ -17,6 +17,7 @@ use crate::cli::{Opts, parse_source_ips};
 use crate::clock::now_ns;
 use crate::gateway::{self, ProcSample, Spawned};
 use crate::report::{self, GatewayReport, Merged, PhaseReport, Report, RunInfo};
+use crate::soak;
 use crate::wire::{Command, Event, Progress, WorkerConfig, WorkerResult};
 
 /// Sockets per worker process the default `--processes` aims at: below the
@@ -240,7 +241,7 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
         plan
     };
     let started = Instant::now();
-    let sampler = soak.map(|_| RssSampler::start(gateway_pids.clone(), opts.rss_every));
+    let sampler = soak.map(|_| soak::RssSampler::start(gateway_pids.clone(), opts.rss_every));
     let mut cycles = 0;
     'cycles: loop {
         for (name, cmd, len) in &plan {
@@ -306,7 +307,7 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
         }
     }
     let soak_report = match sampler {
-        Some(s) => Some(report::soak(
+        Some(s) => Some(soak::verdict(
             s.stop(),
             cycles,
             opts.max_rss_slope,
@@ -443,52 +444,6 @@ fn find_gateways(urls: &[String]) -> Vec<u32> {
         }
     }
     pids
-}
-
-// ---- the soak's RSS samples ----------------------------------------------------
-
-/// Samples the gateway's RSS (summed over its nodes) every `every`, from
-/// the soak's start, on the parent's runtime.
-struct RssSampler {
-    task: tokio::task::JoinHandle<()>,
-    samples: std::sync::Arc<std::sync::Mutex<Vec<(f64, u64)>>>,
-    pids: Vec<u32>,
-    started: Instant,
-}
-
-impl RssSampler {
-    fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
-        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let (out, p) = (samples.clone(), pids.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-            loop {
-                tick.tick().await;
-                let rss = gateway::sample_all(&p).rss_bytes;
-                out.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((started.elapsed().as_secs_f64(), rss / 1024));
-            }
-        });
-        RssSampler {
-            task,
-            samples,
-            pids,
-            started,
-        }
-    }
-
-    /// (seconds since the start, RSS KiB), with one last sample now.
-    fn stop(self) -> Vec<(f64, u64)> {
-        self.task.abort();
-        let mut s = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
-        s.push((
-            self.started.elapsed().as_secs_f64(),
-            gateway::sample_all(&self.pids).rss_bytes / 1024,
-        ));
-        s
-    }
 }
 
 // ---- worker processes --------------------------------------------------------
