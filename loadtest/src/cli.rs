@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[command(
     name = "loadtest",
     about = "Load test for pairgate: phones and web clients through the real QR handshake, \
-             relay in both directions, reconnect churn, then logout_all",
+             relay in both directions, reconnect churn, then logout_all from every phone at \
+             once (--soak: in cycles, failing on a rising gateway RSS)",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -80,7 +81,8 @@ pub struct Opts {
     /// Size of each relayed message body, in bytes (at least ~48).
     #[arg(long, default_value_t = 100)]
     pub msg_size: usize,
-    /// Total sends per second over all sending sockets; 0 = flat out.
+    /// Total sends per second over all sending sockets, on a schedule
+    /// (latency counts from each send's scheduled time); 0 = flat out.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Sends awaiting their ack per socket (the window when flat out, a cap
@@ -109,7 +111,8 @@ pub struct Opts {
     /// Runtime threads per worker process.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Handshakes (pairing, resume, logout_all) in progress at once per worker.
+    /// Handshakes (pairing, resume) in progress at once per worker
+    /// (logout_all is never held back: every phone sends it at one instant).
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
     /// Longest wait for any single reply during the handshakes.
@@ -132,9 +135,29 @@ pub struct Opts {
     /// it, and stop it at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_gateway: Option<PathBuf>,
+    /// With --spawn-gateway: start this many gateway nodes (one secret, no
+    /// shared routing, so each account stays on one node). Each process may
+    /// hold 20,000 files here: use 2 for 5,000 phones x 3 webs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub spawn_gateways: usize,
     /// Extra argument for the spawned gateway's `serve` (repeatable).
     #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// Soak: run the whole plan (pair, relay, churn, logout of one session,
+    /// logout_all) in cycles until this much time has passed, sampling the
+    /// gateway's RSS; fail on a rising slope (--max-rss-slope).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub soak: Option<Duration>,
+    /// Soak: how often to sample the gateway's RSS.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub rss_every: Duration,
+    /// Soak: fail when the least-squares slope of the gateway's RSS over the
+    /// second half of the soak exceeds this, in KiB per minute.
+    #[arg(long, value_name = "KIB_PER_MIN", default_value_t = 256.0)]
+    pub max_rss_slope: f64,
+    /// Soak: write the RSS samples here (CSV: seconds,rss_kib).
+    #[arg(long, value_name = "FILE")]
+    pub rss_csv: Option<PathBuf>,
     /// Write the full report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

@@ -31,10 +31,14 @@ const LOG_TAIL: usize = 50;
 impl Spawned {
     /// Starts `bin serve` on 127.0.0.1:0 with a fresh data dir and limits
     /// opened up for a load test, and waits for its `listening on` line.
+    ///
+    /// `secret`: the HS256 key to start it with (so several spawned nodes
+    /// accept the same tokens); `None` lets it generate one.
     pub async fn start(
         bin: &Path,
         max_devices: usize,
         extra: &[String],
+        secret: Option<&str>,
     ) -> anyhow::Result<Spawned> {
         let data_dir = tempfile::Builder::new()
             .prefix("pairgate-loadtest-")
@@ -64,6 +68,10 @@ impl Spawned {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(secret) = secret {
+            // In the environment, not on the command line (`ps` shows that).
+            cmd.env("PAIRGATE_SECRET", secret);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             // The address comes from an info line; keep per-socket noise out.
             cmd.env("RUST_LOG", "info");

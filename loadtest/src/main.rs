@@ -2,17 +2,22 @@
 //! from several worker processes, and fails when anything was lost.
 //!
 //! - [`cli`]: options and the `--smoke` preset.
+//! - [`clock`]: the clock every process shares (send times, phase instants).
 //! - [`parent`]: the plan, the phases in lock-step, sampling, progress.
-//! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all.
+//! - [`worker`]: one process's sockets through pairing, relay, churn, logout_all
+//!   (one module per job: connect, socket, writer, phases; see its docs).
 //! - [`wire`]: parent ↔ worker messages (JSON lines; histograms V2 + base64).
 //! - [`gateway`]: spawning the gateway, finding its pid, /proc sampling.
 //! - [`report`]: exact merge, loss checks, table, JSON, SVG.
+//! - [`soak`]: `--soak`: the gateway's RSS over time, its slope, the verdict.
 //! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
 
 mod cli;
+mod clock;
 mod gateway;
 mod parent;
 mod report;
+mod soak;
 mod stalled;
 mod wire;
 mod worker;

@@ -14,14 +14,17 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::cli::{Opts, parse_source_ips};
+use crate::clock::now_ns;
 use crate::gateway::{self, ProcSample, Spawned};
 use crate::report::{self, GatewayReport, Merged, PhaseReport, Report, RunInfo};
+use crate::soak;
 use crate::wire::{Command, Event, Progress, WorkerConfig, WorkerResult};
-use crate::worker::now_ns;
 
 /// Sockets per worker process the default `--processes` aims at: below the
 /// 20,000 fds a process may hold, with room for churn's overlap and the rest.
 const SOCKETS_PER_PROCESS: usize = 18_000;
+/// How far ahead of "now" the parent puts the logout_all release instant.
+const LOGOUT_RELEASE_AHEAD_NS: u64 = 200_000_000;
 /// Sockets per source address before `--source-ips` is picked automatically.
 const SOCKETS_PER_SOURCE_IP: usize = 25_000;
 
@@ -32,32 +35,33 @@ pub async fn run(opts: Opts) -> anyhow::Result<bool> {
         opts.rate >= 0.0 && opts.rate.is_finite(),
         "--rate must be >= 0"
     );
-    let spawned = match &opts.spawn_gateway {
-        Some(bin) => Some(Spawned::start(bin, opts.webs_per_phone, &opts.gateway_args).await?),
-        None => None,
-    };
-    let result = run_with(&opts, spawned.as_ref()).await;
-    let exit = match spawned {
-        Some(g) => {
-            let tail: Vec<String> = g
-                .log_tail
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            let exit = g.stop().await;
-            if result.is_err() {
-                eprintln!("gateway log (last lines):\n{}", tail.join("\n"));
+    let mut spawned = Vec::new();
+    if let Some(bin) = &opts.spawn_gateway {
+        for k in 0..opts.spawn_gateways.max(1) {
+            // Every node takes the first one's secret, so one token works on all.
+            let secret = spawned.first().map(|g: &Spawned| g.secret.clone());
+            match Spawned::start(
+                bin,
+                opts.webs_per_phone,
+                &opts.gateway_args,
+                secret.as_deref(),
+            )
+            .await
+            {
+                Ok(g) => spawned.push(g),
+                Err(e) => {
+                    stop_all(spawned, false).await;
+                    return Err(e.context(format!("starting gateway node {k}")));
+                }
             }
-            Some(exit)
         }
-        None => None,
-    };
+    }
+    let result = run_with(&opts, &spawned).await;
+    let exit = stop_all(spawned, result.is_err()).await;
     let (mut report, text) = result?;
     report.gateway.exit = exit;
     if let Some(e) = &report.gateway.exit
-        && !e.contains("exit status: 0")
+        && e.split("; ").any(|one| !one.contains("exit status: 0"))
     {
         report.ok = false;
         report
@@ -75,16 +79,44 @@ pub async fn run(opts: Opts) -> anyhow::Result<bool> {
     Ok(report.ok)
 }
 
-async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Report, String)> {
-    let (urls, secret) = match spawned {
-        Some(g) => (vec![format!("ws://{}", g.addr)], g.secret.clone()),
+/// Stops the spawned nodes; how they exited (`None` when none was spawned).
+async fn stop_all(spawned: Vec<Spawned>, show_log: bool) -> Option<String> {
+    if spawned.is_empty() {
+        return None;
+    }
+    let mut exits = Vec::new();
+    for (k, g) in spawned.into_iter().enumerate() {
+        let tail: Vec<String> = g
+            .log_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        exits.push(g.stop().await);
+        if show_log {
+            eprintln!("gateway node {k} log (last lines):\n{}", tail.join("\n"));
+        }
+    }
+    exits.dedup();
+    Some(exits.join("; "))
+}
+
+async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, String)> {
+    let (urls, secret) = match spawned.first() {
+        Some(g) => (
+            spawned.iter().map(|g| format!("ws://{}", g.addr)).collect(),
+            g.secret.clone(),
+        ),
         None => (opts.urls.clone(), secret(opts)?),
     };
+    // Spawned nodes share nothing but the secret: keep each account on one.
+    let pin_accounts = opts.pin_accounts || spawned.len() > 1;
     let mut gateway_pids = opts.gateway_pids.clone();
-    match spawned {
-        Some(g) => gateway_pids.push(g.pid),
-        None if gateway_pids.is_empty() => gateway_pids = find_gateways(&urls),
-        None => {}
+    if !spawned.is_empty() {
+        gateway_pids.extend(spawned.iter().map(|g| g.pid));
+    } else if gateway_pids.is_empty() {
+        gateway_pids = find_gateways(&urls);
     }
     let webs = opts.phones * opts.webs_per_phone;
     let sockets = opts.phones + webs;
@@ -103,7 +135,7 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
         }
         None => Vec::new(),
     };
-    if spawned.is_none() && opts.webs_per_phone > 4 {
+    if spawned.is_empty() && opts.webs_per_phone > 4 {
         eprintln!(
             "note: {} web clients per phone: the gateway's --max-devices must be at least that",
             opts.webs_per_phone
@@ -117,14 +149,18 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
     } else {
         0.0
     };
-    let run_id = format!("lt{:x}", now_ns() / 1_000_000 % 0xff_ffff_ffff);
+    // Unique across runs against one gateway (its store keeps accounts).
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let run_id = format!("lt{:x}", wall_ms % 0xff_ffff_ffff);
     let configs: Vec<WorkerConfig> = (0..processes)
         .map(|k| WorkerConfig {
             index: k,
             run_id: run_id.clone(),
             secret: secret.clone(),
             urls: urls.clone(),
-            pin_accounts: opts.pin_accounts,
+            pin_accounts,
             first_account: opts.phones * k / processes,
             end_account: opts.phones * (k + 1) / processes,
             webs_per_phone: opts.webs_per_phone,
@@ -153,16 +189,19 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
         processes,
         threads_per_process: opts.threads,
         source_ips: source_ips.len(),
-        pin_accounts: opts.pin_accounts,
+        pin_accounts,
+        cycles: 1,
     };
 
-    let bars = Bars::new(opts.quiet);
+    let soak = opts.soak.filter(|d| !d.is_zero());
+    // A soak runs hundreds of cycles: no bars, one line per cycle instead.
+    let bars = Bars::new(opts.quiet || soak.is_some());
     let mut workers = Workers::spawn(configs).await?;
     let mut gw = GatewayReport {
         pids: gateway_pids.clone(),
         ..Default::default()
     };
-    let mut phases = Vec::new();
+    let mut phases: Vec<PhaseReport> = Vec::new();
     let mut crashed = Vec::new();
     let before = gateway::sample_all(&gateway_pids);
     gw.rss_before_connect_bytes = before.rss_bytes;
@@ -189,44 +228,93 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
                 (webs * opts.churn_rounds) as u64,
             ));
         }
-        plan.push(("logout", Command::Logout, opts.phones as u64));
+        if soak.is_some() && webs > 0 {
+            plan.push(("logout_one", Command::LogoutOne, opts.phones as u64));
+        }
+        // Every phone parked first, then all released at one instant.
+        plan.push(("logout_ready", Command::LogoutReady, opts.phones as u64));
+        plan.push((
+            "logout",
+            Command::Logout { release_ns: 0 },
+            opts.phones as u64,
+        ));
         plan
     };
-    for (name, mut cmd, len) in plan {
-        if let Command::Relay {
-            start_ns,
-            warm_ns,
-            end_ns,
-        } = &mut cmd
-        {
-            // Every process starts, leaves warm-up and stops at the same wall-clock instants.
-            *start_ns = now_ns() + 300_000_000;
-            *warm_ns = *start_ns + opts.warmup.as_nanos() as u64;
-            *end_ns = *warm_ns + opts.duration.as_nanos() as u64;
-        }
-        let g0 = gateway::sample_all(&gateway_pids);
-        let l0 = gateway::sample_all(&workers.pids);
-        let t0 = Instant::now();
-        let bar = bars.phase(name, len, opts);
-        let outcome = workers.phase(&cmd, name, &bar, opts).await;
-        bar.finish();
-        let wall = t0.elapsed().as_secs_f64();
-        let g1 = gateway::sample_all(&gateway_pids);
-        let l1 = gateway::sample_all(&workers.pids);
-        phases.push(phase_report(name, wall, g0, g1, l0, l1));
-        if name == "connect" {
-            gw.rss_after_connect_bytes = g1.rss_bytes;
-            sockets_held = workers.sum().sockets_open;
-            if sockets_held > 0 && !gateway_pids.is_empty() {
-                gw.rss_per_socket_bytes =
-                    Some((g1.rss_bytes as f64 - before.rss_bytes as f64) / sockets_held as f64);
+    let started = Instant::now();
+    let sampler = soak.map(|_| soak::RssSampler::start(gateway_pids.clone(), opts.rss_every));
+    let mut cycles = 0;
+    'cycles: loop {
+        for (name, cmd, len) in &plan {
+            let mut cmd = cmd.clone();
+            if let Command::Relay {
+                start_ns,
+                warm_ns,
+                end_ns,
+            } = &mut cmd
+            {
+                // Every process starts, leaves warm-up and stops at the same instants.
+                *start_ns = now_ns() + 300_000_000;
+                *warm_ns = *start_ns + opts.warmup.as_nanos() as u64;
+                *end_ns = *warm_ns + opts.duration.as_nanos() as u64;
+            }
+            if let Command::Logout { release_ns } = &mut cmd {
+                // Far enough ahead that every worker has the command and every
+                // phone sleeps on its timer when the instant comes.
+                *release_ns = now_ns() + LOGOUT_RELEASE_AHEAD_NS;
+            }
+            let g0 = gateway::sample_all(&gateway_pids);
+            let l0 = gateway::sample_all(&workers.pids);
+            let t0 = Instant::now();
+            let bar = bars.phase(name, *len, opts);
+            let outcome = workers.phase(&cmd, name, &bar, opts).await;
+            bar.finish();
+            let wall = t0.elapsed().as_secs_f64();
+            let g1 = gateway::sample_all(&gateway_pids);
+            let l1 = gateway::sample_all(&workers.pids);
+            let report = phase_report(name, wall, g0, g1, l0, l1);
+            // A soak's cycles add up per phase.
+            match phases.iter_mut().find(|p| p.name == *name) {
+                Some(p) => p.add(&report),
+                None => phases.push(report),
+            }
+            if *name == "connect" && cycles == 0 {
+                gw.rss_after_connect_bytes = g1.rss_bytes;
+                sockets_held = workers.sum().sockets_open;
+                if sockets_held > 0 && !gateway_pids.is_empty() {
+                    gw.rss_per_socket_bytes =
+                        Some((g1.rss_bytes as f64 - before.rss_bytes as f64) / sockets_held as f64);
+                }
+            }
+            if let Err(e) = outcome {
+                crashed.push(format!("cycle {cycles}, phase {name}: {e:#}"));
+                break 'cycles;
             }
         }
-        if let Err(e) = outcome {
-            crashed.push(format!("phase {name}: {e:#}"));
+        cycles += 1;
+        let Some(soak) = soak else { break };
+        if !opts.quiet {
+            let p = workers.sum();
+            eprintln!(
+                "soak: cycle {cycles} done at {:.0} s of {:.0} s; gateway RSS {:.1} MiB; failures {}",
+                started.elapsed().as_secs_f64(),
+                soak.as_secs_f64(),
+                gateway::sample_all(&gateway_pids).rss_bytes as f64 / 1_048_576.0,
+                p.failures
+            );
+        }
+        if started.elapsed() >= soak {
             break;
         }
     }
+    let soak_report = match sampler {
+        Some(s) => Some(soak::verdict(
+            s.stop(),
+            cycles,
+            opts.max_rss_slope,
+            opts.rss_csv.as_deref(),
+        )?),
+        None => None,
+    };
     let mut merged = Merged::default();
     if crashed.is_empty() {
         match workers.finish().await {
@@ -248,12 +336,23 @@ async fn run_with(opts: &Opts, spawned: Option<&Spawned>) -> anyhow::Result<(Rep
     workers.reap().await;
     drop(bars);
 
-    let problems = report::problems(&merged, &run, opts.allow_errors, &crashed);
+    let mut run = run;
+    run.cycles = cycles;
+    let mut problems = report::problems(&merged, &run, opts.allow_errors, &crashed);
+    if let Some(soak) = &soak_report {
+        problems.extend(soak.problem.clone());
+    }
     let report = Report {
         ok: problems.is_empty(),
         problems,
-        throughput: report::throughput(&merged, opts.duration.as_secs_f64()),
+        throughput: report::throughput(
+            &merged,
+            opts.duration.as_secs_f64() * cycles as f64,
+            opts.rate,
+        ),
         latency_ms: report::latencies(&merged),
+        logout_all: report::logout_all(&merged),
+        soak: soak_report,
         run,
         phases,
         gateway: gw,

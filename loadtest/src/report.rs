@@ -23,6 +23,7 @@ pub struct Merged {
     pub failures: BTreeMap<String, u64>,
     pub failure_samples: Vec<String>,
     pub hists: BTreeMap<String, Histogram<u64>>,
+    pub logout_intervals: Vec<[u64; 2]>,
 }
 
 impl Merged {
@@ -41,6 +42,7 @@ impl Merged {
                 self.failure_samples.push(s);
             }
         }
+        self.logout_intervals.extend(r.logout_intervals);
         for (name, text) in r.histograms {
             let h = decode_histogram(&text).with_context(|| format!("histogram {name}"))?;
             self.hists
@@ -57,7 +59,7 @@ impl Merged {
     }
 }
 
-/// One phase's cost.
+/// One phase's cost (a soak's cycles summed).
 #[derive(Serialize, Clone, Debug)]
 pub struct PhaseReport {
     pub name: String,
@@ -68,6 +70,19 @@ pub struct PhaseReport {
     pub loadgen_cpu_secs: f64,
     pub loadgen_cpu_pct: f64,
     pub gateway_rss_bytes_after: u64,
+}
+
+impl PhaseReport {
+    /// Adds another run of the same phase (the next soak cycle).
+    pub fn add(&mut self, o: &PhaseReport) {
+        self.wall_secs += o.wall_secs;
+        self.gateway_cpu_secs += o.gateway_cpu_secs;
+        self.loadgen_cpu_secs += o.loadgen_cpu_secs;
+        let pct = |secs: f64, wall: f64| if wall > 0.0 { secs / wall * 100.0 } else { 0.0 };
+        self.gateway_cpu_pct = pct(self.gateway_cpu_secs, self.wall_secs);
+        self.loadgen_cpu_pct = pct(self.loadgen_cpu_secs, self.wall_secs);
+        self.gateway_rss_bytes_after = o.gateway_rss_bytes_after;
+    }
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -99,6 +114,8 @@ pub struct RunInfo {
     pub threads_per_process: usize,
     pub source_ips: usize,
     pub pin_accounts: bool,
+    /// Times the whole plan ran (1, or a soak's cycles).
+    pub cycles: usize,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -116,10 +133,31 @@ pub struct Latency {
 #[derive(Serialize, Clone, Debug)]
 pub struct Throughput {
     pub window_secs: f64,
+    /// `--rate`: sends per second scheduled (0 = flat out).
+    pub scheduled_per_sec: f64,
+    /// Sends written inside the measured window, per second.
     pub sent_per_sec: f64,
+    /// At a rate: sends scheduled inside the measured window that had not gone
+    /// out when it closed (the in-flight cap held them): the rate was not met.
+    pub behind_schedule: u64,
     pub received_per_sec: f64,
     pub web_to_phone_received_per_sec: f64,
     pub phone_to_web_received_per_sec: f64,
+}
+
+/// How simultaneous the `logout_all` phase really was.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct LogoutAllReport {
+    /// Phones that sent `logout_all` and got their `ok`.
+    pub phones: usize,
+    /// Most `logout_all` requests outstanding (written, `ok` not yet
+    /// received) at the same instant, over every worker process.
+    pub max_outstanding: usize,
+    /// From the shared release instant to the last phone's frame written.
+    pub last_written_after_release_ms: f64,
+    /// From the first phone's frame written to the last one's (in a soak,
+    /// the widest such spread of any cycle is at most this).
+    pub written_spread_ms: f64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -134,6 +172,9 @@ pub struct Report {
     pub throughput: Throughput,
     /// Milliseconds.
     pub latency_ms: BTreeMap<String, Latency>,
+    pub logout_all: LogoutAllReport,
+    /// `--soak`: the gateway's RSS over time and its slope.
+    pub soak: Option<crate::soak::SoakReport>,
     pub totals: Progress,
     pub counts: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -193,7 +234,7 @@ pub fn problems(m: &Merged, run: &RunInfo, allow_errors: bool, crashed: &[String
     );
     check(m.count("out_of_order"), "messages out of order");
     let t = &m.totals;
-    let phones = run.phones as u64;
+    let phones = (run.phones * run.cycles.max(1)) as u64;
     let webs = phones * run.webs_per_phone as u64;
     check(
         phones.saturating_sub(t.phones_ready),
@@ -230,7 +271,7 @@ fn kv(m: &BTreeMap<String, u64>) -> String {
         .join(" ")
 }
 
-pub fn throughput(m: &Merged, window_secs: f64) -> Throughput {
+pub fn throughput(m: &Merged, window_secs: f64, rate: f64) -> Throughput {
     let per = |n: u64| {
         if window_secs > 0.0 {
             n as f64 / window_secs
@@ -242,11 +283,45 @@ pub fn throughput(m: &Merged, window_secs: f64) -> Throughput {
     let p2w = m.count("window_recv_web");
     Throughput {
         window_secs,
+        scheduled_per_sec: rate,
         sent_per_sec: per(m.count("window_sent_web") + m.count("window_sent_phone")),
+        behind_schedule: m.count("behind_schedule_web") + m.count("behind_schedule_phone"),
         received_per_sec: per(w2p + p2w),
         web_to_phone_received_per_sec: per(w2p),
         phone_to_web_received_per_sec: per(p2w),
     }
+}
+
+/// Sweeps the (written, ok) intervals of every phone's `logout_all`.
+pub fn logout_all(m: &Merged) -> LogoutAllReport {
+    let iv = &m.logout_intervals;
+    if iv.is_empty() {
+        return LogoutAllReport::default();
+    }
+    let written = m.hists.get("logout_all_written");
+    LogoutAllReport {
+        phones: iv.len(),
+        max_outstanding: max_overlap(iv),
+        last_written_after_release_ms: written.map_or(0.0, |h| ms(h.max())),
+        written_spread_ms: written.map_or(0.0, |h| ms(h.max() - h.min())),
+    }
+}
+
+/// The most intervals [start, end] that hold one instant (an end at the same
+/// instant as a start does not overlap it).
+pub fn max_overlap(intervals: &[[u64; 2]]) -> usize {
+    let mut edges: Vec<(u64, i32)> = intervals
+        .iter()
+        .flat_map(|i| [(i[0], 1), (i[1], -1)])
+        .collect();
+    // Ends before starts at the same instant.
+    edges.sort_unstable();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
 }
 
 pub fn latencies(m: &Merged) -> BTreeMap<String, Latency> {
@@ -324,15 +399,39 @@ pub fn table(r: &Report) -> String {
         );
     }
     let t = &r.throughput;
+    let scheduled = if t.scheduled_per_sec > 0.0 {
+        format!(" of {:.0}/s scheduled", t.scheduled_per_sec)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "throughput over {:.1} s after warm-up: sent {:.0}/s, received {:.0}/s (web→phone {:.0}/s, phone→web {:.0}/s)",
+        "throughput over {:.1} s after warm-up: sent {:.0}/s{scheduled}, received {:.0}/s (web→phone {:.0}/s, phone→web {:.0}/s)",
         t.window_secs,
         t.sent_per_sec,
         t.received_per_sec,
         t.web_to_phone_received_per_sec,
         t.phone_to_web_received_per_sec
     );
+    if t.scheduled_per_sec > 0.0 {
+        let _ = writeln!(
+            s,
+            "at a rate: relay_* and ack_* count from each send's scheduled time (send_lag: how late the load test sent)"
+        );
+        if t.behind_schedule > 0 {
+            let _ = writeln!(
+                s,
+                "RATE NOT MET: {} sends scheduled in the measured window never went out (in-flight cap {}); latencies cover only those that did",
+                t.behind_schedule, run.in_flight
+            );
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "flat out (closed loop): latency is what {} in flight per socket makes it; read throughput",
+            run.in_flight
+        );
+    }
     let _ = writeln!(
         s,
         "\n{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -343,6 +442,36 @@ pub fn table(r: &Report) -> String {
             s,
             "{:<22} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             name, l.count, l.p50, l.p90, l.p99, l.p999, l.max
+        );
+    }
+    let la = &r.logout_all;
+    if la.phones > 0 {
+        let _ = writeln!(
+            s,
+            "logout_all at once: {} phones released at one instant{}; frames written {:.3}..{:.3} ms after it; at most {} outstanding at the same time",
+            la.phones / r.run.cycles.max(1),
+            if r.run.cycles > 1 {
+                format!(" (x {} cycles)", r.run.cycles)
+            } else {
+                String::new()
+            },
+            la.last_written_after_release_ms - la.written_spread_ms,
+            la.last_written_after_release_ms,
+            la.max_outstanding
+        );
+    }
+    if let Some(soak) = &r.soak {
+        let first = soak.rss_kib.first().map_or(0, |s| s.1);
+        let last = soak.rss_kib.last().map_or(0, |s| s.1);
+        let _ = writeln!(
+            s,
+            "soak: {} cycles (pair, relay, resume, logout one, logout_all) over {:.0} s; {} RSS samples, first {first} KiB, last {last} KiB; slope over the second half {} (limit {} KiB/min)",
+            soak.cycles,
+            soak.rss_kib.last().map_or(0.0, |s| s.0),
+            soak.rss_kib.len(),
+            soak.slope_kib_per_min
+                .map_or("unknown".to_owned(), |v| format!("{v:+.1} KiB/min")),
+            soak.max_slope_kib_per_min
         );
     }
     let tt = &r.totals;
@@ -359,8 +488,17 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "resumed {}; logout_all ok {} of {} phones, {} web sockets got logged_out + 4001",
-        tt.resumed, tt.logout_ok, tt.phones_ready, tt.logged_out_webs
+        "paired {}; resumed {}; {}logout_all ok {} of {} phones; {} web sockets got logged_out + 4001",
+        tt.webs_paired,
+        tt.resumed,
+        if r.soak.is_some() {
+            format!("logout (one session) ok {}; ", tt.logout_one_ok)
+        } else {
+            String::new()
+        },
+        tt.logout_ok,
+        tt.phones_ready,
+        tt.logged_out_webs
     );
     let _ = writeln!(
         s,
@@ -479,6 +617,14 @@ mod tests {
         assert_eq!(percentile_label(1.0), "0%");
         assert_eq!(percentile_label(10.0), "90%");
         assert_eq!(percentile_label(1000.0), "99.9%");
+    }
+
+    #[test]
+    fn overlap_sweep() {
+        assert_eq!(max_overlap(&[]), 0);
+        assert_eq!(max_overlap(&[[1, 5], [2, 6], [3, 4]]), 3);
+        assert_eq!(max_overlap(&[[1, 2], [2, 3], [3, 4]]), 1);
+        assert_eq!(max_overlap(&[[1, 10], [20, 30], [25, 26]]), 2);
     }
 
     #[test]

@@ -104,6 +104,7 @@ async fn run(opts: StalledOpts) -> anyhow::Result<StalledReport> {
         &opts.spawn_gateway,
         1,
         &["--max-queue-bytes".into(), opts.max_queue_bytes.to_string()],
+        None,
     )
     .await?;
     let base = format!("ws://{}", gateway.addr);

@@ -46,7 +46,8 @@ pub struct WorkerConfig {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    /// Phones authenticate, web clients pair through the QR handshake.
+    /// Phones authenticate, web clients pair through the QR handshake (again
+    /// on each soak cycle: the same accounts, newly linked web clients).
     Connect,
     /// Relay from `start_ns` to `end_ns` (wall clock, ns since the UNIX epoch,
     /// so every process agrees); only what is sent from `warm_ns` on is measured.
@@ -57,8 +58,12 @@ pub enum Command {
     },
     /// Every web socket disconnects and resumes with its token, `rounds` times.
     Churn { rounds: usize },
-    /// Every phone sends `logout_all`.
-    Logout,
+    /// Every phone ends one session (web client 0's) with `logout` (the soak).
+    LogoutOne,
+    /// Every socket checks in, parked: phones connected and idle.
+    LogoutReady,
+    /// Every phone sends `logout_all` at `release_ns` (shared clock), all at once.
+    Logout { release_ns: u64 },
     /// Report results and exit.
     Finish,
 }
@@ -92,6 +97,9 @@ pub struct Progress {
     pub recv_web: u64,
     pub resumed: u64,
     pub logout_ok: u64,
+    /// The soak's single-session `logout`s answered `ok`.
+    #[serde(default)]
+    pub logout_one_ok: u64,
     pub logged_out_webs: u64,
     pub failures: u64,
     pub errors: u64,
@@ -111,6 +119,7 @@ impl Progress {
         self.recv_web += o.recv_web;
         self.resumed += o.resumed;
         self.logout_ok += o.logout_ok;
+        self.logout_one_ok += o.logout_one_ok;
         self.logged_out_webs += o.logged_out_webs;
         self.failures += o.failures;
         self.errors += o.errors;
@@ -132,6 +141,9 @@ pub struct WorkerResult {
     pub failure_samples: Vec<String>,
     /// Histograms (µs), V2-serialized, base64.
     pub histograms: BTreeMap<String, String>,
+    /// Each phone's `logout_all`: [written, `ok` received], shared clock ns.
+    #[serde(default)]
+    pub logout_intervals: Vec<[u64; 2]>,
 }
 
 /// Every histogram records microseconds from 1 µs to one hour at 3 significant digits.

@@ -1,0 +1,151 @@
+//! The soak's memory check: the gateway's RSS sampled over the whole soak,
+//! a least-squares line through the second half, and the verdict.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::gateway;
+
+/// Samples the gateway's RSS (summed over its nodes) every `every`, from
+/// the soak's start, on the parent's runtime.
+pub struct RssSampler {
+    task: tokio::task::JoinHandle<()>,
+    samples: Arc<Mutex<Vec<(f64, u64)>>>,
+    pids: Vec<u32>,
+    started: Instant,
+}
+
+impl RssSampler {
+    pub fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (out, p) = (samples.clone(), pids.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                tick.tick().await;
+                let rss = gateway::sample_all(&p).rss_bytes;
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((started.elapsed().as_secs_f64(), rss / 1024));
+            }
+        });
+        RssSampler {
+            task,
+            samples,
+            pids,
+            started,
+        }
+    }
+
+    /// (seconds since the start, RSS KiB), with one last sample now.
+    pub fn stop(self) -> Vec<(f64, u64)> {
+        self.task.abort();
+        let mut s = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
+        s.push((
+            self.started.elapsed().as_secs_f64(),
+            gateway::sample_all(&self.pids).rss_bytes / 1024,
+        ));
+        s
+    }
+}
+
+/// The soak's memory verdict.
+#[derive(Serialize, Clone, Debug)]
+pub struct SoakReport {
+    pub cycles: usize,
+    /// (seconds since the soak began, gateway RSS in KiB).
+    pub rss_kib: Vec<(f64, u64)>,
+    /// Least-squares slope of RSS over the second half of the samples.
+    pub slope_kib_per_min: Option<f64>,
+    pub max_slope_kib_per_min: f64,
+    /// Why the soak failed, if it did.
+    pub problem: Option<String>,
+}
+
+/// The soak's verdict: a least-squares line through the RSS samples taken
+/// in the second half of the soak (the first half lets caches and the
+/// allocator settle); a slope above `max_slope` KiB/min fails the run.
+pub fn verdict(
+    rss_kib: Vec<(f64, u64)>,
+    cycles: usize,
+    max_slope: f64,
+    csv: Option<&Path>,
+) -> anyhow::Result<SoakReport> {
+    if let Some(path) = csv {
+        let mut text = String::from("seconds,rss_kib\n");
+        for (t, kib) in &rss_kib {
+            let _ = writeln!(text, "{t:.1},{kib}");
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let end = rss_kib.last().map_or(0.0, |s| s.0);
+    let half: Vec<(f64, f64)> = rss_kib
+        .iter()
+        .filter(|s| s.0 >= end / 2.0 && s.1 > 0)
+        .map(|s| (s.0, s.1 as f64))
+        .collect();
+    let slope = least_squares_slope(&half).map(|per_sec| per_sec * 60.0);
+    let problem = match slope {
+        None if rss_kib.iter().all(|s| s.1 == 0) => {
+            Some("soak: no gateway RSS samples (give --gateway-pid)".to_owned())
+        }
+        None => Some(format!(
+            "soak: {} RSS samples in the second half, at least 3 needed (a longer --soak or a shorter --rss-every)",
+            half.len()
+        )),
+        Some(s) if s > max_slope => Some(format!(
+            "soak: gateway RSS rising {s:.1} KiB/min over the second half (limit {max_slope} KiB/min, --max-rss-slope)"
+        )),
+        Some(_) => None,
+    };
+    Ok(SoakReport {
+        cycles,
+        rss_kib,
+        slope_kib_per_min: slope,
+        max_slope_kib_per_min: max_slope,
+        problem,
+    })
+}
+
+/// Slope of the least-squares line through `points` (x, y); `None` for
+/// fewer than 3 points or no spread in x.
+pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_and_verdict() {
+        assert_eq!(least_squares_slope(&[(0.0, 1.0), (1.0, 2.0)]), None);
+        let s = least_squares_slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
+        assert!((s - 2.0).abs() < 1e-9);
+        // 1 KiB/s rising = 60 KiB/min: fails at 10, passes at 100.
+        let rising: Vec<(f64, u64)> = (0..20).map(|i| (i as f64, 1000 + i)).collect();
+        let r = verdict(rising.clone(), 1, 10.0, None).unwrap();
+        assert!((r.slope_kib_per_min.unwrap() - 60.0).abs() < 1e-6);
+        assert!(r.problem.is_some());
+        assert!(verdict(rising, 1, 100.0, None).unwrap().problem.is_none());
+        // Flat in the second half passes, whatever the first half did.
+        let settles: Vec<(f64, u64)> = (0..20)
+            .map(|i| (i as f64, if i < 10 { 500 + 50 * i } else { 2000 }))
+            .collect();
+        assert!(verdict(settles, 1, 1.0, None).unwrap().problem.is_none());
+    }
+}
