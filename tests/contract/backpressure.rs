@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The most the kernel may hold for one loopback connection whose reader
 /// stopped: the sender's send buffer at its autotuning limit plus a small

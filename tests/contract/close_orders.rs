@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A phone socket replaced (4009) while it is busy with a `logout` has a
 /// `send` waiting behind it: the send must not be relayed. The new phone's

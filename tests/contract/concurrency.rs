@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 const PHONES: usize = 100;
 const SESSIONS_PER_PHONE: usize = 3;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_200_ok() {
@@ -202,11 +202,14 @@ async fn default_origin_check_compares_host_and_port() {
     // and a refused one never gets one
     let err = try_open(
         &gw.ws_url("/ws/web"),
-        &[("Origin", "http://evil.example.test")],
+        None,
+        Some("http://evil.example.test"),
     )
     .await;
     match err {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+        Err(pairgate::client::ClientError::Socket(
+            tokio_tungstenite::tungstenite::Error::Http(resp),
+        )) => {
             assert_eq!(resp.status().as_u16(), 403)
         }
         Err(e) => panic!("expected HTTP 403, got {e}"),

@@ -6,7 +6,7 @@
 //! fresh account name, short configured timers, and a timeout on every
 //! receive. Nothing here depends on the server's internals.
 
-mod common;
+mod support;
 
 mod auth;
 mod backpressure;

@@ -2,11 +2,9 @@
 //! `phone_offline`, `unknown_session`, order, arbitrary bodies, `too_large`,
 //! missing `body`, and `phone_status` events.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_send_is_relayed_to_the_phone_and_acked() {
@@ -60,10 +58,7 @@ async fn phone_send_without_to_reaches_every_live_web_socket() {
     let ack = phone.request(json!({"type": "send", "body": 2})).await;
     assert_eq!(ack["delivered"], 3, "{ack}");
     assert_eq!(off_web.expect("message").await["body"], 2);
-    stranger
-        .web
-        .assert_quiet("message", Duration::from_millis(100))
-        .await;
+    stranger.web.assert_quiet("message").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,10 +126,7 @@ async fn phone_send_to_no_session_of_the_account_is_unknown_session() {
             "unknown_session",
         )
         .await;
-    theirs
-        .web
-        .assert_quiet("message", Duration::from_millis(100))
-        .await;
+    theirs.web.assert_quiet("message").await;
     // an ended session is no session of the account
     let ok = phone
         .request(json!({"type": "logout", "session_id": mine.session_id}))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 /// One socket in each state: live phone, live web, pairing web, unauthenticated.
 struct Sockets {
