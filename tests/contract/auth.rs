@@ -2,8 +2,6 @@
 //! validation, `not_authenticated`, the auth timeout, 4009 replacement, and
 //! what a pairing web socket accepts.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -364,11 +362,22 @@ async fn auth_in_time_is_not_closed_by_the_auth_timeout() {
     let gw = TestGateway::spawn(|c| c.auth_timeout_ms = 300).await;
     let acc = account("intime");
     let phone = gw.phone(&acc).await;
-    let (web, _qr) = gw.pairing(&PairOpts::new()).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (web, qr) = gw.pairing(&PairOpts::new()).await;
+    // The clock to read is a witness opened after both that never
+    // authenticates: once its auth timer closed it (4008), theirs, started
+    // earlier, have run out too.
+    let witness = Client::open(&gw.ws_url("/ws/phone")).await;
+    witness.expect("hello").await;
+    assert_eq!(witness.expect_close().await, 4008);
+    // both are still served: a round trip each
+    assert!(list_sessions(&phone).await.is_empty());
+    let lr = phone
+        .request(json!({"type": "link", "ref": qr["ref"]}))
+        .await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
     assert!(!phone.is_closed(), "{:?}", phone.closed());
     assert!(!web.is_closed(), "{:?}", web.closed());
-    assert!(list_sessions(&phone).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

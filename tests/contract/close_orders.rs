@@ -72,8 +72,12 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
     let pad = "y".repeat(6_000);
     let mut farewells = 0;
     for trial in 0..40 {
-        // Half the readers pause between messages, half read flat out.
-        let pause = (trial % 2 == 0).then(|| Duration::from_micros(200));
+        // Half the readers are paced (a message per 200 µs), half read flat out.
+        let mut pace = (trial % 2 == 0).then(|| {
+            let mut i = tokio::time::interval(Duration::from_micros(200));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         let acc = account("midmessage");
         let phone = gw.phone(&acc).await;
         let s = gw.pair(&phone, &PairOpts::new()).await;
@@ -100,8 +104,8 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
                             }
                             _ => panic!("unexpected {m}"),
                         }
-                        if let Some(pause) = pause {
-                            tokio::time::sleep(pause).await;
+                        if let Some(pace) = pace.as_mut() {
+                            pace.tick().await;
                         }
                     }
                     Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}

@@ -306,6 +306,7 @@ async fn frames_beyond_the_rate_are_rate_limited_and_not_processed() {
             _ => panic!("unexpected reply {r}"),
         }
     }
+    let replies_in = std::time::Instant::now();
     assert!(
         limited >= 5,
         "only {limited} of {n} frames were limited (burst is 2 x 5)"
@@ -334,8 +335,10 @@ async fn frames_beyond_the_rate_are_rate_limited_and_not_processed() {
         "fewer than 20 rate_limited must not close"
     );
 
-    // the budget refills
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The budget refills with time (5 a second): one frame's worth is back
+    // a fifth of a second after the last frame was taken, which was before
+    // its reply arrived.
+    until_elapsed(replies_in, Duration::from_millis(210)).await;
     let r = s
         .web
         .request(json!({"type": "send", "body": "later"}))
@@ -454,19 +457,21 @@ async fn frames_without_pongs_keep_a_socket_alive() {
     let gw = TestGateway::spawn(|c| c.heartbeat_ms = 300).await;
     let acc = account("talker");
     let mut raw = raw_phone(gw.addr, &gw.phone_token(&acc), None).await;
-    // 6 heartbeat intervals, a frame every 100 ms, never a pong
-    for i in 0..18 {
-        raw.send_json(json!({"type": "list_sessions", "id": format!("t{i}")}))
-            .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for e in raw.drain_now() {
-            if let RawEvent::Close(c) = e {
-                panic!("a socket sending frames was closed ({c:?})");
+    // Six heartbeats, the gateway's pings being the clock: each answered by
+    // a frame, never by a pong. Two intervals without either would close.
+    let mut pings = 0;
+    while pings < 6 {
+        match raw.next_event(LONG).await {
+            Some(RawEvent::Ping) => {
+                pings += 1;
+                raw.send_text(&ClientFrame::ListSessions.to_text(Some(&format!("t{pings}"))))
+                    .await;
             }
+            Some(RawEvent::Text(t)) => assert!(t.contains(r#""type":"sessions""#), "{t}"),
+            other => panic!("after {pings} pings, a socket sending frames got {other:?}"),
         }
-        assert!(raw.closed.is_none(), "connection ended");
     }
-    raw.send_json(json!({"type": "list_sessions", "id": "last"}))
+    raw.send_text(&ClientFrame::ListSessions.to_text(Some("last")))
         .await;
     loop {
         let m = raw.recv_json().await;

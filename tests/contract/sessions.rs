@@ -2,8 +2,6 @@
 //! `logout`, `logout_all` (teardown before `ok`), session events, web self
 //! logout, the `remember:false` grace and idle expiry.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::support::*;
@@ -467,16 +465,30 @@ async fn remember_false_session_ends_after_the_grace_without_a_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remember_false_session_survives_when_resumed_in_time() {
-    let grace = 800u64;
-    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = grace).await;
+    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = 800).await;
     let acc = account("ephemeral2");
     let phone = gw.phone(&acc).await;
     let eph = gw.pair(&phone, &PairOpts::new().remember(false)).await;
     eph.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(eph.session_id))
+        .await;
     let web = gw.resume_ok(&eph.token, &eph.session_id).await;
-    // well past the grace, with a live socket
-    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
-    phone.assert_none("session_removed");
+    // Past the grace, with a live socket. The clock to read is a witness: a
+    // session of the same kind that goes offline after eph's close; when its
+    // grace ends, eph's (started earlier) would have ended too, and its
+    // removal would have come first.
+    let expired_witness = || async {
+        let w = gw.pair(&phone, &PairOpts::new().remember(false)).await;
+        w.web.close().await;
+        let removed = phone
+            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+            .await
+            .msg;
+        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
+        assert_eq!(removed["reason"], "expired", "{removed}");
+    };
+    expired_witness().await;
     assert!(!web.is_closed(), "{:?}", web.closed());
     assert_eq!(
         session_ids(&list_sessions(&phone).await),
@@ -486,8 +498,11 @@ async fn remember_false_session_survives_when_resumed_in_time() {
     // a replacement (4009) does not start the grace either
     let web2 = gw.resume_ok(&eph.token, &eph.session_id).await;
     assert_eq!(web.expect_close().await, 4009);
-    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
-    phone.assert_none("session_removed");
+    expired_witness().await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![eph.session_id.clone()]
+    );
     let ack = web2.request(json!({"type": "send", "body": "alive"})).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 
@@ -497,6 +512,7 @@ async fn remember_false_session_survives_when_resumed_in_time() {
         .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
         .await
         .msg;
+    assert_eq!(removed["session_id"], eph.session_id.as_str(), "{removed}");
     assert_eq!(removed["reason"], "expired", "{removed}");
     gw.assert_logged_out(&eph.token).await;
 }
@@ -519,9 +535,20 @@ async fn idle_sessions_expire_but_live_ones_never_do() {
     assert_eq!(removed["reason"], "expired", "{removed}");
     gw.assert_logged_out(&idle.token).await;
 
-    // keep the live one for more than two idle periods
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    phone.assert_none("session_removed");
+    // Keep the live one for more than two idle periods, as measured by
+    // witnesses: sessions that go offline one after the other and idle out.
+    // A sweep that removed the live one would remove it with a witness, in
+    // the same pass, before the witness's removal is told.
+    for _ in 0..2 {
+        let w = gw.pair(&phone, &PairOpts::new()).await;
+        w.web.close().await;
+        let removed = phone
+            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+            .await
+            .msg;
+        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
+        assert_eq!(removed["reason"], "expired", "{removed}");
+    }
     assert!(!live.web.is_closed(), "{:?}", live.web.closed());
     assert_eq!(
         session_ids(&list_sessions(&phone).await),
@@ -537,27 +564,36 @@ async fn last_active_at_is_the_last_time_the_session_had_a_socket() {
     let acc = account("lastactive");
     let phone = gw.phone(&acc).await;
     let s = gw.pair(&phone, &PairOpts::new()).await;
+    let last_active =
+        |list: &[serde_json::Value]| parse_time(list[0]["last_active_at"].as_str().unwrap());
+    // Millisecond stamps: compare with the clock read around the event.
+    let ms = |t: time::OffsetDateTime| t.replace_millisecond(t.millisecond()).unwrap();
+    let before_close = ms(time::OffsetDateTime::now_utc());
     s.web.close().await;
     phone
         .expect_field("session_offline", "session_id", &json!(s.session_id))
         .await;
-    let closed_at = time::OffsetDateTime::now_utc();
-    // not touched while offline
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let list = list_sessions(&phone).await;
-    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    let after_offline = time::OffsetDateTime::now_utc();
+    let at_close = last_active(&list_sessions(&phone).await);
     assert!(
-        last <= closed_at + time::Duration::seconds(1),
-        "last_active_at {last} moved while the session had no socket (closed at {closed_at})"
+        before_close <= at_close && at_close <= after_offline,
+        "last_active_at {at_close} is not the close ({before_close} .. {after_offline})"
+    );
+    // not touched while offline: listed again in a later millisecond, the same
+    until_next_millisecond(time::OffsetDateTime::now_utc()).await;
+    let later = last_active(&list_sessions(&phone).await);
+    assert_eq!(
+        later, at_close,
+        "last_active_at moved while the session had no socket"
     );
     // set again by a resume
-    let resumed_at = time::OffsetDateTime::now_utc();
+    let resumed_at = ms(time::OffsetDateTime::now_utc());
     let _web = gw.resume_ok(&s.token, &s.session_id).await;
     phone.expect("session_online").await;
     let list = list_sessions(&phone).await;
-    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    let last = last_active(&list);
     assert!(
-        last >= resumed_at - time::Duration::seconds(1),
+        last >= resumed_at,
         "last_active_at {last} not updated by a resume at {resumed_at}"
     );
     assert_eq!(list[0]["online"], true);

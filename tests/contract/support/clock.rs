@@ -34,3 +34,8 @@ pub async fn until_next_millisecond(t: OffsetDateTime) {
     )
     .await
 }
+
+/// Returns once `d` has passed since `since` (a rate budget refilling).
+pub async fn until_elapsed(since: std::time::Instant, d: Duration) {
+    tokio::time::sleep_until((since + d).into()).await;
+}

@@ -51,7 +51,10 @@ pub async fn wait_for_metric(
     ok: impl Fn(f64) -> bool,
 ) -> f64 {
     let deadline = Instant::now() + timeout;
+    // a poll of the gateway's own counters, with a deadline
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
+        poll.tick().await;
         let v = metric_now(addr, name).await;
         if ok(v) {
             return v;
@@ -60,7 +63,6 @@ pub async fn wait_for_metric(
             Instant::now() < deadline,
             "{name} is still {v} after {timeout:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

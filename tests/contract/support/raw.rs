@@ -340,23 +340,6 @@ impl RawWs {
         }
     }
 
-    /// Reads what is readable right now (no waiting) into events.
-    pub fn drain_now(&mut self) -> Vec<RawEvent> {
-        let mut chunk = vec![0u8; 65536];
-        loop {
-            match self.try_read_some(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => break,
-            }
-        }
-        let mut out = Vec::new();
-        while let Some(e) = self.buffered_event() {
-            out.push(e);
-        }
-        out
-    }
-
     /// Frames read by `wait_closed` / `expect` and not taken.
     pub fn backlog(&self) -> Vec<Value> {
         self.backlog.iter().cloned().collect()
