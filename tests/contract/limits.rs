@@ -481,3 +481,58 @@ async fn frames_without_pongs_keep_a_socket_alive() {
         }
     }
 }
+
+/// "Fields a frame's type does not use are ignored": each frame below
+/// carries fields of other types (and one no type has); each is served as if
+/// they were not there. Literal JSON on purpose: this is about the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_a_frame_type_does_not_use_are_ignored() {
+    let gw = TestGateway::start().await;
+    let acc = account("extra");
+    // auth with a session_id and a body
+    let phone = Client::open(&gw.ws_url("/ws/phone")).await;
+    phone.expect("hello").await;
+    let ready = phone
+        .request(
+            json!({"type": "auth", "token": gw.phone_token(&acc), "session_id": "x", "body": [1]}),
+        )
+        .await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    // the example
+    let r = phone
+        .request(json!({"type": "list_sessions", "token": "x", "body": 1}))
+        .await;
+    assert_eq!(r["type"], "sessions", "{r}");
+    assert_eq!(r["sessions"], json!([]), "{r}");
+    // pair with a ref and a request_id
+    let web = gw.web(Some(CHROME_LINUX_UA)).await;
+    web.send_json(json!({"type": "pair", "ref": "nope", "request_id": 7, "colour": "blue"}))
+        .await;
+    let qr = web.expect("qr").await;
+    // link with a token and a to
+    let lr = phone
+        .request(json!({"type": "link", "ref": qr["ref"], "token": 5, "to": null}))
+        .await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    // link_confirm with a remember and a body
+    let dl = phone
+        .request(json!({"type": "link_confirm", "request_id": lr["request_id"], "remember": "no", "body": {}}))
+        .await;
+    assert_eq!(dl["type"], "device_linked", "{dl}");
+    let linked = web.expect("linked").await;
+    // send from the web with a to and a device_name
+    let ack = web
+        .request(json!({"type": "send", "body": "hi", "device_name": 1, "code": "x"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(phone.expect("message").await["body"], "hi");
+    // logout_all with a session_id: still all of them
+    let ok = phone
+        .request(json!({"type": "logout_all", "session_id": "nope", "ref": 1}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 1, "{ok}");
+    assert_eq!(web.expect_close().await, 4001);
+    gw.assert_logged_out(linked["token"].as_str().unwrap())
+        .await;
+}

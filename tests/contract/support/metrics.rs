@@ -36,6 +36,28 @@ pub fn metric_sum(body: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// The one sample of `name` whose labels are exactly `labels`, if any.
+pub fn metric_sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once('}')?,
+                None => ("", rest),
+            };
+            let mut got: Vec<String> = labels
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            got.sort();
+            (got == want).then(|| value.split_whitespace().next()?.parse().ok())?
+        })
+}
+
 /// The value of metric `name` (summed over its labels) in `/metrics` now.
 pub async fn metric_now(addr: SocketAddr, name: &str) -> f64 {
     let body = http_get(addr, "/metrics", &[]).await.text();
