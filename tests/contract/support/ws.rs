@@ -1,8 +1,7 @@
 //! The recording WebSocket client the tests talk through. It opens with the
 //! crate's typed client (`pairgate::client::Client`: headers, `hello`), then
 //! a background task reads all the time (so pings are answered) and records
-//! every frame with its arrival time, so frames can be taken out of order and
-//! compared across sockets. Every wait has a deadline; a missed deadline
+//! every frame in arrival order, so frames can be taken out of order. Every wait has a deadline; a missed deadline
 //! fails the test with the frames received but not consumed.
 //!
 //! Typed frames go out through `ClientFrame::to_text` (`send_frame`,
@@ -11,7 +10,7 @@
 //! fields, ids of odd types): that literal text is the point of those tests.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -30,12 +29,11 @@ use super::{T, next_id};
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// One received frame: its position among the socket's frames, its arrival
-/// time and its JSON (`{"__text__":..}` / `{"__binary__":len}` if not JSON).
+/// One received frame: its position among the socket's frames and its JSON
+/// (`{"__text__":..}` / `{"__binary__":len}` if not JSON).
 #[derive(Clone, Debug)]
 pub struct Rx {
     pub idx: usize,
-    pub t: Instant,
     pub msg: Value,
 }
 
@@ -45,12 +43,9 @@ pub struct Closed {
     /// The close frame's code; `None` when the connection ended without one.
     pub code: Option<u16>,
     pub reason: String,
-    /// Arrival of the close frame (or of the end of the connection).
-    pub at: Instant,
 }
 
 struct Entry {
-    t: Instant,
     msg: Value,
     consumed: bool,
 }
@@ -62,7 +57,7 @@ struct Inner {
 }
 
 /// A WebSocket client whose background task reads (and so answers pings)
-/// all the time and records every frame with its arrival time.
+/// all the time and records every frame in arrival order.
 pub struct Client {
     pub name: String,
     inner: Arc<Mutex<Inner>>,
@@ -98,13 +93,11 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
     };
     loop {
         let next = stream.next().await;
-        let now = Instant::now();
         match next {
             Some(Ok(Message::Text(t))) => {
                 let msg = serde_json::from_str::<Value>(t.as_str())
                     .unwrap_or_else(|_| json!({"__text__": t.as_str()}));
                 inner.lock().unwrap().frames.push(Entry {
-                    t: now,
                     msg,
                     consumed: false,
                 });
@@ -112,7 +105,6 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
             }
             Some(Ok(Message::Binary(b))) => {
                 inner.lock().unwrap().frames.push(Entry {
-                    t: now,
                     msg: json!({"__binary__": b.len()}),
                     consumed: false,
                 });
@@ -125,7 +117,6 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
                         g.closed = Some(Closed {
                             code: cf.as_ref().map(|c| u16::from(c.code)),
                             reason: cf.map(|c| c.reason.to_string()).unwrap_or_default(),
-                            at: now,
                         });
                     }
                 }
@@ -135,7 +126,6 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
             // The answer to `settle`'s ping, recorded (never a protocol frame).
             Some(Ok(Message::Pong(p))) => {
                 inner.lock().unwrap().frames.push(Entry {
-                    t: now,
                     msg: json!({"__pong__": String::from_utf8_lossy(&p)}),
                     consumed: false,
                 });
@@ -148,7 +138,6 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
                     g.closed = Some(Closed {
                         code: None,
                         reason: format!("error: {e}"),
-                        at: now,
                     });
                 }
                 drop(g);
@@ -161,7 +150,6 @@ async fn read_loop(mut stream: SplitStream<Ws>, inner: Arc<Mutex<Inner>>, tx: wa
                     g.closed = Some(Closed {
                         code: None,
                         reason: "connection ended without a close frame".into(),
-                        at: now,
                     });
                 }
                 drop(g);
@@ -188,19 +176,17 @@ pub async fn try_open(
     };
     let typed = pairgate::client::Client::connect(url, &opts).await?;
     let hello = typed.hello.clone();
-    let at = Instant::now();
     let path = url.split_once("//").map(|x| x.1).unwrap_or(url);
     let path = path.find('/').map(|i| &path[i..]).unwrap_or("/");
     let name = format!("{path}#{}", next_id(""));
-    Ok(Client::from_ws(typed.into_socket(), name, (at, hello)))
+    Ok(Client::from_ws(typed.into_socket(), name, hello))
 }
 
 impl Client {
-    fn from_ws(ws: Ws, name: String, (at, hello): (Instant, Value)) -> Client {
+    fn from_ws(ws: Ws, name: String, hello: Value) -> Client {
         let (sink, stream) = ws.split();
         let inner = Arc::new(Mutex::new(Inner::default()));
         inner.lock().unwrap().frames.push(Entry {
-            t: at,
             msg: hello,
             consumed: false,
         });
@@ -355,7 +341,6 @@ impl Client {
                     g.frames[i].consumed = true;
                     return Rx {
                         idx: i,
-                        t: g.frames[i].t,
                         msg: g.frames[i].msg.clone(),
                     };
                 }
@@ -419,11 +404,6 @@ impl Client {
         self.expect_where(&format!("id={id}"), timeout, |m| m["id"] == id)
             .await
             .msg
-    }
-
-    pub async fn expect_id_rx(&self, id: &str) -> Rx {
-        self.expect_where(&format!("id={id}"), T, |m| m["id"] == id)
-            .await
     }
 
     /// The next unconsumed `error`; asserts its code and string message.
@@ -548,6 +528,23 @@ impl Client {
             m["__pong__"] == token.as_str()
         })
         .await;
+    }
+
+    /// Pings without waiting for the pong (a failed send is fine: the
+    /// socket may be closing already).
+    pub async fn ping_now(&self) {
+        let _ = self
+            .try_send_raw(Message::Ping(b"now".to_vec().into()))
+            .await;
+    }
+
+    /// How many pongs arrived so far (to `settle` or `ping_now`).
+    pub fn pongs(&self) -> usize {
+        let g = self.inner.lock().unwrap();
+        g.frames
+            .iter()
+            .filter(|f| f.msg.get("__pong__").is_some())
+            .count()
     }
 
     /// Absence, without waiting a guessed while: after `settle`, no
