@@ -37,11 +37,11 @@ async fn frames_waiting_behind_a_replaced_phones_request_have_no_effect() {
         new.send_json(json!({"type": "auth", "token": gw.phone_token(&acc)}))
             .await;
         new.expect("ready").await;
-        let ack = new.request(json!({"type": "send", "body": "marker"})).await;
+        let ack = new.send_body(&json!("marker"), None).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         assert_eq!(old.expect_close().await, 4009);
         // Everything the old phone did is done once it is closed.
-        new.request(json!({"type": "send", "body": "end"})).await;
+        new.send_body(&json!("end"), None).await;
         let mut after_marker = false;
         loop {
             let m = second.web.expect("message").await;
@@ -121,9 +121,7 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
                 }
             }
         });
-        let ok = phone
-            .request(json!({"type": "logout", "session_id": s.session_id}))
-            .await;
+        let ok = phone.request_frame(&logout(&s.session_id)).await;
         assert_eq!(ok["closed"], 1, "{ok}");
         let (seqs, farewell) = tokio::time::timeout(LONG, reader)
             .await

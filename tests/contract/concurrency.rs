@@ -27,7 +27,7 @@ async fn one_account(addr: std::net::SocketAddr, acc: String, token: String) {
         for k in 0..MESSAGES {
             let ack = s
                 .web
-                .request(json!({"type": "send", "body": {"sid": s.session_id, "k": k}}))
+                .send_body(&json!({"sid": s.session_id, "k": k}), None)
                 .await;
             assert_eq!(ack["type"], "ack", "{ack}");
         }
@@ -46,9 +46,7 @@ async fn one_account(addr: std::net::SocketAddr, acc: String, token: String) {
 
     // phone -> webs
     for k in 0..MESSAGES {
-        let ack = phone
-            .request(json!({"type": "send", "body": {"acc": acc, "k": k}}))
-            .await;
+        let ack = phone.send_body(&json!({"acc": acc, "k": k}), None).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         assert_eq!(ack["delivered"], SESSIONS_PER_PHONE, "{ack}");
     }

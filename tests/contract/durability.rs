@@ -23,12 +23,10 @@ async fn kill9_keeps_links_and_endings() {
     let phone2 = g.phone(&acc2).await;
     let all1 = g.pair(&phone2, &PairOpts::new()).await;
     let all2 = g.pair(&phone2, &PairOpts::new()).await;
-    let ok = phone2.request(json!({"type": "logout_all"})).await;
+    let ok = phone2.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["closed"], 2, "{ok}");
 
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": ended.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&ended.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     // right after the ok: the ending must already be durable
     g.kill9().await;
@@ -416,10 +414,7 @@ async fn every_option_is_accepted_as_a_flag() {
     let (_web, qr) = start_pairing(g.addr, &PairOpts::new()).await;
     assert_eq!(qr["remaining"], 1, "{qr}");
     phone
-        .request_error(
-            json!({"type": "link", "ref": qr["ref"]}),
-            "too_many_devices",
-        )
+        .request_frame_error(&link_ref(&qr), "too_many_devices")
         .await;
     // --allowed-origins *
     assert_eq!(

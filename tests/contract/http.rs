@@ -56,17 +56,15 @@ async fn metrics_are_prometheus_text_and_move() {
     let phone = gw.phone(&acc).await;
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
-    let ack = a.web.request(json!({"type": "send", "body": 1})).await;
+    let ack = a.web.send_body(&json!(1), None).await;
     assert_eq!(ack["type"], "ack");
     phone.expect("message").await;
-    let ack = phone.request(json!({"type": "send", "body": 2})).await;
+    let ack = phone.send_body(&json!(2), None).await;
     assert_eq!(ack["delivered"], 2);
     phone
         .request_error(json!({"type": "nonsense"}), "unknown_type")
         .await;
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": b.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&b.session_id)).await;
     assert_eq!(ok["type"], "ok");
     assert_eq!(
         upgrade_status(
@@ -145,7 +143,7 @@ async fn metrics_are_prometheus_text_and_move() {
     // counters move
     let before = v("pairgate_messages_relayed_total");
     for i in 0..3 {
-        let ack = a.web.request(json!({"type": "send", "body": i})).await;
+        let ack = a.web.send_body(&json!(i), None).await;
         assert_eq!(ack["type"], "ack");
     }
     let body2 = gw.http_get("/metrics", &[]).await.text();

@@ -375,7 +375,7 @@ async fn error_replies_beyond_the_rate_are_sent_as_rate_limited() {
     );
     assert!(limited >= 4, "{limited} rate_limited");
     // success replies are not limited
-    let r = phone.request(json!({"type": "list_sessions"})).await;
+    let r = phone.request_frame(&ClientFrame::ListSessions).await;
     assert_eq!(r["type"], "sessions", "{r}");
     assert!(!phone.is_closed());
     phone.assert_one_reply_per_id();

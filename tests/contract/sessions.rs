@@ -209,7 +209,7 @@ async fn logout_tears_the_web_down_before_ok_and_ends_the_token() {
     // the other session is untouched
     assert!(!b.web.is_closed());
     let ack = phone
-        .request(json!({"type": "send", "body": "still here", "to": b.session_id}))
+        .send_body(&json!("still here"), Some(&b.session_id))
         .await;
     assert_eq!(ack["delivered"], 1, "{ack}");
     b.web.expect("message").await;
@@ -233,19 +233,14 @@ async fn logout_of_an_offline_session_and_unknown_sessions() {
     phone
         .expect_field("session_offline", "session_id", &json!(s.session_id))
         .await;
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": s.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&s.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 1, "{ok}");
     gw.assert_logged_out(&s.token).await;
 
     // twice: no such session any more
     phone
-        .request_error(
-            json!({"type": "logout", "session_id": s.session_id}),
-            "unknown_session",
-        )
+        .request_frame_error(&logout(&s.session_id), "unknown_session")
         .await;
     phone
         .request_error(
@@ -257,10 +252,7 @@ async fn logout_of_an_offline_session_and_unknown_sessions() {
     let other_phone = gw.phone(&account("logout2-other")).await;
     let theirs = gw.pair(&other_phone, &PairOpts::new()).await;
     phone
-        .request_error(
-            json!({"type": "logout", "session_id": theirs.session_id}),
-            "unknown_session",
-        )
+        .request_frame_error(&logout(&theirs.session_id), "unknown_session")
         .await;
     theirs.web.assert_quiet("logged_out").await;
     assert!(!theirs.web.is_closed());
@@ -313,7 +305,7 @@ async fn logout_all_closes_every_web_before_ok() {
     assert_eq!(list_sessions(&other_phone).await.len(), 1);
 
     // nothing left
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 0, "{ok}");
 }
@@ -374,9 +366,7 @@ async fn session_online_and_offline_events_on_change_only() {
     let web3 = gw.resume_ok(&s.token, &s.session_id).await;
     phone.expect("session_online").await;
     // sentinel, then count
-    let ack = web3
-        .request(json!({"type": "send", "body": "sentinel"}))
-        .await;
+    let ack = web3.send_body(&json!("sentinel"), None).await;
     assert_eq!(ack["type"], "ack");
     phone.expect("message").await;
     phone.assert_quiet("session_online").await;
@@ -503,7 +493,7 @@ async fn remember_false_session_survives_when_resumed_in_time() {
         session_ids(&list_sessions(&phone).await),
         vec![eph.session_id.clone()]
     );
-    let ack = web2.request(json!({"type": "send", "body": "alive"})).await;
+    let ack = web2.send_body(&json!("alive"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 
     // the grace counts from the last close
@@ -554,7 +544,7 @@ async fn idle_sessions_expire_but_live_ones_never_do() {
         session_ids(&list_sessions(&phone).await),
         vec![live.session_id.clone()]
     );
-    let ack = live.web.request(json!({"type": "send", "body": 1})).await;
+    let ack = live.web.send_body(&json!(1), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 }
 
@@ -611,7 +601,7 @@ async fn logout_all_ends_a_link_being_written() {
         let acc = account("linkrace");
         let a = gw.phone(&acc).await.named(format!("phone A #{trial}"));
         let (web, qr) = gw.pairing(&PairOpts::new()).await;
-        let lr = a.request(json!({"type": "link", "ref": qr["ref"]})).await;
+        let lr = a.request_frame(&link_ref(&qr)).await;
         assert_eq!(lr["type"], "link_request", "{lr}");
         web.expect("scanned").await;
         let b = Client::open(&gw.ws_url("/ws/phone")).await;
@@ -683,7 +673,7 @@ async fn logout_all_drops_a_web_whose_buffers_are_full() {
         }
     }
 
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 1, "{ok}");
     let mut messages = 0;

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::support::*;
 
 /// One socket in each state: live phone, live web, pairing web, unauthenticated.
@@ -120,7 +118,7 @@ async fn sigterm_right_after_a_link_keeps_it() {
     let acc = account("sigtermlink");
     let phone = g.phone(&acc).await;
     let s = g.pair(&phone, &PairOpts::new()).await;
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["closed"], 1);
     let kept = g.pair(&phone, &PairOpts::new()).await;
     g.signal("TERM");

@@ -28,6 +28,41 @@ pub fn auth(token: &str) -> ClientFrame<'static> {
     }
 }
 
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// `link` by the ref of a `qr` frame.
+pub fn link_ref(qr: &Value) -> ClientFrame<'static> {
+    ClientFrame::Link(LinkTarget::Ref(text(&qr["ref"])))
+}
+
+/// `link` by the code of a `qr` frame.
+pub fn link_code(qr: &Value) -> ClientFrame<'static> {
+    ClientFrame::Link(LinkTarget::Code(text(&qr["code"])))
+}
+
+/// `link_confirm` of a `link_request`.
+pub fn confirm(lr: &Value) -> ClientFrame<'static> {
+    ClientFrame::LinkConfirm {
+        request_id: text(&lr["request_id"]),
+    }
+}
+
+/// `link_reject` of a `link_request`.
+pub fn reject(lr: &Value) -> ClientFrame<'static> {
+    ClientFrame::LinkReject {
+        request_id: text(&lr["request_id"]),
+    }
+}
+
+/// The phone's `logout` of one session.
+pub fn logout(session_id: &str) -> ClientFrame<'static> {
+    ClientFrame::Logout {
+        session_id: Some(session_id.to_owned()),
+    }
+}
+
 /// Waits for `ready` or `error`, the two answers to `auth`.
 async fn auth_answer(c: &Client) -> Rx {
     c.expect_where("ready or error", T, |m| {
@@ -139,19 +174,14 @@ pub fn created_at(s: &Session) -> time::OffsetDateTime {
 /// Pairs a new web session through `phone` (link + link_confirm).
 pub async fn pair_session(addr: SocketAddr, phone: &Client, opts: &PairOpts) -> Session {
     let (web, qr) = start_pairing(addr, opts).await;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let target = if opts.by_code {
-        LinkTarget::Code(text(&qr["code"]))
+    let link = if opts.by_code {
+        link_code(&qr)
     } else {
-        LinkTarget::Ref(text(&qr["ref"]))
+        link_ref(&qr)
     };
-    let lr = phone.request_frame(&ClientFrame::Link(target)).await;
+    let lr = phone.request_frame(&link).await;
     assert_eq!(lr["type"], "link_request", "link failed: {lr}");
-    let dl = phone
-        .request_frame(&ClientFrame::LinkConfirm {
-            request_id: text(&lr["request_id"]),
-        })
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "link_confirm failed: {dl}");
     let linked_rx = web.expect_rx("linked").await;
     let linked = linked_rx.msg.clone();

@@ -253,6 +253,36 @@ impl Client {
         self.expect_id(&id).await
     }
 
+    /// `send` of `body` (to one session, with `to`) as a typed frame; its reply.
+    pub async fn send_body(&self, body: &Value, to: Option<&str>) -> Value {
+        let body = serde_json::value::to_raw_value(body).expect("a JSON body");
+        self.request_frame(&ClientFrame::Send {
+            body: &body,
+            to: to.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Sends a typed frame (fresh id) and expects an `error` with `code`.
+    pub async fn request_frame_error(&self, frame: &ClientFrame<'_>, code: &str) -> Value {
+        let r = self.request_frame(frame).await;
+        assert_eq!(
+            r["type"], "error",
+            "{}: expected error {code}, got {r}",
+            self.name
+        );
+        assert_eq!(
+            r["code"], code,
+            "{}: expected error {code}, got {r}",
+            self.name
+        );
+        assert!(
+            r["message"].is_string(),
+            "error without a string message: {r}"
+        );
+        r
+    }
+
     /// Sends all frames, flushing once (pipelined).
     pub async fn send_many(&self, frames: impl IntoIterator<Item = Value>) {
         let mut g = self.sink.lock().await;
