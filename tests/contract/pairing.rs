@@ -562,6 +562,8 @@ async fn web_closing_while_pairing_kills_its_refs_and_requests() {
     let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.close().await;
+    // the close reply is sent before the gateway is done with the socket
+    wait_for_web_sockets(gw.addr, 0).await;
     phone
         .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
@@ -583,6 +585,7 @@ async fn web_closing_while_pairing_kills_its_refs_and_requests() {
 
     let (web3, qr3) = gw.pairing(&PairOpts::new()).await;
     web3.close().await;
+    wait_for_web_sockets(gw.addr, 0).await;
     phone
         .request_frame_error(&link_ref(&qr3), "unknown_ref")
         .await;

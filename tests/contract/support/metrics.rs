@@ -97,3 +97,42 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
 }
+
+/// Polls `/metrics` until the sample of `name` with exactly `labels` equals
+/// `want`; panics with the last value after `timeout`.
+pub async fn wait_for_sample(
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        poll.tick().await;
+        let body = http_get(addr, "/metrics", &[]).await.text();
+        let v = metric_sample(&body, name, labels);
+        if v == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} is still {v:?}, not {want}, after {timeout:?}"
+        );
+    }
+}
+
+/// Waits until the gateway counts `n` live web sockets: a socket leaves the
+/// count only once the gateway has finished with it (its refs and link
+/// requests ended), which a client seeing its close reply does not tell.
+pub async fn wait_for_web_sockets(addr: SocketAddr, n: usize) {
+    wait_for_sample(
+        addr,
+        "pairgate_sockets",
+        &[("role", "web")],
+        n as f64,
+        super::LONG,
+    )
+    .await
+}
