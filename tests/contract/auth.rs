@@ -6,9 +6,11 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+/// The first frame on `path`, read byte by byte (the typed client would
+/// look past other frames for `hello`).
 async fn hello_of(gw: &TestGateway, path: &str) -> Value {
-    let c = Client::open(&gw.ws_url(path)).await;
-    let first = c.recv().await;
+    let mut raw = RawWs::connect(gw.addr, path, &[], None).await;
+    let first = raw.recv_json().await;
     assert_eq!(
         first["type"], "hello",
         "first frame on {path} is not hello: {first}"

@@ -229,7 +229,7 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
 /// then on it is excluded from `delivered`; reading again, it gets exactly
 /// the messages counted for it, in order, then the 4030.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_web_with_4096_small_frames_waiting_is_closed_4030() {
+async fn a_web_with_4096_frames_waiting_is_closed_4030() {
     const QUEUE_FRAMES: usize = 4096;
     const BATCH: usize = 256;
     // Messages of ~1 KB: the kernel's buffers fill after a few thousand, and
