@@ -83,9 +83,18 @@ test("the QR code rotates, expires, and Reload QR code starts over", { timeout: 
   const third = await decodeShownQr(page, frames);
   assert.equal(third.decoded, third.qr.payload);
 
-  // And it works: link with the ref shown now (once more if it rotated meanwhile).
-  let request = await phone.request({ type: "link", ref: frames.last("qr").ref });
-  if (request.code === "unknown_ref") request = await phone.request({ type: "link", ref: frames.last("qr").ref });
+  // And it works: link with the ref shown now. With a short TTL the code may
+  // rotate between reading it and the link; then the page has been sent a
+  // newer qr: wait for that event (not a guessed while) and link with it.
+  let shown = frames.last("qr");
+  let request = await phone.request({ type: "link", ref: shown.ref });
+  if (request.code === "unknown_ref") {
+    shown = await frames.waitFor((f) => f.type === "qr", {
+      from: frames.received.indexOf(shown) + 1,
+      what: "the qr that replaced the one the phone was too late for",
+    });
+    request = await phone.request({ type: "link", ref: shown.ref });
+  }
   assert.equal(request.type, "link_request", JSON.stringify(request));
   await waitForState(page, "scanned");
   const linked = await phone.request({ type: "link_confirm", request_id: request.request_id });

@@ -2,15 +2,15 @@
 //! validation, `not_authenticated`, the auth timeout, 4009 replacement, and
 //! what a pairing web socket accepts.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::*;
 
+/// The first frame on `path`, read byte by byte (the typed client would
+/// look past other frames for `hello`).
 async fn hello_of(gw: &TestGateway, path: &str) -> Value {
-    let c = Client::open(&gw.ws_url(path)).await;
-    let first = c.recv().await;
+    let mut raw = RawWs::connect(gw.addr, path, &[], None).await;
+    let first = raw.recv_json().await;
     assert_eq!(
         first["type"], "hello",
         "first frame on {path} is not hello: {first}"
@@ -364,11 +364,20 @@ async fn auth_in_time_is_not_closed_by_the_auth_timeout() {
     let gw = TestGateway::spawn(|c| c.auth_timeout_ms = 300).await;
     let acc = account("intime");
     let phone = gw.phone(&acc).await;
-    let (web, _qr) = gw.pairing(&PairOpts::new()).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (web, qr) = gw.pairing(&PairOpts::new()).await;
+    // The clock to read is a witness opened after both that never
+    // authenticates: once its auth timer closed it (4008), theirs, started
+    // earlier, have run out too.
+    let witness = Client::open(&gw.ws_url("/ws/phone")).await;
+    witness.expect("hello").await;
+    assert_eq!(witness.expect_close().await, 4008);
+    // both are still served: a round trip each
+    assert!(list_sessions(&phone).await.is_empty());
+    let lr = phone.request_frame(&link_ref(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
     assert!(!phone.is_closed(), "{:?}", phone.closed());
     assert!(!web.is_closed(), "{:?}", web.closed());
-    assert!(list_sessions(&phone).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,24 +392,17 @@ async fn second_phone_socket_replaces_the_first_with_4009_and_no_status_change()
 
     // the web sees no phone_status change: a message relayed after the
     // replacement arrives with no phone_status before it
-    let ack = phone2
-        .request(json!({"type": "send", "body": "after replacement"}))
-        .await;
+    let ack = phone2.send_body(&json!("after replacement"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["delivered"], 1, "{ack}");
     s.web.expect("message").await;
     s.web.assert_none("phone_status");
     // and the new phone is fully usable
-    let ack = s
-        .web
-        .request(json!({"type": "send", "body": "to the new phone"}))
-        .await;
+    let ack = s.web.send_body(&json!("to the new phone"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let m = phone2.expect("message").await;
     assert_eq!(m["body"], "to the new phone");
-    s.web
-        .assert_quiet("phone_status", Duration::from_millis(200))
-        .await;
+    s.web.assert_quiet("phone_status").await;
     // no session events went to the new phone for the replacement either
     phone2.assert_none("session_online");
     phone2.assert_none("session_offline");
@@ -417,22 +419,18 @@ async fn second_socket_of_a_web_session_replaces_the_older_with_4009() {
     assert_eq!(s.web.expect_close().await, 4009);
 
     // the newer socket is the live one
-    let ack = web2
-        .request(json!({"type": "send", "body": "from web2"}))
-        .await;
+    let ack = web2.send_body(&json!("from web2"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let m = phone.expect("message").await;
     assert_eq!(m["from"], s.session_id.as_str());
     let ack = phone
-        .request(json!({"type": "send", "body": "to web2", "to": s.session_id}))
+        .send_body(&json!("to web2"), Some(&s.session_id))
         .await;
     assert_eq!(ack["delivered"], 1, "{ack}");
     web2.expect("message").await;
 
     // a 4009 replacement changes nothing for the phone
-    phone
-        .assert_quiet("session_offline", Duration::from_millis(200))
-        .await;
+    phone.assert_quiet("session_offline").await;
     phone.assert_none("session_online");
     let list = list_sessions(&phone).await;
     assert_eq!(list.len(), 1);
@@ -491,7 +489,7 @@ async fn auth_and_pair_on_a_live_socket_are_unknown_type() {
         .await;
     assert!(!web.is_closed());
     assert!(!phone.is_closed());
-    let ack = web.request(json!({"type": "send", "body": 1})).await;
+    let ack = web.send_body(&json!(1), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 }
 
@@ -512,9 +510,7 @@ async fn pairing_socket_refuses_other_frames_with_not_authenticated() {
     }
     assert!(!web.is_closed());
     // still pairing: the ref links
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
 }
 
@@ -534,14 +530,10 @@ async fn repeated_pair_is_ok_and_updates_remember_and_device_name() {
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["id"], "again", "{ok}");
 
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     assert_eq!(lr["device"]["name"], "second name", "{lr}");
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     assert_eq!(dl["session"]["remember"], false, "{dl}");
     assert_eq!(dl["session"]["device_name"], "second name", "{dl}");
@@ -561,12 +553,8 @@ async fn repeated_pair_can_turn_remember_back_on() {
     // `remember` missing is true
     let ok = web.request(json!({"type": "pair"})).await;
     assert_eq!(ok["type"], "ok", "{ok}");
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["session"]["remember"], true, "{dl}");
     let linked = web.expect("linked").await;
     assert_eq!(linked["remember"], true, "{linked}");
@@ -596,12 +584,10 @@ async fn auth_while_pairing_ends_pairing_and_resumes_the_session() {
     assert_eq!(s.web.expect_close().await, 4009);
     // the pairing ended: its ref is gone
     phone
-        .request_error(json!({"type": "link", "ref": qr["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&qr), "unknown_ref")
         .await;
     // and the socket is live
-    let ack = web2
-        .request(json!({"type": "send", "body": "resumed"}))
-        .await;
+    let ack = web2.send_body(&json!("resumed"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(phone.expect("message").await["from"], s.session_id.as_str());
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The most the kernel may hold for one loopback connection whose reader
 /// stopped: the sender's send buffer at its autotuning limit plus a small
@@ -220,5 +220,93 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
         "the phone must get exactly the acknowledged messages, in order: acked {}, received {}",
         acked.len(),
         received.len()
+    );
+}
+
+/// 4030 by frame count: with the byte bound far away (64 MiB), a web socket
+/// that does not read is closed 4030 once 4096 frames (of 1 KB) wait in its
+/// queue (PROTOCOL: "`--max-queue-bytes`, 1 MiB; or 4096 frames"). From
+/// then on it is excluded from `delivered`; reading again, it gets exactly
+/// the messages counted for it, in order, then the 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_with_4096_frames_waiting_is_closed_4030() {
+    const QUEUE_FRAMES: usize = 4096;
+    const BATCH: usize = 256;
+    // Messages of ~1 KB: the kernel's buffers fill after a few thousand, and
+    // a full queue of them (4 MiB) is far below the byte bound.
+    const PAD: usize = 1000;
+    let gw = TestGateway::spawn(|c| {
+        c.max_queue_bytes = 64 << 20;
+        c.max_frames_per_sec = 100_000;
+    })
+    .await;
+    let acc = account("frames4030");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    s.web.close().await;
+    phone.expect("session_offline").await;
+    let mut raw = raw_resume(gw.addr, &s.token, Some(4096)).await;
+    phone.expect("session_online").await;
+
+    let pad = "q".repeat(PAD);
+    let mut counted = Vec::new();
+    let mut seq = 0usize;
+    let mut excluded = false;
+    while !excluded {
+        assert!(
+            seq <= QUEUE_FRAMES + kernel_allowance() / PAD + BATCH,
+            "{seq} messages for a socket that does not read, and it was never excluded"
+        );
+        let frames: Vec<_> = (seq..seq + BATCH)
+            .map(|i| json!({"type": "send", "id": format!("q{i}"), "body": {"seq": i, "pad": pad}}))
+            .collect();
+        phone.send_many(frames).await;
+        for i in seq..seq + BATCH {
+            let ack = phone.expect_id(&format!("q{i}")).await;
+            match ack["delivered"].as_u64() {
+                Some(1) => {
+                    assert!(!excluded, "delivered 1 after the exclusion: {ack}");
+                    counted.push(i);
+                }
+                Some(0) => excluded = true,
+                _ => panic!("unexpected ack {ack}"),
+            }
+        }
+        seq += BATCH;
+    }
+    // At least a full queue was counted; past it only what the kernel's
+    // buffers took.
+    assert!(
+        counted.len() >= QUEUE_FRAMES,
+        "excluded after {} messages: fewer than a full queue",
+        counted.len()
+    );
+    assert!(
+        counted.len() <= QUEUE_FRAMES + kernel_allowance() / PAD,
+        "{} messages counted for a socket that does not read",
+        counted.len()
+    );
+    let mut received = Vec::new();
+    let code = loop {
+        match raw.next_event(LONG).await {
+            Some(RawEvent::Text(t)) => {
+                let m: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                assert_eq!(m["type"], "message", "{m}");
+                received.push(m["body"]["seq"].as_u64().expect("seq") as usize);
+            }
+            Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
+            Some(RawEvent::Close(code)) => break code,
+            other => panic!("after {} messages: {other:?}", received.len()),
+        }
+    };
+    assert_eq!(code, Some(4030), "close code");
+    eprintln!("excluded after {} messages of ~1 KB", counted.len());
+    assert!(
+        received == counted,
+        "got {} messages (last {:?}), counted {} (last {:?})",
+        received.len(),
+        received.last(),
+        counted.len(),
+        counted.last()
     );
 }

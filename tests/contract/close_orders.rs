@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A phone socket replaced (4009) while it is busy with a `logout` has a
 /// `send` waiting behind it: the send must not be relayed. The new phone's
@@ -37,11 +37,11 @@ async fn frames_waiting_behind_a_replaced_phones_request_have_no_effect() {
         new.send_json(json!({"type": "auth", "token": gw.phone_token(&acc)}))
             .await;
         new.expect("ready").await;
-        let ack = new.request(json!({"type": "send", "body": "marker"})).await;
+        let ack = new.send_body(&json!("marker"), None).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         assert_eq!(old.expect_close().await, 4009);
         // Everything the old phone did is done once it is closed.
-        new.request(json!({"type": "send", "body": "end"})).await;
+        new.send_body(&json!("end"), None).await;
         let mut after_marker = false;
         loop {
             let m = second.web.expect("message").await;
@@ -72,8 +72,12 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
     let pad = "y".repeat(6_000);
     let mut farewells = 0;
     for trial in 0..40 {
-        // Half the readers pause between messages, half read flat out.
-        let pause = (trial % 2 == 0).then(|| Duration::from_micros(200));
+        // Half the readers are paced (a message per 200 µs), half read flat out.
+        let mut pace = (trial % 2 == 0).then(|| {
+            let mut i = tokio::time::interval(Duration::from_micros(200));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         let acc = account("midmessage");
         let phone = gw.phone(&acc).await;
         let s = gw.pair(&phone, &PairOpts::new()).await;
@@ -100,8 +104,8 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
                             }
                             _ => panic!("unexpected {m}"),
                         }
-                        if let Some(pause) = pause {
-                            tokio::time::sleep(pause).await;
+                        if let Some(pace) = pace.as_mut() {
+                            pace.tick().await;
                         }
                     }
                     Some(RawEvent::Ping) | Some(RawEvent::Pong) => {}
@@ -117,9 +121,7 @@ async fn a_logout_that_interrupts_a_long_message_keeps_the_stream_well_formed() 
                 }
             }
         });
-        let ok = phone
-            .request(json!({"type": "logout", "session_id": s.session_id}))
-            .await;
+        let ok = phone.request_frame(&logout(&s.session_id)).await;
         assert_eq!(ok["closed"], 1, "{ok}");
         let (seqs, farewell) = tokio::time::timeout(LONG, reader)
             .await

@@ -2,11 +2,9 @@
 //! the `token` command, and the binary's options (flags, environment,
 //! default subcommand). Runs the real binary.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_keeps_links_and_endings() {
@@ -25,12 +23,10 @@ async fn kill9_keeps_links_and_endings() {
     let phone2 = g.phone(&acc2).await;
     let all1 = g.pair(&phone2, &PairOpts::new()).await;
     let all2 = g.pair(&phone2, &PairOpts::new()).await;
-    let ok = phone2.request(json!({"type": "logout_all"})).await;
+    let ok = phone2.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["closed"], 2, "{ok}");
 
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": ended.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&ended.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     // right after the ok: the ending must already be durable
     g.kill9().await;
@@ -80,9 +76,11 @@ async fn remember_false_sessions_get_a_full_grace_after_a_restart() {
             .expect_field("session_offline", "session_id", &json!(s.session_id))
             .await;
     }
+    let closed_by = time::OffsetDateTime::now_utc();
     g.kill9().await;
-    // longer than the grace counted from the close
-    tokio::time::sleep(Duration::from_millis(grace_ms + 300)).await;
+    // No gateway runs, so only the clock can say it: wait until the grace
+    // counted from the close is over.
+    until_wall_clock(closed_by + time::Duration::milliseconds(grace_ms as i64)).await;
 
     let g = BinGateway::serve(dir.path(), &args, &[]).await;
     // a full grace from start-up: still resumable
@@ -416,10 +414,7 @@ async fn every_option_is_accepted_as_a_flag() {
     let (_web, qr) = start_pairing(g.addr, &PairOpts::new()).await;
     assert_eq!(qr["remaining"], 1, "{qr}");
     phone
-        .request_error(
-            json!({"type": "link", "ref": qr["ref"]}),
-            "too_many_devices",
-        )
+        .request_frame_error(&link_ref(&qr), "too_many_devices")
         .await;
     // --allowed-origins *
     assert_eq!(
@@ -454,8 +449,19 @@ async fn a_session_online_longer_than_the_idle_limit_survives_kill9() {
     let acc = account("online-crash");
     let phone = g.phone(&acc).await;
     let s = g.pair(&phone, &PairOpts::new()).await;
-    // Stay online past the idle limit (time has to pass: no event to await).
-    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    // Stay online past the idle limit, as measured by a witness that goes
+    // offline after s came online and idles out. The sweep that removes it
+    // also re-stores s's last-active time, and the removal is told only
+    // once it (queued after that) is on disk.
+    let w = g.pair(&phone, &PairOpts::new()).await;
+    w.web.close().await;
+    let removed = phone
+        .expect_where("session_removed", 3 * LONG, |m| {
+            m["type"] == "session_removed"
+        })
+        .await
+        .msg;
+    assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
     assert!(!s.web.is_closed(), "a live session idled out");
     g.kill9().await;
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_200_ok() {
@@ -56,17 +56,15 @@ async fn metrics_are_prometheus_text_and_move() {
     let phone = gw.phone(&acc).await;
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
-    let ack = a.web.request(json!({"type": "send", "body": 1})).await;
+    let ack = a.web.send_body(&json!(1), None).await;
     assert_eq!(ack["type"], "ack");
     phone.expect("message").await;
-    let ack = phone.request(json!({"type": "send", "body": 2})).await;
+    let ack = phone.send_body(&json!(2), None).await;
     assert_eq!(ack["delivered"], 2);
     phone
         .request_error(json!({"type": "nonsense"}), "unknown_type")
         .await;
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": b.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&b.session_id)).await;
     assert_eq!(ok["type"], "ok");
     assert_eq!(
         upgrade_status(
@@ -145,12 +143,92 @@ async fn metrics_are_prometheus_text_and_move() {
     // counters move
     let before = v("pairgate_messages_relayed_total");
     for i in 0..3 {
-        let ack = a.web.request(json!({"type": "send", "body": i})).await;
+        let ack = a.web.send_body(&json!(i), None).await;
         assert_eq!(ack["type"], "ack");
     }
     let body2 = gw.http_get("/metrics", &[]).await.text();
     let after = metric_sum(&body2, "pairgate_messages_relayed_total").unwrap_or(0.0);
     assert!(after >= before + 3.0, "relayed {before} -> {after}");
+}
+
+/// The contract's error codes and close codes, as `/metrics` labels them.
+const ERROR_CODES: [&str; 13] = [
+    "bad_frame",
+    "unknown_type",
+    "not_authenticated",
+    "invalid_token",
+    "logged_out",
+    "unknown_ref",
+    "unknown_request",
+    "unknown_session",
+    "too_many_devices",
+    "phone_offline",
+    "too_large",
+    "rate_limited",
+    "internal",
+];
+const CLOSE_CODES: [&str; 8] = [
+    "1009", "1012", "4001", "4003", "4008", "4009", "4029", "4030",
+];
+
+/// `pairgate_errors_total` and `pairgate_closes_total` carry one sample per
+/// code, labelled `code`, from the start (at 0); an error reply and a close
+/// move exactly their own sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_are_the_error_and_close_codes() {
+    let gw = TestGateway::start().await;
+    let samples = |body: &str| {
+        let errors: Vec<(&str, Option<f64>)> = ERROR_CODES
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    metric_sample(body, "pairgate_errors_total", &[("code", c)]),
+                )
+            })
+            .collect();
+        let closes: Vec<(&str, Option<f64>)> = CLOSE_CODES
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    metric_sample(body, "pairgate_closes_total", &[("code", c)]),
+                )
+            })
+            .collect();
+        (errors, closes)
+    };
+    let body = gw.http_get("/metrics", &[]).await.text();
+    let (errors, closes) = samples(&body);
+    for (code, v) in errors.iter().chain(&closes) {
+        assert_eq!(*v, Some(0.0), "no sample for code {code} at start:\n{body}");
+    }
+
+    // one unknown_type reply and one 4001 close
+    let acc = account("labels");
+    let phone = gw.phone(&acc).await;
+    phone
+        .request_error(json!({"type": "nonsense"}), "unknown_type")
+        .await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    let ok = phone
+        .request_frame(&ClientFrame::Logout {
+            session_id: Some(s.session_id.clone()),
+        })
+        .await;
+    assert_eq!(ok["closed"], 1, "{ok}");
+    assert_eq!(s.web.expect_close().await, 4001);
+
+    let body = gw.http_get("/metrics", &[]).await.text();
+    let (errors, closes) = samples(&body);
+    for (code, v) in errors {
+        let want = if code == "unknown_type" { 1.0 } else { 0.0 };
+        assert_eq!(v, Some(want), "errors{{code={code}}}:\n{body}");
+    }
+    for (code, v) in closes {
+        let want = if code == "4001" { 1.0 } else { 0.0 };
+        assert_eq!(v, Some(want), "closes{{code={code}}}:\n{body}");
+    }
 }
 
 const PATHS: [&str; 2] = ["/ws/web", "/ws/phone"];
@@ -202,11 +280,14 @@ async fn default_origin_check_compares_host_and_port() {
     // and a refused one never gets one
     let err = try_open(
         &gw.ws_url("/ws/web"),
-        &[("Origin", "http://evil.example.test")],
+        None,
+        Some("http://evil.example.test"),
     )
     .await;
     match err {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+        Err(pairgate::client::ClientError::Socket(
+            tokio_tungstenite::tungstenite::Error::Http(resp),
+        )) => {
             assert_eq!(resp.status().as_u16(), 403)
         }
         Err(e) => panic!("expected HTTP 403, got {e}"),

@@ -5,8 +5,18 @@
 //! `127.0.0.1:0`, or the real binary for durability and shutdown), uses a
 //! fresh account name, short configured timers, and a timeout on every
 //! receive. Nothing here depends on the server's internals.
+//!
+//! The machinery is in `support/`, one job per file (see `support/mod.rs`).
+//! Clients speak through the crate's typed client and encoder
+//! (`pairgate::client`, `ClientFrame::to_text`); a test that writes a frame
+//! as literal JSON does so on purpose, because the exact text on the wire
+//! (odd, extra or malformed fields) is what it checks.
+//!
+//! No test sleeps to let something happen: it waits for an event, polls a
+//! condition with a deadline, reads an order off one connection, or (where
+//! the contract is about time itself) waits for the clock (`support/clock.rs`).
 
-mod common;
+mod support;
 
 mod auth;
 mod backpressure;

@@ -3,11 +3,9 @@
 //! confirm / reject / expiry of link requests, `too_many_devices` and the
 //! failed-link rate limit.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::*;
 
 const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -119,10 +117,10 @@ async fn qr_rotates_then_pair_timeout_and_4008() {
 
     // the rotated-out ref and code are dead
     phone
-        .request_error(json!({"type": "link", "ref": q0["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&q0), "unknown_ref")
         .await;
     phone
-        .request_error(json!({"type": "link", "code": q0["code"]}), "unknown_ref")
+        .request_frame_error(&link_code(&q0), "unknown_ref")
         .await;
 
     let q2 = web.expect("qr").await;
@@ -134,7 +132,7 @@ async fn qr_rotates_then_pair_timeout_and_4008() {
     assert_eq!(web.expect_close().await, 4008);
     assert_eq!(web.all_of("qr").len(), 3, "exactly qr_rotations refs");
     phone
-        .request_error(json!({"type": "link", "ref": q2["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&q2), "unknown_ref")
         .await;
 }
 
@@ -180,9 +178,7 @@ async fn assert_code_links(
     let lr = phone.request(json!({"type": "link", "code": typed})).await;
     assert_eq!(lr["type"], "link_request", "{what} ({typed}): {lr}");
     web.expect("scanned").await;
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
     let _ = gw;
@@ -317,9 +313,7 @@ async fn link_request_device_name_is_derived_from_user_agent() {
     ];
     for (ua, expected) in cases {
         let (web, qr) = gw.pairing(&PairOpts::new().user_agent(ua)).await;
-        let lr = phone
-            .request(json!({"type": "link", "ref": qr["ref"]}))
-            .await;
+        let lr = phone.request_frame(&link_ref(&qr)).await;
         assert_eq!(lr["type"], "link_request", "{ua:?}: {lr}");
         assert_eq!(lr["device"]["name"], expected, "User-Agent {ua:?}: {lr}");
         if let Some(ua) = ua {
@@ -328,9 +322,7 @@ async fn link_request_device_name_is_derived_from_user_agent() {
             assert!(lr["device"]["user_agent"].is_string(), "{lr}");
         }
         assert_eq!(lr["device"]["ip"], "127.0.0.1", "{lr}");
-        let ok = phone
-            .request(json!({"type": "link_reject", "request_id": lr["request_id"]}))
-            .await;
+        let ok = phone.request_frame(&reject(&lr)).await;
         assert_eq!(ok["type"], "ok", "{ok}");
         web.close().await;
     }
@@ -407,7 +399,7 @@ async fn link_then_confirm_links_the_web_session() {
     assert_no_id(&st);
 
     // the socket is now a live web session
-    let ack = web.request(json!({"type": "send", "body": "hi"})).await;
+    let ack = web.send_body(&json!("hi"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let m = phone.expect("message").await;
     assert_eq!(m["from"], session["session_id"]);
@@ -436,33 +428,26 @@ async fn refs_and_codes_are_single_use() {
     let acc = account("used");
     let phone = gw.phone(&acc).await;
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     // submitted once: a second submission is refused, by ref or by code
     phone
-        .request_error(json!({"type": "link", "ref": qr["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&qr), "unknown_ref")
         .await;
     phone
-        .request_error(json!({"type": "link", "code": qr["code"]}), "unknown_ref")
+        .request_frame_error(&link_code(&qr), "unknown_ref")
         .await;
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
     // a second confirm of the same request
     phone
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr["request_id"]}),
-            "unknown_request",
-        )
+        .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
     // another account's phone cannot use it either
     let other = gw.phone(&account("other")).await;
     other
-        .request_error(json!({"type": "link", "ref": qr["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&qr), "unknown_ref")
         .await;
     assert_eq!(web.all_of("scanned").len(), 1);
 }
@@ -510,9 +495,7 @@ async fn link_reject_gives_pair_rejected_then_a_fresh_attempt() {
     // let the attempt advance, so that a restart is visible
     let q1 = web.expect("qr").await;
     assert_eq!(q1["remaining"], 2);
-    let lr = phone
-        .request(json!({"type": "link", "ref": q1["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&q1)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.expect("scanned").await;
     let ok = phone
@@ -529,22 +512,15 @@ async fn link_reject_gives_pair_rejected_then_a_fresh_attempt() {
     assert_ne!(fresh["ref"], q0["ref"]);
     // the rejected request is gone, the old ref too
     phone
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr["request_id"]}),
-            "unknown_request",
-        )
+        .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
     phone
-        .request_error(json!({"type": "link", "ref": q1["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&q1), "unknown_ref")
         .await;
     // the fresh ref links
-    let lr2 = phone
-        .request(json!({"type": "link", "ref": fresh["ref"]}))
-        .await;
+    let lr2 = phone.request_frame(&link_ref(&fresh)).await;
     assert_eq!(lr2["type"], "link_request", "{lr2}");
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr2["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr2)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
 }
@@ -560,9 +536,7 @@ async fn scanned_pauses_rotation_and_an_unanswered_request_counts_as_rejected() 
     let acc = account("expire");
     let phone = gw.phone(&acc).await;
     let (web, q0) = gw.pairing(&PairOpts::new()).await;
-    let lr = phone
-        .request(json!({"type": "link", "ref": q0["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&q0)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     let scanned = web.expect_rx("scanned").await;
     // rotation pauses: without the pause, the second ref and pair_timeout
@@ -573,10 +547,7 @@ async fn scanned_pauses_rotation_and_an_unanswered_request_counts_as_rejected() 
     assert_eq!(fresh["remaining"], 1, "{fresh}");
     assert!(!web.is_closed());
     phone
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr["request_id"]}),
-            "unknown_request",
-        )
+        .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
     web.assert_none("linked");
 }
@@ -588,22 +559,17 @@ async fn web_closing_while_pairing_kills_its_refs_and_requests() {
     let phone = gw.phone(&acc).await;
 
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.close().await;
+    // the close reply is sent before the gateway is done with the socket
+    wait_for_web_sockets(gw.addr, 0).await;
     phone
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr["request_id"]}),
-            "unknown_request",
-        )
+        .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
 
     let (web2, qr2) = gw.pairing(&PairOpts::new()).await;
-    let lr2 = phone
-        .request(json!({"type": "link", "ref": qr2["ref"]}))
-        .await;
+    let lr2 = phone.request_frame(&link_ref(&qr2)).await;
     web2.abort().await;
     // an abrupt end too: the request dies once the gateway has noticed
     wait_for_metric(gw.addr, "pairgate_link_requests_pending", LONG, |v| {
@@ -619,8 +585,9 @@ async fn web_closing_while_pairing_kills_its_refs_and_requests() {
 
     let (web3, qr3) = gw.pairing(&PairOpts::new()).await;
     web3.close().await;
+    wait_for_web_sockets(gw.addr, 0).await;
     phone
-        .request_error(json!({"type": "link", "ref": qr3["ref"]}), "unknown_ref")
+        .request_frame_error(&link_ref(&qr3), "unknown_ref")
         .await;
     assert!(list_sessions(&phone).await.is_empty());
 }
@@ -631,29 +598,21 @@ async fn a_newer_phone_socket_may_answer_a_pending_request() {
     let acc = account("newerphone");
     let phone1 = gw.phone(&acc).await;
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
-    let lr = phone1
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone1.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
 
     let phone2 = gw.phone(&acc).await;
     assert_eq!(phone1.expect_close().await, 4009);
-    let dl = phone2
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone2.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
 
     // and a reject from a newer socket
     let (webb, qrb) = gw.pairing(&PairOpts::new()).await;
-    let lrb = phone2
-        .request(json!({"type": "link", "ref": qrb["ref"]}))
-        .await;
+    let lrb = phone2.request_frame(&link_ref(&qrb)).await;
     let phone3 = gw.phone(&acc).await;
     assert_eq!(phone2.expect_close().await, 4009);
-    let ok = phone3
-        .request(json!({"type": "link_reject", "request_id": lrb["request_id"]}))
-        .await;
+    let ok = phone3.request_frame(&reject(&lrb)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     webb.expect("pair_rejected").await;
 }
@@ -664,15 +623,10 @@ async fn a_request_belongs_to_its_account() {
     let phone_a = gw.phone(&account("owner")).await;
     let phone_b = gw.phone(&account("stranger")).await;
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
-    let lr = phone_a
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone_a.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     phone_b
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr["request_id"]}),
-            "unknown_request",
-        )
+        .request_frame_error(&confirm(&lr), "unknown_request")
         .await;
     phone_b
         .request_error(
@@ -680,9 +634,7 @@ async fn a_request_belongs_to_its_account() {
             "unknown_request",
         )
         .await;
-    let dl = phone_a
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone_a.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
 }
@@ -696,33 +648,20 @@ async fn too_many_devices_at_link_leaves_the_ref_valid_and_no_scanned() {
 
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
     phone
-        .request_error(
-            json!({"type": "link", "ref": qr["ref"]}),
-            "too_many_devices",
-        )
+        .request_frame_error(&link_ref(&qr), "too_many_devices")
         .await;
     phone
-        .request_error(
-            json!({"type": "link", "code": qr["code"]}),
-            "too_many_devices",
-        )
+        .request_frame_error(&link_code(&qr), "too_many_devices")
         .await;
-    web.assert_quiet("scanned", Duration::from_millis(100))
-        .await;
+    web.assert_quiet("scanned").await;
 
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": a.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&a.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     // the same ref still links
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.expect("scanned").await;
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     web.expect("linked").await;
     assert_eq!(web.all_of("scanned").len(), 1, "{:?}", web.all_frames());
@@ -735,38 +674,25 @@ async fn too_many_devices_at_confirm_leaves_the_request_pending() {
     let phone = gw.phone(&acc).await;
     let (web_a, qr_a) = gw.pairing(&PairOpts::new()).await;
     let (web_b, qr_b) = gw.pairing(&PairOpts::new()).await;
-    let lr_a = phone
-        .request(json!({"type": "link", "ref": qr_a["ref"]}))
-        .await;
-    let lr_b = phone
-        .request(json!({"type": "link", "ref": qr_b["ref"]}))
-        .await;
+    let lr_a = phone.request_frame(&link_ref(&qr_a)).await;
+    let lr_b = phone.request_frame(&link_ref(&qr_b)).await;
     assert_eq!(lr_a["type"], "link_request", "{lr_a}");
     assert_eq!(lr_b["type"], "link_request", "{lr_b}");
 
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr_a["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr_a)).await;
     assert_eq!(dl["type"], "device_linked", "{dl}");
     let linked_a = web_a.expect("linked").await;
     phone
-        .request_error(
-            json!({"type": "link_confirm", "request_id": lr_b["request_id"]}),
-            "too_many_devices",
-        )
+        .request_frame_error(&confirm(&lr_b), "too_many_devices")
         .await;
-    web_b
-        .assert_quiet("pair_rejected", Duration::from_millis(100))
-        .await;
+    web_b.assert_quiet("pair_rejected").await;
     web_b.assert_none("linked");
 
     let ok = phone
         .request(json!({"type": "logout", "session_id": linked_a["session_id"]}))
         .await;
     assert_eq!(ok["type"], "ok", "{ok}");
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr_b["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr_b)).await;
     assert_eq!(
         dl["type"], "device_linked",
         "pending request should confirm now: {dl}"
@@ -783,9 +709,7 @@ async fn concurrent_confirms_respect_max_devices() {
     let mut requests = Vec::new();
     for _ in 0..3 {
         let (web, qr) = gw.pairing(&PairOpts::new()).await;
-        let lr = phone
-            .request(json!({"type": "link", "ref": qr["ref"]}))
-            .await;
+        let lr = phone.request_frame(&link_ref(&qr)).await;
         assert_eq!(lr["type"], "link_request", "{lr}");
         requests.push(lr["request_id"].clone());
         webs.push(web);
@@ -833,20 +757,17 @@ async fn five_misses_then_the_sixth_link_is_rate_limited() {
     }
     // the 6th attempt within the minute is refused, even with a valid ref
     phone
-        .request_error(json!({"type": "link", "ref": qr["ref"]}), "rate_limited")
+        .request_frame_error(&link_ref(&qr), "rate_limited")
         .await;
-    web.assert_quiet("scanned", Duration::from_millis(100))
-        .await;
+    web.assert_quiet("scanned").await;
     // per account: a new phone socket of the account is still limited
     let phone2 = gw.phone(&acc).await;
     phone2
-        .request_error(json!({"type": "link", "code": qr["code"]}), "rate_limited")
+        .request_frame_error(&link_code(&qr), "rate_limited")
         .await;
     // another account is not
     let other = gw.phone(&account("notlimited")).await;
-    let lr = other
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = other.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     assert!(!phone2.is_closed());
 }
@@ -865,20 +786,13 @@ async fn only_unknown_ref_counts_as_a_miss() {
     let (web, qr) = gw.pairing(&PairOpts::new()).await;
     for _ in 0..3 {
         phone
-            .request_error(
-                json!({"type": "link", "ref": qr["ref"]}),
-                "too_many_devices",
-            )
+            .request_frame_error(&link_ref(&qr), "too_many_devices")
             .await;
     }
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": a.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&a.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     // 4 misses, 3 refusals that are not misses: still allowed
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.expect("scanned").await;
     // the 5th miss, then the limit
@@ -887,7 +801,7 @@ async fn only_unknown_ref_counts_as_a_miss() {
         .await;
     let (_web2, qr2) = gw.pairing(&PairOpts::new()).await;
     phone
-        .request_error(json!({"type": "link", "ref": qr2["ref"]}), "rate_limited")
+        .request_frame_error(&link_ref(&qr2), "rate_limited")
         .await;
 }
 
@@ -896,9 +810,7 @@ async fn only_unknown_ref_counts_as_a_miss() {
 async fn abandon_one_link(addr: std::net::SocketAddr, phone: &Client, name: &str, ua: &str) {
     let opts = PairOpts::new().device_name(name).user_agent(Some(ua));
     let (web, qr) = start_pairing(addr, &opts).await;
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.abort().await;
 }
@@ -954,9 +866,7 @@ async fn device_names_and_user_agents_are_cleaned_and_capped() {
     );
     let opts = PairOpts::new().device_name(&name).user_agent(Some(&ua));
     let (_web, qr) = gw.pairing(&opts).await;
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     let shown = lr["device"]["name"].as_str().unwrap();
     assert!(shown.starts_with("Annagpj.exe"), "{shown:?}");
     assert_eq!(shown.chars().count(), 100, "{shown:?}");
@@ -964,9 +874,7 @@ async fn device_names_and_user_agents_are_cleaned_and_capped() {
     let shown_ua = lr["device"]["user_agent"].as_str().unwrap();
     assert_eq!(shown_ua.len(), 512);
     assert!(ua.starts_with(shown_ua));
-    let dl = phone
-        .request(json!({"type": "link_confirm", "request_id": lr["request_id"]}))
-        .await;
+    let dl = phone.request_frame(&confirm(&lr)).await;
     assert_eq!(dl["session"]["device_name"], shown, "{dl}");
     assert_eq!(dl["session"]["user_agent"], shown_ua, "{dl}");
 }
@@ -982,25 +890,21 @@ async fn pending_link_requests_are_capped_per_account() {
     let mut requests = Vec::new();
     for _ in 0..8 {
         let (web, qr) = gw.pairing(&PairOpts::new()).await;
-        let lr = phone
-            .request(json!({"type": "link", "ref": qr["ref"]}))
-            .await;
+        let lr = phone.request_frame(&link_ref(&qr)).await;
         assert_eq!(lr["type"], "link_request", "{lr}");
         requests.push(lr["request_id"].clone());
         webs.push(web);
     }
     let (ninth, qr) = gw.pairing(&PairOpts::new()).await;
     phone
-        .request_error(json!({"type": "link", "ref": qr["ref"]}), "rate_limited")
+        .request_frame_error(&link_ref(&qr), "rate_limited")
         .await;
     ninth.assert_none("scanned");
     let r = phone
         .request(json!({"type": "link_reject", "request_id": requests[0]}))
         .await;
     assert_eq!(r["type"], "ok", "{r}");
-    let lr = phone
-        .request(json!({"type": "link", "ref": qr["ref"]}))
-        .await;
+    let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "the ref stayed valid: {lr}");
     ninth.expect("scanned").await;
 }

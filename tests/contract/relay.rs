@@ -2,11 +2,9 @@
 //! `phone_offline`, `unknown_session`, order, arbitrary bodies, `too_large`,
 //! missing `body`, and `phone_status` events.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_send_is_relayed_to_the_phone_and_acked() {
@@ -57,13 +55,10 @@ async fn phone_send_without_to_reaches_every_live_web_socket() {
     }
     // a resumed socket of the offline session gets the next one
     let off_web = gw.resume_ok(&off.token, &off.session_id).await;
-    let ack = phone.request(json!({"type": "send", "body": 2})).await;
+    let ack = phone.send_body(&json!(2), None).await;
     assert_eq!(ack["delivered"], 3, "{ack}");
     assert_eq!(off_web.expect("message").await["body"], 2);
-    stranger
-        .web
-        .assert_quiet("message", Duration::from_millis(100))
-        .await;
+    stranger.web.assert_quiet("message").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,16 +68,14 @@ async fn phone_send_to_one_session() {
     let phone = gw.phone(&acc).await;
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
-    let ack = phone
-        .request(json!({"type": "send", "body": "for b", "to": b.session_id}))
-        .await;
+    let ack = phone.send_body(&json!("for b"), Some(&b.session_id)).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["delivered"], 1, "{ack}");
     let m = b.web.expect("message").await;
     assert_eq!(m["body"], "for b");
     assert_eq!(m["from"], "phone");
     // a sentinel to everyone: a must see it without seeing "for b" first
-    let ack = phone.request(json!({"type": "send", "body": "all"})).await;
+    let ack = phone.send_body(&json!("all"), None).await;
     assert_eq!(ack["delivered"], 2, "{ack}");
     let m = a.web.expect("message").await;
     assert_eq!(m["body"], "all", "a got a message addressed to b: {m}");
@@ -105,7 +98,7 @@ async fn phone_send_to_an_offline_session_delivers_zero() {
     assert_eq!(ack["id"], "o1");
     assert_eq!(ack["delivered"], 0, "{ack}");
     // without `to` and nobody online
-    let ack = phone.request(json!({"type": "send", "body": "x"})).await;
+    let ack = phone.send_body(&json!("x"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["delivered"], 0, "{ack}");
 }
@@ -131,14 +124,9 @@ async fn phone_send_to_no_session_of_the_account_is_unknown_session() {
             "unknown_session",
         )
         .await;
-    theirs
-        .web
-        .assert_quiet("message", Duration::from_millis(100))
-        .await;
+    theirs.web.assert_quiet("message").await;
     // an ended session is no session of the account
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": mine.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&mine.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     phone
         .request_error(
@@ -170,7 +158,7 @@ async fn web_send_while_phone_offline_is_phone_offline() {
     let phone = gw.phone(&acc).await;
     let st = s.web.expect("phone_status").await;
     assert_eq!(st["online"], true, "{st}");
-    let ack = s.web.request(json!({"type": "send", "body": "back"})).await;
+    let ack = s.web.send_body(&json!("back"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let m = phone.expect("message").await;
     assert_eq!(m["body"], "back", "{m}");
@@ -187,9 +175,9 @@ async fn send_without_id_is_relayed_without_a_reply() {
     phone.send_json(json!({"type": "send", "body": "p"})).await;
     assert_eq!(s.web.expect("message").await["body"], "p");
     // a request after them: its reply is the only reply
-    let ack = s.web.request(json!({"type": "send", "body": "w2"})).await;
+    let ack = s.web.send_body(&json!("w2"), None).await;
     assert_eq!(ack["type"], "ack");
-    let ack = phone.request(json!({"type": "send", "body": "p2"})).await;
+    let ack = phone.send_body(&json!("p2"), None).await;
     assert_eq!(ack["type"], "ack");
     s.web.assert_none("ack");
     phone.assert_none("ack");
@@ -299,18 +287,13 @@ async fn any_json_body_is_relayed_unchanged() {
     let phone = gw.phone(&acc).await;
     let s = gw.pair(&phone, &PairOpts::new()).await;
     for body in bodies() {
-        let ack = s
-            .web
-            .request(json!({"type": "send", "body": body.clone()}))
-            .await;
+        let ack = s.web.send_body(&json!(body.clone()), None).await;
         assert_eq!(ack["type"], "ack", "web send of {body}: {ack}");
         let m = phone.expect("message").await;
         assert!(m.get("body").is_some(), "message without body: {m}");
         assert_eq!(m["body"], body, "web -> phone");
 
-        let ack = phone
-            .request(json!({"type": "send", "body": body.clone()}))
-            .await;
+        let ack = phone.send_body(&json!(body.clone()), None).await;
         assert_eq!(ack["type"], "ack", "phone send of {body}: {ack}");
         assert_eq!(ack["delivered"], 1, "{ack}");
         let m = s.web.expect("message").await;
@@ -329,15 +312,10 @@ async fn body_larger_than_max_frame_minus_1024_is_too_large() {
     let fits = "a".repeat(3070);
     let over = "a".repeat(3071);
 
-    let ack = s
-        .web
-        .request(json!({"type": "send", "body": fits.clone()}))
-        .await;
+    let ack = s.web.send_body(&json!(fits.clone()), None).await;
     assert_eq!(ack["type"], "ack", "body at the limit: {ack}");
     assert_eq!(phone.expect("message").await["body"], fits.as_str());
-    let ack = phone
-        .request(json!({"type": "send", "body": fits.clone()}))
-        .await;
+    let ack = phone.send_body(&json!(fits.clone()), None).await;
     assert_eq!(ack["type"], "ack", "body at the limit: {ack}");
     assert_eq!(s.web.expect("message").await["body"], fits.as_str());
 
@@ -358,15 +336,10 @@ async fn body_larger_than_max_frame_minus_1024_is_too_large() {
         .request_error(json!({"type": "send", "body": big_obj}), "too_large")
         .await;
     // nothing was relayed, and both sockets stay usable
-    let ack = s
-        .web
-        .request(json!({"type": "send", "body": "small"}))
-        .await;
+    let ack = s.web.send_body(&json!("small"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(phone.expect("message").await["body"], "small");
-    let ack = phone
-        .request(json!({"type": "send", "body": "small"}))
-        .await;
+    let ack = phone.send_body(&json!("small"), None).await;
     assert_eq!(ack["delivered"], 1, "{ack}");
     assert_eq!(s.web.expect("message").await["body"], "small");
     assert!(!s.web.is_closed() && !phone.is_closed());
@@ -391,15 +364,10 @@ async fn send_without_body_is_bad_frame() {
         )
         .await;
     // nothing relayed
-    let ack = s
-        .web
-        .request(json!({"type": "send", "body": "after"}))
-        .await;
+    let ack = s.web.send_body(&json!("after"), None).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(phone.expect("message").await["body"], "after");
-    let ack = phone
-        .request(json!({"type": "send", "body": "after"}))
-        .await;
+    let ack = phone.send_body(&json!("after"), None).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(s.web.expect("message").await["body"], "after");
 }
@@ -434,9 +402,7 @@ async fn phone_status_follows_the_phone_going_offline_and_online() {
         assert_eq!(s.web.expect("phone_status").await["online"], true);
     }
     // exactly one event per change
-    let ack = phone
-        .request(json!({"type": "send", "body": "sentinel"}))
-        .await;
+    let ack = phone.send_body(&json!("sentinel"), None).await;
     assert_eq!(ack["delivered"], 2);
     for s in [&a, &b] {
         s.web.expect("message").await;

@@ -2,26 +2,66 @@
 //! `logout`, `logout_all` (teardown before `ok`), session events, web self
 //! logout, the `remember:false` grace and idle expiry.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
-/// `web` got `logged_out{reason}` then close 4001, and the close arrived no
-/// later than the phone's `ok` (`ok_rx`), within delivery jitter.
-async fn assert_torn_down_before(web: &Client, ok_rx: &Rx, reason: &str) {
-    let lo = web.expect_rx("logged_out").await;
-    assert_eq!(lo.msg["reason"], reason, "{}", lo.msg);
-    assert_no_id(&lo.msg);
-    let closed = web.wait_closed().await;
-    assert_eq!(closed.code, Some(4001), "{}: {closed:?}", web.name);
-    assert!(lo.t <= closed.at);
-    assert!(
-        closed.at <= ok_rx.t + DELIVERY_TOLERANCE,
-        "{}: close arrived {:?} after the phone's ok",
-        web.name,
-        closed.at - ok_rx.t
+/// Asks each web socket, right after the phone's `ok`, for a pong: a
+/// WebSocket ping. Then [`assert_torn_down_before`] reads what came back.
+async fn ping_after_ok(webs: &mut [&mut RawWs]) {
+    for web in webs.iter_mut() {
+        web.send_frame(0x9, b"after-ok").await;
+    }
+}
+
+/// `web` reads `logged_out{reason}`, then close 4001, and no pong before the
+/// close: the close was written before the phone's `ok` (given that
+/// `ping_after_ok` pinged `web` once the `ok` was read).
+///
+/// Why this and not "already readable when the `ok` is read", nor a
+/// tolerance: TCP orders bytes on one connection only. The close goes out on
+/// the web's connection, the `ok` on the phone's (another task, maybe another
+/// CPU); under load the kernel may finish delivering the first after the
+/// second, so a check of what is buffered when the `ok` is read could fail
+/// although the gateway wrote in the right order, and a tolerance could pass
+/// although it wrote in the wrong one. So the order is read off one
+/// connection: the ping was sent after the `ok` arrived; a WebSocket
+/// endpoint answers no ping once it has sent its close frame. If the gateway
+/// had acked first and written the close later, a ping it read in between
+/// is answered, and the pong comes before the close frame: this fails.
+async fn assert_torn_down_before(web: &mut RawWs, reason: &str) {
+    let mut before_close = Vec::new();
+    loop {
+        match web.next_event(T).await {
+            Some(RawEvent::Text(t)) => {
+                before_close.push(serde_json::from_str::<serde_json::Value>(&t).unwrap())
+            }
+            Some(RawEvent::Ping) => {}
+            Some(RawEvent::Pong) => panic!(
+                "{}: the ping sent after the phone's ok was answered before the close: \
+                 the gateway acked before it closed the socket",
+                web.name
+            ),
+            Some(RawEvent::Close(code)) => {
+                assert_eq!(code, Some(4001), "{}", web.name);
+                break;
+            }
+            other => panic!("{}: before the close: {other:?}", web.name),
+        }
+    }
+    let lo = before_close
+        .iter()
+        .chain(web.backlog().iter())
+        .find(|m| m["type"] == "logged_out")
+        .unwrap_or_else(|| panic!("{}: no logged_out before the close", web.name))
+        .clone();
+    assert_eq!(lo["reason"], reason, "{lo}");
+    assert_no_id(&lo);
+    assert_eq!(
+        before_close.last().map(|m| m["type"].clone()),
+        Some(serde_json::json!("logged_out")),
+        "{}: logged_out is the last frame before the close: {before_close:?}",
+        web.name
     );
 }
 
@@ -40,7 +80,8 @@ async fn list_sessions_oldest_first_with_every_field() {
     let s1 = gw
         .pair(&phone, &PairOpts::new().device_name("one").remember(true))
         .await;
-    tokio::time::sleep(Duration::from_millis(20)).await; // distinct created_at
+    // distinct created_at: the next link comes in a later millisecond
+    until_next_millisecond(created_at(&s1)).await;
     let s2 = gw
         .pair(
             &phone,
@@ -50,7 +91,7 @@ async fn list_sessions_oldest_first_with_every_field() {
                 .user_agent(Some(FIREFOX_WINDOWS_UA)),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    until_next_millisecond(created_at(&s2)).await;
     let s3 = gw.pair(&phone, &PairOpts::new()).await;
     s2.web.close().await;
     phone
@@ -98,7 +139,7 @@ async fn list_sessions_oldest_first_with_every_field() {
         .map(|s| parse_time(s["created_at"].as_str().unwrap()))
         .collect();
     assert!(
-        created.windows(2).all(|w| w[0] <= w[1]),
+        created.windows(2).all(|w| w[0] < w[1]),
         "not oldest first: {created:?}"
     );
     // times are now-ish
@@ -144,20 +185,31 @@ async fn logout_tears_the_web_down_before_ok_and_ends_the_token() {
     let phone = gw.phone(&acc).await;
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
-
+    // a's web on a raw socket, which shows the order of what it reads
+    a.web.close().await;
     phone
-        .send_json(json!({"type": "logout", "id": "lo1", "session_id": a.session_id}))
+        .expect_field("session_offline", "session_id", &json!(a.session_id))
         .await;
-    let ok = phone.expect_id_rx("lo1").await;
-    assert_eq!(ok.msg["type"], "ok", "{}", ok.msg);
-    assert_eq!(ok.msg["closed"], 1, "{}", ok.msg);
-    assert_torn_down_before(&a.web, &ok, "phone_logout").await;
+    let mut web_a = raw_resume(gw.addr, &a.token, None).await;
+    phone
+        .expect_field("session_online", "session_id", &json!(a.session_id))
+        .await;
+
+    let logout = ClientFrame::Logout {
+        session_id: Some(a.session_id.clone()),
+    };
+    phone.send_frame(&logout, Some("lo1")).await;
+    let ok = phone.expect_id("lo1").await;
+    ping_after_ok(&mut [&mut web_a]).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 1, "{ok}");
+    assert_torn_down_before(&mut web_a, "phone_logout").await;
 
     gw.assert_logged_out(&a.token).await;
     // the other session is untouched
     assert!(!b.web.is_closed());
     let ack = phone
-        .request(json!({"type": "send", "body": "still here", "to": b.session_id}))
+        .send_body(&json!("still here"), Some(&b.session_id))
         .await;
     assert_eq!(ack["delivered"], 1, "{ack}");
     b.web.expect("message").await;
@@ -167,9 +219,7 @@ async fn logout_tears_the_web_down_before_ok_and_ends_the_token() {
         vec![b.session_id.clone()]
     );
     // the phone hears nothing about its own logout
-    phone
-        .assert_quiet("session_removed", Duration::from_millis(200))
-        .await;
+    phone.assert_quiet("session_removed").await;
     phone.assert_none("session_offline");
 }
 
@@ -183,19 +233,14 @@ async fn logout_of_an_offline_session_and_unknown_sessions() {
     phone
         .expect_field("session_offline", "session_id", &json!(s.session_id))
         .await;
-    let ok = phone
-        .request(json!({"type": "logout", "session_id": s.session_id}))
-        .await;
+    let ok = phone.request_frame(&logout(&s.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 1, "{ok}");
     gw.assert_logged_out(&s.token).await;
 
     // twice: no such session any more
     phone
-        .request_error(
-            json!({"type": "logout", "session_id": s.session_id}),
-            "unknown_session",
-        )
+        .request_frame_error(&logout(&s.session_id), "unknown_session")
         .await;
     phone
         .request_error(
@@ -207,15 +252,9 @@ async fn logout_of_an_offline_session_and_unknown_sessions() {
     let other_phone = gw.phone(&account("logout2-other")).await;
     let theirs = gw.pair(&other_phone, &PairOpts::new()).await;
     phone
-        .request_error(
-            json!({"type": "logout", "session_id": theirs.session_id}),
-            "unknown_session",
-        )
+        .request_frame_error(&logout(&theirs.session_id), "unknown_session")
         .await;
-    theirs
-        .web
-        .assert_quiet("logged_out", Duration::from_millis(100))
-        .await;
+    theirs.web.assert_quiet("logged_out").await;
     assert!(!theirs.web.is_closed());
     let _ = gw.resume_ok(&theirs.token, &theirs.session_id).await;
 }
@@ -230,36 +269,43 @@ async fn logout_all_closes_every_web_before_ok() {
         live.push(gw.pair(&phone, &PairOpts::new()).await);
     }
     let off = gw.pair(&phone, &PairOpts::new()).await;
-    off.web.close().await;
-    phone
-        .expect_field("session_offline", "session_id", &json!(off.session_id))
-        .await;
+    for s in live.iter().chain([&off]) {
+        s.web.close().await;
+        phone
+            .expect_field("session_offline", "session_id", &json!(s.session_id))
+            .await;
+    }
+    // the live ones on raw sockets, which show the order of what they read
+    let mut webs = Vec::new();
+    for s in &live {
+        webs.push(raw_resume(gw.addr, &s.token, None).await);
+        phone
+            .expect_field("session_online", "session_id", &json!(s.session_id))
+            .await;
+    }
     // another account is untouched
     let other_phone = gw.phone(&account("logoutall-other")).await;
     let theirs = gw.pair(&other_phone, &PairOpts::new()).await;
 
-    phone
-        .send_json(json!({"type": "logout_all", "id": "la"}))
-        .await;
-    let ok = phone.expect_id_rx("la").await;
-    assert_eq!(ok.msg["type"], "ok", "{}", ok.msg);
-    assert_eq!(ok.msg["closed"], 4, "{}", ok.msg);
-    for s in &live {
-        assert_torn_down_before(&s.web, &ok, "phone_logout_all").await;
+    phone.send_frame(&ClientFrame::LogoutAll, Some("la")).await;
+    let ok = phone.expect_id("la").await;
+    ping_after_ok(&mut webs.iter_mut().collect::<Vec<_>>()).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 4, "{ok}");
+    for web in &mut webs {
+        assert_torn_down_before(web, "phone_logout_all").await;
     }
     for s in live.iter().chain([&off]) {
         gw.assert_logged_out(&s.token).await;
     }
     assert!(list_sessions(&phone).await.is_empty());
-    phone
-        .assert_quiet("session_removed", Duration::from_millis(200))
-        .await;
+    phone.assert_quiet("session_removed").await;
     phone.assert_none("session_offline");
     assert!(!theirs.web.is_closed());
     assert_eq!(list_sessions(&other_phone).await.len(), 1);
 
     // nothing left
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 0, "{ok}");
 }
@@ -273,47 +319,21 @@ async fn logout_all_does_not_wait_for_webs_that_do_not_read() {
     let b = gw.pair(&phone, &PairOpts::new()).await;
     a.web.close().await;
     b.web.close().await;
-    // sockets that neither read nor answer the close
+    // sockets that read nothing until the ok and never answer the close
     let mut raw_a = raw_resume(gw.addr, &a.token, None).await;
     let mut raw_b = raw_resume(gw.addr, &b.token, None).await;
     phone
         .expect_field("session_online", "session_id", &json!(b.session_id))
         .await;
 
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 2, "{ok}");
-    // what was sent before the ok is already here
+    ping_after_ok(&mut [&mut raw_a, &mut raw_b]).await;
+    // logged_out and the close were written before the ok, without waiting
+    // for the (never coming) close replies
     for raw in [&mut raw_a, &mut raw_b] {
-        let deadline = tokio::time::Instant::now() + DELIVERY_TOLERANCE;
-        let mut got_logged_out = false;
-        let mut close = None;
-        loop {
-            for e in raw.drain_now() {
-                match e {
-                    RawEvent::Text(t) => {
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                        if v["type"] == "logged_out" {
-                            assert_eq!(v["reason"], "phone_logout_all", "{v}");
-                            got_logged_out = true;
-                        }
-                    }
-                    RawEvent::Close(c) => close = Some(c),
-                    _ => {}
-                }
-            }
-            if close.is_some() || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        assert!(got_logged_out, "{}: no logged_out before the ok", raw.name);
-        assert_eq!(
-            close,
-            Some(Some(4001)),
-            "{}: no 4001 close before the ok",
-            raw.name
-        );
+        assert_torn_down_before(raw, "phone_logout_all").await;
     }
 }
 
@@ -346,14 +366,10 @@ async fn session_online_and_offline_events_on_change_only() {
     let web3 = gw.resume_ok(&s.token, &s.session_id).await;
     phone.expect("session_online").await;
     // sentinel, then count
-    let ack = web3
-        .request(json!({"type": "send", "body": "sentinel"}))
-        .await;
+    let ack = web3.send_body(&json!("sentinel"), None).await;
     assert_eq!(ack["type"], "ack");
     phone.expect("message").await;
-    phone
-        .assert_quiet("session_online", Duration::from_millis(200))
-        .await;
+    phone.assert_quiet("session_online").await;
     phone.assert_none("session_offline");
     assert_eq!(
         phone.all_of("session_online").len(),
@@ -439,16 +455,30 @@ async fn remember_false_session_ends_after_the_grace_without_a_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remember_false_session_survives_when_resumed_in_time() {
-    let grace = 800u64;
-    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = grace).await;
+    let gw = TestGateway::spawn(|c| c.ephemeral_grace_ms = 800).await;
     let acc = account("ephemeral2");
     let phone = gw.phone(&acc).await;
     let eph = gw.pair(&phone, &PairOpts::new().remember(false)).await;
     eph.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(eph.session_id))
+        .await;
     let web = gw.resume_ok(&eph.token, &eph.session_id).await;
-    // well past the grace, with a live socket
-    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
-    phone.assert_none("session_removed");
+    // Past the grace, with a live socket. The clock to read is a witness: a
+    // session of the same kind that goes offline after eph's close; when its
+    // grace ends, eph's (started earlier) would have ended too, and its
+    // removal would have come first.
+    let expired_witness = || async {
+        let w = gw.pair(&phone, &PairOpts::new().remember(false)).await;
+        w.web.close().await;
+        let removed = phone
+            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+            .await
+            .msg;
+        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
+        assert_eq!(removed["reason"], "expired", "{removed}");
+    };
+    expired_witness().await;
     assert!(!web.is_closed(), "{:?}", web.closed());
     assert_eq!(
         session_ids(&list_sessions(&phone).await),
@@ -458,9 +488,12 @@ async fn remember_false_session_survives_when_resumed_in_time() {
     // a replacement (4009) does not start the grace either
     let web2 = gw.resume_ok(&eph.token, &eph.session_id).await;
     assert_eq!(web.expect_close().await, 4009);
-    tokio::time::sleep(Duration::from_millis(2 * grace)).await;
-    phone.assert_none("session_removed");
-    let ack = web2.request(json!({"type": "send", "body": "alive"})).await;
+    expired_witness().await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![eph.session_id.clone()]
+    );
+    let ack = web2.send_body(&json!("alive"), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 
     // the grace counts from the last close
@@ -469,6 +502,7 @@ async fn remember_false_session_survives_when_resumed_in_time() {
         .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
         .await
         .msg;
+    assert_eq!(removed["session_id"], eph.session_id.as_str(), "{removed}");
     assert_eq!(removed["reason"], "expired", "{removed}");
     gw.assert_logged_out(&eph.token).await;
 }
@@ -491,15 +525,26 @@ async fn idle_sessions_expire_but_live_ones_never_do() {
     assert_eq!(removed["reason"], "expired", "{removed}");
     gw.assert_logged_out(&idle.token).await;
 
-    // keep the live one for more than two idle periods
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    phone.assert_none("session_removed");
+    // Keep the live one for more than two idle periods, as measured by
+    // witnesses: sessions that go offline one after the other and idle out.
+    // A sweep that removed the live one would remove it with a witness, in
+    // the same pass, before the witness's removal is told.
+    for _ in 0..2 {
+        let w = gw.pair(&phone, &PairOpts::new()).await;
+        w.web.close().await;
+        let removed = phone
+            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+            .await
+            .msg;
+        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
+        assert_eq!(removed["reason"], "expired", "{removed}");
+    }
     assert!(!live.web.is_closed(), "{:?}", live.web.closed());
     assert_eq!(
         session_ids(&list_sessions(&phone).await),
         vec![live.session_id.clone()]
     );
-    let ack = live.web.request(json!({"type": "send", "body": 1})).await;
+    let ack = live.web.send_body(&json!(1), None).await;
     assert_eq!(ack["type"], "ack", "{ack}");
 }
 
@@ -509,27 +554,36 @@ async fn last_active_at_is_the_last_time_the_session_had_a_socket() {
     let acc = account("lastactive");
     let phone = gw.phone(&acc).await;
     let s = gw.pair(&phone, &PairOpts::new()).await;
+    let last_active =
+        |list: &[serde_json::Value]| parse_time(list[0]["last_active_at"].as_str().unwrap());
+    // Millisecond stamps: compare with the clock read around the event.
+    let ms = |t: time::OffsetDateTime| t.replace_millisecond(t.millisecond()).unwrap();
+    let before_close = ms(time::OffsetDateTime::now_utc());
     s.web.close().await;
     phone
         .expect_field("session_offline", "session_id", &json!(s.session_id))
         .await;
-    let closed_at = time::OffsetDateTime::now_utc();
-    // not touched while offline
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let list = list_sessions(&phone).await;
-    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    let after_offline = time::OffsetDateTime::now_utc();
+    let at_close = last_active(&list_sessions(&phone).await);
     assert!(
-        last <= closed_at + time::Duration::seconds(1),
-        "last_active_at {last} moved while the session had no socket (closed at {closed_at})"
+        before_close <= at_close && at_close <= after_offline,
+        "last_active_at {at_close} is not the close ({before_close} .. {after_offline})"
+    );
+    // not touched while offline: listed again in a later millisecond, the same
+    until_next_millisecond(time::OffsetDateTime::now_utc()).await;
+    let later = last_active(&list_sessions(&phone).await);
+    assert_eq!(
+        later, at_close,
+        "last_active_at moved while the session had no socket"
     );
     // set again by a resume
-    let resumed_at = time::OffsetDateTime::now_utc();
+    let resumed_at = ms(time::OffsetDateTime::now_utc());
     let _web = gw.resume_ok(&s.token, &s.session_id).await;
     phone.expect("session_online").await;
     let list = list_sessions(&phone).await;
-    let last = parse_time(list[0]["last_active_at"].as_str().unwrap());
+    let last = last_active(&list);
     assert!(
-        last >= resumed_at - time::Duration::seconds(1),
+        last >= resumed_at,
         "last_active_at {last} not updated by a resume at {resumed_at}"
     );
     assert_eq!(list[0]["online"], true);
@@ -547,7 +601,7 @@ async fn logout_all_ends_a_link_being_written() {
         let acc = account("linkrace");
         let a = gw.phone(&acc).await.named(format!("phone A #{trial}"));
         let (web, qr) = gw.pairing(&PairOpts::new()).await;
-        let lr = a.request(json!({"type": "link", "ref": qr["ref"]})).await;
+        let lr = a.request_frame(&link_ref(&qr)).await;
         assert_eq!(lr["type"], "link_request", "{lr}");
         web.expect("scanned").await;
         let b = Client::open(&gw.ws_url("/ws/phone")).await;
@@ -619,7 +673,7 @@ async fn logout_all_drops_a_web_whose_buffers_are_full() {
         }
     }
 
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["closed"], 1, "{ok}");
     let mut messages = 0;

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use crate::common::*;
+use crate::support::*;
 
 /// One socket in each state: live phone, live web, pairing web, unauthenticated.
 struct Sockets {
@@ -120,7 +118,7 @@ async fn sigterm_right_after_a_link_keeps_it() {
     let acc = account("sigtermlink");
     let phone = g.phone(&acc).await;
     let s = g.pair(&phone, &PairOpts::new()).await;
-    let ok = phone.request(json!({"type": "logout_all"})).await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
     assert_eq!(ok["closed"], 1);
     let kept = g.pair(&phone, &PairOpts::new()).await;
     g.signal("TERM");
@@ -129,4 +127,54 @@ async fn sigterm_right_after_a_link_keeps_it() {
     let g = BinGateway::serve(dir.path(), &[], &[]).await;
     g.assert_logged_out(&s.token).await;
     let _w = g.resume_ok(&kept.token, &kept.session_id).await;
+}
+
+/// SIGTERM flushes the store: the last-active times written as the sockets
+/// close at shutdown survive the restart. Those writes are bookkeeping that
+/// nobody waits for, queued as the 1012 closes take the sessions offline, a
+/// moment before the process exits: without the flush they are lost, and
+/// the restarted gateway shows the times stored before (the link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_the_last_active_times_of_the_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(dir.path(), &[], &[]).await;
+    let acc = account("sigterm-flush");
+    let phone = g.phone(&acc).await;
+    // as many as an account may have: the more writes at shutdown, the
+    // likelier a missing flush loses one
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(g.pair(&phone, &PairOpts::new()).await);
+    }
+    // The closes at shutdown come in a later millisecond than anything
+    // stored before.
+    let latest = sessions.iter().map(created_at).max().unwrap();
+    until_next_millisecond(latest).await;
+    let before_term = time::OffsetDateTime::now_utc();
+    g.signal("TERM");
+    let status = g.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}; log:\n{}",
+        g.log_text()
+    );
+    for s in &sessions {
+        assert_eq!(s.web.expect_close().await, 1012);
+    }
+
+    let g = BinGateway::serve(dir.path(), &[], &[]).await;
+    let phone = g.phone(&acc).await;
+    let list = list_sessions(&phone).await;
+    assert_eq!(list.len(), 4, "{list:?}");
+    for s in &list {
+        assert_eq!(s["online"], false, "{s}");
+        let last = parse_time(s["last_active_at"].as_str().unwrap());
+        assert!(
+            last >= before_term
+                .replace_millisecond(before_term.millisecond())
+                .unwrap(),
+            "last_active_at {last} is from before the SIGTERM at {before_term}: \
+             the offline times written at shutdown were not flushed ({s})"
+        );
+    }
 }

@@ -1,0 +1,376 @@
+//! The gateway under test, launched two ways: in this test's runtime through
+//! `pairgate::run` (`TestGateway`), or as the built binary in a child process
+//! (`BinGateway`, for durability, signals and the command line). Whatever a
+//! test does through a gateway (mint a token, open a phone, pair, resume,
+//! fetch a page) is written once, in the `Gateway` trait; the two launchers
+//! only say where the gateway listens and which secret it signs with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{
+    Client, Config, HttpResponse, PairOpts, Session, T, assert_logged_out, http_get, mint,
+    open_phone, open_web, pair_session, phone_claims, resume, resume_ok, start_pairing,
+};
+
+/// What a test does through a gateway, however it was launched.
+#[allow(async_fn_in_trait)]
+pub trait Gateway {
+    /// Where clients connect (always 127.0.0.1).
+    fn addr(&self) -> SocketAddr;
+    /// The HS256 key in force.
+    fn secret(&self) -> String;
+
+    fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr(), path)
+    }
+
+    /// A valid phone token for `account`.
+    fn phone_token(&self, account: &str) -> String {
+        mint(&self.secret(), &phone_claims(account))
+    }
+
+    /// A JWT signed with this gateway's secret carrying exactly `claims`.
+    fn mint(&self, claims: &Value) -> String {
+        mint(&self.secret(), claims)
+    }
+
+    async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(self.addr(), path, headers).await
+    }
+
+    /// A phone socket of `account`, authenticated with a fresh token.
+    async fn phone(&self, account: &str) -> Client {
+        open_phone(self.addr(), account, &self.phone_token(account)).await
+    }
+
+    /// A phone socket of `account`, authenticated with `token`.
+    async fn phone_with(&self, account: &str, token: &str) -> Client {
+        open_phone(self.addr(), account, token).await
+    }
+
+    async fn web(&self, user_agent: Option<&str>) -> Client {
+        open_web(self.addr(), user_agent).await
+    }
+
+    async fn pairing(&self, opts: &PairOpts) -> (Client, Value) {
+        start_pairing(self.addr(), opts).await
+    }
+
+    async fn pair(&self, phone: &Client, opts: &PairOpts) -> Session {
+        pair_session(self.addr(), phone, opts).await
+    }
+
+    async fn resume(&self, token: &str) -> (Client, Value) {
+        resume(self.addr(), token).await
+    }
+
+    async fn resume_ok(&self, token: &str, session_id: &str) -> Client {
+        resume_ok(self.addr(), token, session_id).await
+    }
+
+    async fn assert_logged_out(&self, token: &str) {
+        assert_logged_out(self.addr(), token).await
+    }
+}
+
+impl Gateway for TestGateway {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configured secret, else the data dir's file.
+    fn secret(&self) -> String {
+        match &self.config.secret {
+            Some(s) => s.clone(),
+            None => read_secret_file(self.data_dir()),
+        }
+    }
+}
+
+impl Gateway for BinGateway {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The secret file of the data dir.
+    fn secret(&self) -> String {
+        read_secret_file(&self.data_dir)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// in-process
+
+/// One gateway served by `pairgate::run` in this test's runtime.
+pub struct TestGateway {
+    /// Where clients connect (always 127.0.0.1).
+    pub addr: SocketAddr,
+    pub config: Config,
+    dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Contract defaults, a fresh data dir and an explicit secret.
+    pub async fn start() -> Self {
+        Self::spawn(|_| {}).await
+    }
+
+    /// Like `start`, with `tweak` applied to the configuration first.
+    pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::spawn_on(listener, tweak).await
+    }
+
+    /// Serves on an already bound listener (clients still use 127.0.0.1).
+    pub async fn spawn_on(listener: TcpListener, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bound = listener.local_addr().expect("local addr");
+        let addr = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+        let mut config = Config {
+            listen: bound,
+            data_dir: dir.path().to_path_buf(),
+            secret: Some(format!("test-secret-{:016x}", rand::random::<u64>())),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(pairgate::run(listener, config.clone(), async move {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            addr,
+            config,
+            dir: Some(dir),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Resolves the shutdown future and waits (5 s) for `run` to return.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("gateway already stopped");
+        match tokio::time::timeout(T, handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => panic!("gateway task failed: {e}"),
+            Err(_) => panic!("pairgate::run did not return within {T:?} of shutdown"),
+        }
+    }
+
+    /// Whether `run` has returned (it must not, before shutdown).
+    pub fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // the runtime of the test ends right after; keep the data dir until then
+        if let Some(dir) = self.dir.take() {
+            std::mem::forget(dir.keep());
+        }
+    }
+}
+
+pub fn read_secret_file(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("secret"))
+        .unwrap_or_else(|e| panic!("read {}/secret: {e}", dir.display()));
+    text.trim().to_string()
+}
+
+// ---------------------------------------------------------------------------
+// the real binary
+
+/// `pairgate serve` as a child process; its port is read from its log.
+pub struct BinGateway {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pairgate")
+}
+
+pub(super) fn clean_command(args: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PAIRGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The port in a line containing `listening on http://127.0.0.1:PORT`.
+fn parse_listening(line: &str) -> Option<u16> {
+    let line = strip_ansi(line);
+    let at = line.find("listening on http://")?;
+    let rest = &line[at + "listening on http://".len()..];
+    let host_port: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    let port = host_port.rsplit(':').next()?;
+    port.parse().ok()
+}
+
+impl BinGateway {
+    /// `pairgate serve --listen 127.0.0.1:0 --data-dir DIR ARGS...`.
+    pub async fn serve(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Self::start_args(data_dir, &all, env).await
+    }
+
+    /// The binary with exactly `args`; waits (20 s) for its `listening on` line.
+    pub async fn start_args(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        Self::start_args_in(None, data_dir, args, env).await
+    }
+
+    /// Like `start_args`, in the working directory `cwd`.
+    pub async fn start_args_in(
+        cwd: Option<&Path>,
+        data_dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut cmd = clean_command(args);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::null());
+        cmd.stderr(std::process::Stdio::piped());
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn pairgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = oneshot::channel::<u16>();
+        {
+            let log = log.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                let mut port_tx = Some(port_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(p) = parse_listening(&line)
+                        && let Some(tx) = port_tx.take()
+                    {
+                        let _ = tx.send(p);
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let port = match tokio::time::timeout(Duration::from_secs(20), port_rx).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(T, child.wait()).await;
+                panic!(
+                    "pairgate {args:?} logged no `listening on http://127.0.0.1:PORT` line; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        BinGateway {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child still running")
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        tokio::time::timeout(T, self.child.wait())
+            .await
+            .expect("killed child reaped")
+            .expect("wait");
+    }
+
+    /// Sends `sig` (e.g. "TERM", "INT") with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it did not within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(r) => Some(r.expect("wait")),
+            Err(_) => None,
+        }
+    }
+}
