@@ -18,9 +18,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use serde_json::value::RawValue;
-
-use crate::protocol::{ClientFrame, ErrorCode, LinkTarget, SessionInfo};
+use crate::protocol::{ClientFrame, LinkTarget, SessionInfo};
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -47,11 +45,6 @@ impl ClientError {
             ClientError::Reply { code, .. } => Some(code),
             _ => None,
         }
-    }
-
-    /// The `error` reply's code, when it is one the contract names.
-    pub fn error_code(&self) -> Option<ErrorCode> {
-        self.code().and_then(ErrorCode::from_name)
     }
 }
 
@@ -318,50 +311,6 @@ impl Client {
             })
             .await?;
         serde_json::from_value(r["session"].clone()).map_err(|_| ClientError::Unexpected(r))
-    }
-
-    pub async fn reject(&mut self, request_id: &str) -> Result<(), ClientError> {
-        self.request(ClientFrame::LinkReject {
-            request_id: request_id.to_owned(),
-        })
-        .await
-        .map(drop)
-    }
-
-    pub async fn sessions(&mut self) -> Result<Vec<SessionInfo>, ClientError> {
-        let r = self.request(ClientFrame::ListSessions).await?;
-        serde_json::from_value(r["sessions"].clone()).map_err(|_| ClientError::Unexpected(r))
-    }
-
-    /// `logout` of one session; how many ended.
-    pub async fn logout(&mut self, session_id: &str) -> Result<u64, ClientError> {
-        let r = self
-            .request(ClientFrame::Logout {
-                session_id: Some(session_id.to_owned()),
-            })
-            .await?;
-        Ok(r["closed"].as_u64().unwrap_or(0))
-    }
-
-    pub async fn logout_all(&mut self) -> Result<u64, ClientError> {
-        let r = self.request(ClientFrame::LogoutAll).await?;
-        Ok(r["closed"].as_u64().unwrap_or(0))
-    }
-
-    /// The phone's `send` of `body` (raw JSON) to every live session or to
-    /// one; how many web sockets it was delivered to.
-    pub async fn send_message(
-        &mut self,
-        body: &RawValue,
-        to: Option<&str>,
-    ) -> Result<u64, ClientError> {
-        let r = self
-            .request(ClientFrame::Send {
-                body,
-                to: to.map(str::to_owned),
-            })
-            .await?;
-        Ok(r["delivered"].as_u64().unwrap_or(0))
     }
 }
 
