@@ -19,6 +19,7 @@ pub use write::websocket_config;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::Either;
 use futures::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -129,7 +130,17 @@ pub(crate) trait Handler {
 }
 
 /// Runs one upgraded socket to its end.
-pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientInfo) {
+///
+/// Not an `async fn`: the socket is moved into its `Conn` before the future
+/// exists, so the task holds one copy of it (an async fn's arguments, and an
+/// async block's captures, keep their own slots in the future beside the
+/// `Conn` they were moved into: about 0.3 KiB per idle socket).
+pub fn serve(
+    gw: Arc<Gateway>,
+    ws: WebSocket,
+    role: Role,
+    client: ClientInfo,
+) -> impl Future<Output = ()> + Send {
     let conn_id = gw.next_conn_id();
     let span = tracing::info_span!(
         "socket",
@@ -140,23 +151,24 @@ pub async fn serve(gw: Arc<Gateway>, ws: WebSocket, role: Role, client: ClientIn
         session = tracing::field::Empty,
     );
     gw.metrics.sockets(role).inc();
-    async move {
-        tracing::debug!("socket opened");
-        // Each role's socket takes its own kind of event.
-        match role {
-            Role::Phone => {
-                let mut conn = Conn::open(&gw, conn_id, ws, role, client);
-                conn.run(phone::Phone::default()).await
-            }
-            Role::Web => {
-                let mut conn = Conn::open(&gw, conn_id, ws, role, client);
-                conn.run(web::Web::default()).await
-            }
-        };
-        gw.metrics.sockets(role).dec();
+    // Each role's socket takes its own kind of event.
+    match role {
+        Role::Phone => Either::Left(run(
+            Conn::open(&gw, conn_id, ws, role, client),
+            phone::Phone::default(),
+        )),
+        Role::Web => Either::Right(run(
+            Conn::open(&gw, conn_id, ws, role, client),
+            web::Web::default(),
+        )),
     }
     .instrument(span)
-    .await
+}
+
+async fn run<H: Handler>(mut conn: Conn<H::Event>, handler: H) {
+    tracing::debug!("socket opened");
+    conn.run(handler).await;
+    conn.gw.metrics.sockets(conn.role).dec();
 }
 
 impl<E> Conn<E> {
