@@ -702,6 +702,12 @@ pub enum ServerFrame<'a> {
 }
 
 impl ServerFrame<'_> {
+    /// The frame as the text a socket's queue and writer take: serialized
+    /// once, then shared (cloning `Utf8Bytes` is a reference count).
+    pub fn to_utf8_bytes(&self) -> tungstenite::Utf8Bytes {
+        tungstenite::Utf8Bytes::from(self.to_text())
+    }
+
     /// The JSON text of this frame.
     pub fn to_text(&self) -> String {
         // Serializing these shapes cannot fail: every key is a string and

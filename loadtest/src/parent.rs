@@ -243,6 +243,7 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
     let started = Instant::now();
     let sampler = soak.map(|_| soak::RssSampler::start(gateway_pids.clone(), opts.rss_every));
     let mut cycles = 0;
+    let mut cycle_end_kib = Vec::new();
     'cycles: loop {
         for (name, cmd, len) in &plan {
             let mut cmd = cmd.clone();
@@ -271,6 +272,9 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
             let wall = t0.elapsed().as_secs_f64();
             let g1 = gateway::sample_all(&gateway_pids);
             let l1 = gateway::sample_all(&workers.pids);
+            if soak.is_some() && *name == "relay" {
+                cycle_end_kib.push((started.elapsed().as_secs_f64(), g1.rss_bytes / 1024));
+            }
             let report = phase_report(name, wall, g0, g1, l0, l1);
             // A soak's cycles add up per phase.
             match phases.iter_mut().find(|p| p.name == *name) {
@@ -309,6 +313,7 @@ async fn run_with(opts: &Opts, spawned: &[Spawned]) -> anyhow::Result<(Report, S
     let soak_report = match sampler {
         Some(s) => Some(soak::verdict(
             s.stop(),
+            cycle_end_kib,
             cycles,
             opts.max_rss_slope,
             opts.rss_csv.as_deref(),

@@ -461,17 +461,18 @@ pub fn table(r: &Report) -> String {
         );
     }
     if let Some(soak) = &r.soak {
-        let first = soak.rss_kib.first().map_or(0, |s| s.1);
-        let last = soak.rss_kib.last().map_or(0, |s| s.1);
+        let at_relay_end = |i: usize| soak.cycle_end_kib.get(i).map_or(0, |s| s.1);
         let _ = writeln!(
             s,
-            "soak: {} cycles (pair, relay, resume, logout one, logout_all) over {:.0} s; {} RSS samples, first {first} KiB, last {last} KiB; slope over the second half {} (limit {} KiB/min)",
+            "soak: {} cycles (pair, relay, resume, logout one, logout_all) over {:.0} s; RSS at the end of each cycle's relay: first {} KiB, last {} KiB; slope over the second half {} (limit {} KiB/min); {} timed samples in the CSV",
             soak.cycles,
             soak.rss_kib.last().map_or(0.0, |s| s.0),
-            soak.rss_kib.len(),
+            at_relay_end(0),
+            at_relay_end(soak.cycle_end_kib.len().saturating_sub(1)),
             soak.slope_kib_per_min
                 .map_or("unknown".to_owned(), |v| format!("{v:+.1} KiB/min")),
-            soak.max_slope_kib_per_min
+            soak.max_slope_kib_per_min,
+            soak.rss_kib.len(),
         );
     }
     let tt = &r.totals;

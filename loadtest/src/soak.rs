@@ -59,44 +59,57 @@ impl RssSampler {
 #[derive(Serialize, Clone, Debug)]
 pub struct SoakReport {
     pub cycles: usize,
-    /// (seconds since the soak began, gateway RSS in KiB).
+    /// (seconds since the soak began, gateway RSS in KiB), every `--rss-every`.
     pub rss_kib: Vec<(f64, u64)>,
-    /// Least-squares slope of RSS over the second half of the samples.
+    /// The same, taken once per cycle at the end of its relay phase: every
+    /// socket held, the same work done, so cycles compare like for like (a
+    /// timed sample may fall while the sockets are being torn down).
+    pub cycle_end_kib: Vec<(f64, u64)>,
+    /// Least-squares slope of the per-cycle samples over the second half.
     pub slope_kib_per_min: Option<f64>,
     pub max_slope_kib_per_min: f64,
     /// Why the soak failed, if it did.
     pub problem: Option<String>,
 }
 
-/// The soak's verdict: a least-squares line through the RSS samples taken
-/// in the second half of the soak (the first half lets caches and the
-/// allocator settle); a slope above `max_slope` KiB/min fails the run.
+/// The soak's verdict: a least-squares line through the per-cycle samples
+/// (`cycle_end_kib`) of the second half of the soak (the first half lets
+/// caches and the allocator settle); a slope above `max_slope` KiB/min fails
+/// the run. The timed samples go to the CSV, the per-cycle ones too (marked).
 pub fn verdict(
     rss_kib: Vec<(f64, u64)>,
+    cycle_end_kib: Vec<(f64, u64)>,
     cycles: usize,
     max_slope: f64,
     csv: Option<&Path>,
 ) -> anyhow::Result<SoakReport> {
     if let Some(path) = csv {
-        let mut text = String::from("seconds,rss_kib\n");
+        let mut text = String::from("seconds,rss_kib,when\n");
         for (t, kib) in &rss_kib {
-            let _ = writeln!(text, "{t:.1},{kib}");
+            let _ = writeln!(text, "{t:.1},{kib},timer");
+        }
+        for (t, kib) in &cycle_end_kib {
+            let _ = writeln!(text, "{t:.1},{kib},relay_end");
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    let end = rss_kib.last().map_or(0.0, |s| s.0);
-    let half: Vec<(f64, f64)> = rss_kib
+    let end = rss_kib
+        .iter()
+        .chain(&cycle_end_kib)
+        .map(|s| s.0)
+        .fold(0.0, f64::max);
+    let half: Vec<(f64, f64)> = cycle_end_kib
         .iter()
         .filter(|s| s.0 >= end / 2.0 && s.1 > 0)
         .map(|s| (s.0, s.1 as f64))
         .collect();
     let slope = least_squares_slope(&half).map(|per_sec| per_sec * 60.0);
     let problem = match slope {
-        None if rss_kib.iter().all(|s| s.1 == 0) => {
+        None if cycle_end_kib.iter().all(|s| s.1 == 0) => {
             Some("soak: no gateway RSS samples (give --gateway-pid)".to_owned())
         }
         None => Some(format!(
-            "soak: {} RSS samples in the second half, at least 3 needed (a longer --soak or a shorter --rss-every)",
+            "soak: {} cycles in the second half, at least 3 needed (a longer --soak or a shorter --duration)",
             half.len()
         )),
         Some(s) if s > max_slope => Some(format!(
@@ -107,6 +120,7 @@ pub fn verdict(
     Ok(SoakReport {
         cycles,
         rss_kib,
+        cycle_end_kib,
         slope_kib_per_min: slope,
         max_slope_kib_per_min: max_slope,
         problem,
@@ -138,14 +152,32 @@ mod tests {
         assert!((s - 2.0).abs() < 1e-9);
         // 1 KiB/s rising = 60 KiB/min: fails at 10, passes at 100.
         let rising: Vec<(f64, u64)> = (0..20).map(|i| (i as f64, 1000 + i)).collect();
-        let r = verdict(rising.clone(), 1, 10.0, None).unwrap();
+        let r = verdict(vec![], rising.clone(), 1, 10.0, None).unwrap();
         assert!((r.slope_kib_per_min.unwrap() - 60.0).abs() < 1e-6);
         assert!(r.problem.is_some());
-        assert!(verdict(rising, 1, 100.0, None).unwrap().problem.is_none());
+        assert!(
+            verdict(vec![], rising, 1, 100.0, None)
+                .unwrap()
+                .problem
+                .is_none()
+        );
         // Flat in the second half passes, whatever the first half did.
         let settles: Vec<(f64, u64)> = (0..20)
             .map(|i| (i as f64, if i < 10 { 500 + 50 * i } else { 2000 }))
             .collect();
-        assert!(verdict(settles, 1, 1.0, None).unwrap().problem.is_none());
+        assert!(
+            verdict(vec![], settles.clone(), 1, 1.0, None)
+                .unwrap()
+                .problem
+                .is_none()
+        );
+        // A timed sample taken during a teardown does not bend the line.
+        let torn_down = vec![(19.5, 10)];
+        assert!(
+            verdict(torn_down, settles, 1, 1.0, None)
+                .unwrap()
+                .problem
+                .is_none()
+        );
     }
 }

@@ -24,9 +24,7 @@ pub mod sessions;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use tungstenite::Utf8Bytes;
-
-use crate::protocol::{ErrorCode, ServerFrame};
+use crate::protocol::ErrorCode;
 
 #[cfg(doc)]
 use crate::gateway::Gateway;
@@ -35,10 +33,6 @@ use crate::gateway::Gateway;
 /// ever get a reply: it was ordered closed in the same critical section that
 /// replaced or ended it, so its task stops before replying.
 const SUPERSEDED: ErrorCode = ErrorCode::NotAuthenticated;
-
-fn text(frame: &ServerFrame<'_>) -> Utf8Bytes {
-    Utf8Bytes::from(frame.to_text())
-}
 
 /// A store failure answered to the client as `internal`.
 fn internal(e: impl std::fmt::Display) -> ErrorCode {

@@ -15,7 +15,7 @@ use tungstenite::Utf8Bytes;
 use super::hub::AccountState;
 use super::pairing::PairingEvent;
 use super::sessions::touch;
-use super::text;
+
 use crate::gateway::Gateway;
 use crate::peer::Peer;
 use crate::protocol::{CloseCode, ServerFrame};
@@ -44,7 +44,7 @@ impl AccountState {
     /// Sends `frame` to the phone, if it is online.
     pub fn to_phone(&self, frame: &ServerFrame<'_>) {
         if let Some(phone) = &self.phone {
-            phone.send(&Utf8Bytes::from(frame.to_text()));
+            phone.send(&frame.to_utf8_bytes());
         }
     }
 
@@ -81,7 +81,7 @@ impl Gateway {
                     old.order_close(CloseCode::Replaced);
                 }
                 None => {
-                    state.to_webs(&text(&ServerFrame::PhoneStatus { online: true }));
+                    state.to_webs(&ServerFrame::PhoneStatus { online: true }.to_utf8_bytes());
                 }
             });
     }
@@ -91,7 +91,7 @@ impl Gateway {
         self.hub.with_existing(account, |state| {
             if state.is_phone(conn_id) {
                 state.phone = None;
-                state.to_webs(&text(&ServerFrame::PhoneStatus { online: false }));
+                state.to_webs(&ServerFrame::PhoneStatus { online: false }.to_utf8_bytes());
             }
         });
         self.hub.release_if_idle(account);

@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 
-use super::{SUPERSEDED, text};
+use super::SUPERSEDED;
 use crate::gateway::Gateway;
 use crate::protocol::{ErrorCode, ServerFrame};
 
@@ -37,10 +37,11 @@ impl Gateway {
                 state.phone.clone().ok_or(ErrorCode::PhoneOffline)
             })
             .unwrap_or(Err(ErrorCode::LoggedOut))?;
-        let frame = text(&ServerFrame::Message {
+        let frame = ServerFrame::Message {
             from: session_id,
             body,
-        });
+        }
+        .to_utf8_bytes();
         // A full phone queue closes the phone (4030): for the sender it is offline.
         if !phone.send(&frame) {
             return Err(ErrorCode::PhoneOffline);
@@ -59,10 +60,11 @@ impl Gateway {
         body: &RawValue,
     ) -> Result<usize, ErrorCode> {
         self.check_body(body)?;
-        let frame = text(&ServerFrame::Message {
+        let frame = ServerFrame::Message {
             from: "phone",
             body,
-        });
+        }
+        .to_utf8_bytes();
         let delivered = self
             .hub
             .with_existing(account, |state| {

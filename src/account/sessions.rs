@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::hub::{AccountState, SessionState};
 use super::pairing::LinkRequest;
 use super::presence::WebPeer;
-use super::{SUPERSEDED, internal, text};
+use super::{SUPERSEDED, internal};
 use crate::gateway::Gateway;
 use crate::metrics::LogoutKind;
 use crate::protocol::{
@@ -117,7 +117,7 @@ impl Gateway {
             Some(_) => LogoutReason::PhoneLogout,
             None => LogoutReason::PhoneLogoutAll,
         };
-        let farewell = text(&ServerFrame::LoggedOut { id: None, reason });
+        let farewell = ServerFrame::LoggedOut { id: None, reason }.to_utf8_bytes();
         let (ended, teardowns, requests, durable) = self.hub.with(account, |state| {
             if !state.is_phone(phone) {
                 return Err(SUPERSEDED);

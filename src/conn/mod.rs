@@ -411,7 +411,7 @@ impl<E> Conn<E> {
     pub fn refuse(&self, id: Option<&str>, code: ErrorCode, close: CloseCode) -> Stop {
         self.gw.metrics.error(code);
         let message = code.describe();
-        let frame = Utf8Bytes::from(ServerFrame::Error { id, code, message }.to_text());
+        let frame = ServerFrame::Error { id, code, message }.to_utf8_bytes();
         Stop::close(close, Some(frame))
     }
 

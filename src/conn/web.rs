@@ -398,7 +398,7 @@ impl Handler for Web {
                 if p.remaining == 0 {
                     p.set_step(&conn.gw, Step::Waiting);
                     conn.gw.metrics.pairing(PairingOutcome::TimedOut);
-                    let farewell = Utf8Bytes::from(ServerFrame::PairTimeout.to_text());
+                    let farewell = ServerFrame::PairTimeout.to_utf8_bytes();
                     return Err(Stop::close(CloseCode::TimedOut, Some(farewell)));
                 }
                 p.remaining -= 1;
