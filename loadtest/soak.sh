@@ -4,8 +4,9 @@
 # client anew (the same accounts), relays at 2,000 sends/s for 5 s, resumes
 # every web session 3 times, logs one session per phone out (`logout`), then
 # sends every phone's `logout_all` at once. The gateway's RSS is sampled every
-# 10 s into CSV; the run FAILS (exit 1) when the least-squares slope of RSS over
-# the second half exceeds MAX_SLOPE KiB/min, and prints the slope either way.
+# 10 s and at the end of each cycle's relay into CSV; the run FAILS (exit 1)
+# when the Theil-Sen slope of the per-cycle samples over the second half
+# exceeds MAX_SLOPE KiB/min, and prints the slope either way.
 #
 # usage: loadtest/soak.sh [DURATION] [MAX_SLOPE] [CSV]   (from the repo root,
 #        after cargo build --release --workspace; defaults 10m 256

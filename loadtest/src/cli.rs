@@ -151,11 +151,13 @@ pub struct Opts {
     /// Soak: how often to sample the gateway's RSS.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub rss_every: Duration,
-    /// Soak: fail when the least-squares slope of the gateway's RSS over the
-    /// second half of the soak exceeds this, in KiB per minute.
+    /// Soak: fail when the slope (Theil–Sen) of the gateway's RSS, sampled at
+    /// the end of each cycle's relay, over the second half of the soak exceeds
+    /// this, in KiB per minute.
     #[arg(long, value_name = "KIB_PER_MIN", default_value_t = 256.0)]
     pub max_rss_slope: f64,
-    /// Soak: write the RSS samples here (CSV: seconds,rss_kib).
+    /// Soak: write the RSS samples here (CSV: seconds,rss_kib,when; `when` is
+    /// `timer` or `relay_end`).
     #[arg(long, value_name = "FILE")]
     pub rss_csv: Option<PathBuf>,
     /// Write the full report as JSON here.

@@ -1,5 +1,5 @@
 //! The soak's memory check: the gateway's RSS sampled over the whole soak,
-//! a least-squares line through the second half, and the verdict.
+//! a robust (Theil–Sen) slope through the per-cycle samples of the second half, and the verdict.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -72,7 +72,7 @@ pub struct SoakReport {
     pub problem: Option<String>,
 }
 
-/// The soak's verdict: a least-squares line through the per-cycle samples
+/// The soak's verdict: a Theil–Sen slope through the per-cycle samples
 /// (`cycle_end_kib`) of the second half of the soak (the first half lets
 /// caches and the allocator settle); a slope above `max_slope` KiB/min fails
 /// the run. The timed samples go to the CSV, the per-cycle ones too (marked).
@@ -103,7 +103,7 @@ pub fn verdict(
         .filter(|s| s.0 >= end / 2.0 && s.1 > 0)
         .map(|s| (s.0, s.1 as f64))
         .collect();
-    let slope = least_squares_slope(&half).map(|per_sec| per_sec * 60.0);
+    let slope = robust_slope(&half).map(|per_sec| per_sec * 60.0);
     let problem = match slope {
         None if cycle_end_kib.iter().all(|s| s.1 == 0) => {
             Some("soak: no gateway RSS samples (give --gateway-pid)".to_owned())
@@ -127,18 +127,33 @@ pub fn verdict(
     })
 }
 
-/// Slope of the least-squares line through `points` (x, y); `None` for
-/// fewer than 3 points or no spread in x.
-pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+/// The Theil–Sen slope through `points` (x, y): the median of the slopes
+/// between every two points. Unlike a least-squares line it is not bent by
+/// the odd sample taken just after the allocator gave memory back (RSS at
+/// the end of a cycle's relay is ~41 MiB, or ~33 MiB when the trimmer has
+/// just run). `None` for fewer than 3 points or no spread in x.
+pub fn robust_slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 3 {
         return None;
     }
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
+    let mut slopes: Vec<f64> = Vec::with_capacity(points.len() * (points.len() - 1) / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let mid = slopes.len() / 2;
+    Some(if slopes.len() % 2 == 1 {
+        slopes[mid]
+    } else {
+        (slopes[mid - 1] + slopes[mid]) / 2.0
+    })
 }
 
 #[cfg(test)]
@@ -147,9 +162,23 @@ mod tests {
 
     #[test]
     fn slope_and_verdict() {
-        assert_eq!(least_squares_slope(&[(0.0, 1.0), (1.0, 2.0)]), None);
-        let s = least_squares_slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
+        assert_eq!(robust_slope(&[(0.0, 1.0), (1.0, 2.0)]), None);
+        let s = robust_slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]).unwrap();
         assert!((s - 2.0).abs() < 1e-9);
+        // Flat with a few low samples early on (the trimmer just ran): flat.
+        let dips: Vec<(f64, f64)> = (0..40)
+            .map(|i| {
+                (
+                    i as f64,
+                    if i % 9 == 0 && i < 30 {
+                        33_000.0
+                    } else {
+                        41_000.0
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(robust_slope(&dips), Some(0.0));
         // 1 KiB/s rising = 60 KiB/min: fails at 10, passes at 100.
         let rising: Vec<(f64, u64)> = (0..20).map(|i| (i as f64, 1000 + i)).collect();
         let r = verdict(vec![], rising.clone(), 1, 10.0, None).unwrap();
