@@ -235,18 +235,7 @@ async fn a_web_with_4096_frames_waiting_is_closed_4030() {
     // Messages of ~1 KB: the kernel's buffers fill after a few thousand, and
     // a full queue of them (4 MiB) is far below the byte bound.
     const PAD: usize = 1000;
-    let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = 64 << 20;
-        c.max_frames_per_sec = 100_000;
-    })
-    .await;
-    let acc = account("frames4030");
-    let phone = gw.phone(&acc).await;
-    let s = gw.pair(&phone, &PairOpts::new()).await;
-    s.web.close().await;
-    phone.expect("session_offline").await;
-    let mut raw = raw_resume(gw.addr, &s.token, Some(4096)).await;
-    phone.expect("session_online").await;
+    let (_gw, phone, _s, mut raw) = web_on_a_small_buffer("frames4030").await;
 
     let pad = "q".repeat(PAD);
     let mut counted = Vec::new();

@@ -90,16 +90,7 @@ async fn remember_false_sessions_get_a_full_grace_after_a_restart() {
         .await;
     let phone = g.phone(&acc).await;
     // the one nobody resumed ends after the grace
-    let removed = phone
-        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-        .await
-        .msg;
-    assert_eq!(
-        removed["session_id"],
-        abandoned.session_id.as_str(),
-        "{removed}"
-    );
-    assert_eq!(removed["reason"], "expired", "{removed}");
+    expect_expired(&phone, &abandoned.session_id).await;
     g.assert_logged_out(&abandoned.token).await;
     let mut ids = session_ids(&list_sessions(&phone).await);
     ids.sort();

@@ -438,12 +438,7 @@ async fn remember_false_session_ends_after_the_grace_without_a_socket() {
     eph.web.close().await;
     kept.web.close().await;
 
-    let removed = phone
-        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-        .await
-        .msg;
-    assert_eq!(removed["session_id"], eph.session_id.as_str(), "{removed}");
-    assert_eq!(removed["reason"], "expired", "{removed}");
+    expect_expired(&phone, &eph.session_id).await;
     gw.assert_logged_out(&eph.token).await;
     // remember:true is not subject to the grace
     assert_eq!(
@@ -471,12 +466,7 @@ async fn remember_false_session_survives_when_resumed_in_time() {
     let expired_witness = || async {
         let w = gw.pair(&phone, &PairOpts::new().remember(false)).await;
         w.web.close().await;
-        let removed = phone
-            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-            .await
-            .msg;
-        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
-        assert_eq!(removed["reason"], "expired", "{removed}");
+        expect_expired(&phone, &w.session_id).await;
     };
     expired_witness().await;
     assert!(!web.is_closed(), "{:?}", web.closed());
@@ -498,12 +488,7 @@ async fn remember_false_session_survives_when_resumed_in_time() {
 
     // the grace counts from the last close
     web2.close().await;
-    let removed = phone
-        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-        .await
-        .msg;
-    assert_eq!(removed["session_id"], eph.session_id.as_str(), "{removed}");
-    assert_eq!(removed["reason"], "expired", "{removed}");
+    expect_expired(&phone, &eph.session_id).await;
     gw.assert_logged_out(&eph.token).await;
 }
 
@@ -517,12 +502,7 @@ async fn idle_sessions_expire_but_live_ones_never_do() {
     let live = gw.pair(&phone, &PairOpts::new()).await;
     idle.web.close().await;
 
-    let removed = phone
-        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-        .await
-        .msg;
-    assert_eq!(removed["session_id"], idle.session_id.as_str(), "{removed}");
-    assert_eq!(removed["reason"], "expired", "{removed}");
+    expect_expired(&phone, &idle.session_id).await;
     gw.assert_logged_out(&idle.token).await;
 
     // Keep the live one for more than two idle periods, as measured by
@@ -532,12 +512,7 @@ async fn idle_sessions_expire_but_live_ones_never_do() {
     for _ in 0..2 {
         let w = gw.pair(&phone, &PairOpts::new()).await;
         w.web.close().await;
-        let removed = phone
-            .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
-            .await
-            .msg;
-        assert_eq!(removed["session_id"], w.session_id.as_str(), "{removed}");
-        assert_eq!(removed["reason"], "expired", "{removed}");
+        expect_expired(&phone, &w.session_id).await;
     }
     assert!(!live.web.is_closed(), "{:?}", live.web.closed());
     assert_eq!(
@@ -646,18 +621,7 @@ async fn logout_all_ends_a_link_being_written() {
 /// end of the connection, never a close frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_all_drops_a_web_whose_buffers_are_full() {
-    let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = 64 << 20;
-        c.max_frames_per_sec = 100_000;
-    })
-    .await;
-    let acc = account("fullbuf");
-    let phone = gw.phone(&acc).await;
-    let s = gw.pair(&phone, &PairOpts::new()).await;
-    s.web.close().await;
-    phone.expect("session_offline").await;
-    let mut raw = raw_resume(gw.addr, &s.token, Some(4096)).await;
-    phone.expect("session_online").await;
+    let (gw, phone, s, mut raw) = web_on_a_small_buffer("fullbuf").await;
 
     // 4 MB for a socket that does not read: the kernel's buffers fill, the
     // rest waits in its (large) queue.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use pairgate::protocol::{ClientFrame, LinkTarget};
 use serde_json::Value;
 
-use super::{CHROME_LINUX_UA, Client, Rx, T};
+use super::{CHROME_LINUX_UA, Client, LONG, Rx, T};
 
 /// Asserts that `c` receives an `error` with `code` and is then closed with `close`.
 pub async fn expect_error_and_close(c: &Client, code: &str, close: u16) {
@@ -250,4 +250,14 @@ pub fn session_ids(list: &[Value]) -> Vec<String> {
     list.iter()
         .map(|s| s["session_id"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// The phone's next `session_removed` is `session_id`'s, for `expired`.
+pub async fn expect_expired(phone: &Client, session_id: &str) {
+    let removed = phone
+        .expect_where("session_removed", LONG, |m| m["type"] == "session_removed")
+        .await
+        .msg;
+    assert_eq!(removed["session_id"], session_id, "{removed}");
+    assert_eq!(removed["reason"], "expired", "{removed}");
 }

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::http::{find_head_end, parse_head};
-use super::{CHROME_LINUX_UA, T, auth, next_id};
+use super::{
+    CHROME_LINUX_UA, Client, Gateway, PairOpts, Session, T, TestGateway, account, auth, next_id,
+};
 
 /// One event read by `RawWs`.
 #[derive(Debug)]
@@ -382,4 +384,23 @@ async fn phone_over(mut raw: RawWs, token: &str) -> RawWs {
     let ready = raw.recv_json().await;
     assert_eq!(ready["type"], "ready", "{ready}");
     raw
+}
+
+/// A gateway whose queues let a lot wait (64 MiB, 100,000 frames/s), a phone,
+/// and one linked session resumed on a raw socket with a 4 KiB receive
+/// buffer: the web that stops reading, with the phone told it is online.
+pub async fn web_on_a_small_buffer(name: &str) -> (TestGateway, Client, Session, RawWs) {
+    let gw = TestGateway::spawn(|c| {
+        c.max_queue_bytes = 64 << 20;
+        c.max_frames_per_sec = 100_000;
+    })
+    .await;
+    let acc = account(name);
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    s.web.close().await;
+    phone.expect("session_offline").await;
+    let raw = raw_resume(gw.addr, &s.token, Some(4096)).await;
+    phone.expect("session_online").await;
+    (gw, phone, s, raw)
 }

@@ -266,20 +266,7 @@ impl Client {
     /// Sends a typed frame (fresh id) and expects an `error` with `code`.
     pub async fn request_frame_error(&self, frame: &ClientFrame<'_>, code: &str) -> Value {
         let r = self.request_frame(frame).await;
-        assert_eq!(
-            r["type"], "error",
-            "{}: expected error {code}, got {r}",
-            self.name
-        );
-        assert_eq!(
-            r["code"], code,
-            "{}: expected error {code}, got {r}",
-            self.name
-        );
-        assert!(
-            r["message"].is_string(),
-            "error without a string message: {r}"
-        );
+        self.assert_error(&r, code);
         r
     }
 
@@ -319,6 +306,12 @@ impl Client {
     /// Sends `frame` (with an id) and expects an `error` with `code` and that id.
     pub async fn request_error(&self, frame: Value, code: &str) -> Value {
         let r = self.request(frame).await;
+        self.assert_error(&r, code);
+        r
+    }
+
+    /// `r` is an `error` with `code` and a string message.
+    fn assert_error(&self, r: &Value, code: &str) {
         assert_eq!(
             r["type"], "error",
             "{}: expected error {code}, got {r}",
@@ -333,7 +326,6 @@ impl Client {
             r["message"].is_string(),
             "error without a string message: {r}"
         );
-        r
     }
 
     // -- receiving
