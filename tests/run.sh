@@ -42,6 +42,14 @@ need_chromium() {
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 }
 
+# Cluster-mode tests start their own redis-server (Debian's, Redis 7: sharded
+# pub/sub) on a free port in a temp dir; nothing uses a system-wide one.
+need_redis() {
+  command -v redis-server >/dev/null && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+}
+
 conformance() {
   local suite="$root/../shared/conformance/run.sh"
   if [ ! -x "$suite" ] && [ ! -f "$suite" ]; then
@@ -51,7 +59,7 @@ conformance() {
   PAIRGATE_CMD="$root/target/release/pairgate" bash "$suite"
 }
 
-step "install test tools" bash -c "$(declare -f need_python_packages need_chromium); need_python_packages && need_chromium"
+step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis); need_python_packages && need_chromium && need_redis"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test" cargo test --workspace --release
