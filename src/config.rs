@@ -20,7 +20,7 @@ pub struct Config {
     /// HS256 key for every token (default: generated once, kept in the data dir).
     #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Base of the link put in QR payloads (default: http://<listen>).
+    /// Base of the link put in QR payloads (default: http:// and the listen address).
     #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Comma-separated Origins allowed to open sockets; `*` allows any
