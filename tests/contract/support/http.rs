@@ -88,13 +88,7 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
+    let mut req = request_head(addr, &format!("{method} {path} HTTP/1.1"), headers);
     req.push_str("Connection: close\r\n\r\n");
     let fut = async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -123,19 +117,30 @@ pub async fn http_request(
     }
 }
 
-/// Sends a WebSocket upgrade request for `path` with `headers` (which may set
-/// `Host` and `Origin`) and returns the answer's status (101 = upgraded).
-pub async fn upgrade_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
-    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-    );
+/// `first` (the request line, perhaps with fixed headers), then `headers`,
+/// with a `Host` naming `addr` unless `headers` set one; not yet ended.
+fn request_head(addr: SocketAddr, first: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = format!("{first}\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
     }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    req
+}
+
+/// Sends a WebSocket upgrade request for `path` with `headers` (which may set
+/// `Host` and `Origin`) and returns the answer's status (101 = upgraded).
+pub async fn upgrade_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let mut req = request_head(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13"
+        ),
+        headers,
+    );
     req.push_str("\r\n");
     let fut = async {
         let mut s = TcpStream::connect(addr).await.expect("connect");

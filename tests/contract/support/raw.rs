@@ -360,12 +360,8 @@ pub async fn raw_resume(addr: SocketAddr, token: &str, recv_buffer: Option<u32>)
     resume_over(raw, token).await
 }
 
-async fn resume_over(mut raw: RawWs, token: &str) -> RawWs {
-    let hello = raw.recv_json().await;
-    assert_eq!(hello["type"], "hello", "{hello}");
-    raw.send_text(&auth(token).to_text(None)).await;
-    let ready = raw.recv_json().await;
-    assert_eq!(ready["type"], "ready", "{ready}");
+async fn resume_over(raw: RawWs, token: &str) -> RawWs {
+    let mut raw = auth_over(raw, token).await;
     let st = raw.recv_json().await;
     assert_eq!(st["type"], "phone_status", "{st}");
     raw
@@ -374,10 +370,11 @@ async fn resume_over(mut raw: RawWs, token: &str) -> RawWs {
 /// A phone over a `RawWs`: hello, auth, ready.
 pub async fn raw_phone(addr: SocketAddr, token: &str, recv_buffer: Option<u32>) -> RawWs {
     let raw = RawWs::connect(addr, "/ws/phone", &[], recv_buffer).await;
-    phone_over(raw, token).await
+    auth_over(raw, token).await
 }
 
-async fn phone_over(mut raw: RawWs, token: &str) -> RawWs {
+/// hello, `auth`, ready: a phone, or a web session before its `phone_status`.
+async fn auth_over(mut raw: RawWs, token: &str) -> RawWs {
     let hello = raw.recv_json().await;
     assert_eq!(hello["type"], "hello", "{hello}");
     raw.send_text(&auth(token).to_text(None)).await;

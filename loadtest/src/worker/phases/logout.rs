@@ -133,16 +133,33 @@ impl Sock {
     pub async fn logout_web(&mut self) -> Res<()> {
         let grace = Duration::from_millis(self.ctx.cfg.timeout_ms);
         let hard_deadline = Instant::now() + grace * 4;
+        let acct = self.acct.clone();
+        let late = move || {
+            let ok = acct.logout_ok_ns.load(Relaxed);
+            (ok != 0 && now_ns().saturating_sub(ok) > grace.as_nanos() as u64)
+                || Instant::now() > hard_deadline
+        };
+        self.await_logout_close(late, "left_open_after_logout_all", "logout_bad_close")
+            .await
+    }
+
+    /// Reads until the 4001 close that follows `logged_out`, checking `late`
+    /// every 200 ms while nothing comes; fails as `open_kind` when it is late,
+    /// as `bad_kind` on anything else than the expected frames.
+    pub async fn await_logout_close(
+        &mut self,
+        late: impl Fn() -> bool,
+        open_kind: &'static str,
+        bad_kind: &'static str,
+    ) -> Res<()> {
         while !self.logout_closed {
             let ws = self.socket()?;
             let msg = tokio::select! {
                 msg = ws.next() => msg,
                 _ = sleep(Duration::from_millis(200)) => {
-                    let ok = self.acct.logout_ok_ns.load(Relaxed);
-                    let late = ok != 0 && now_ns().saturating_sub(ok) > grace.as_nanos() as u64;
-                    if late || Instant::now() > hard_deadline {
+                    if late() {
                         return Err(Fail {
-                            kind: "left_open_after_logout_all",
+                            kind: open_kind,
                             msg: format!("no 4001 close (logged_out seen: {})", self.logged_out),
                             code: None,
                         });
@@ -151,7 +168,7 @@ impl Sock {
                 }
             };
             if let Err(mut f) = self.on_message(msg, None) {
-                f.kind = "logout_bad_close";
+                f.kind = bad_kind;
                 f.msg = format!("{} (logged_out seen: {})", f.msg, self.logged_out);
                 return Err(f);
             }

@@ -6,13 +6,13 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use pairgate::protocol::ClientFrame;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::clock::now_ns;
-use crate::worker::ctx::{Fail, H, LOGOUT_ONE_ID, Res, Role, fail};
+use crate::worker::ctx::{H, LOGOUT_ONE_ID, Res, Role, fail};
 use crate::worker::socket::Sock;
 
 impl Sock {
@@ -68,27 +68,11 @@ impl Sock {
     /// Web 0: `logged_out` and the 4001 close; then this socket is done.
     pub async fn logout_one_web(&mut self) -> Res<()> {
         let deadline = Instant::now() + Duration::from_millis(self.ctx.cfg.timeout_ms) * 2;
-        while !self.logout_closed {
-            let ws = self.socket()?;
-            let msg = tokio::select! {
-                msg = ws.next() => msg,
-                _ = sleep(Duration::from_millis(200)) => {
-                    if Instant::now() > deadline {
-                        return Err(Fail {
-                            kind: "left_open_after_logout",
-                            msg: format!("no 4001 close (logged_out seen: {})", self.logged_out),
-                            code: None,
-                        });
-                    }
-                    continue;
-                }
-            };
-            if let Err(mut f) = self.on_message(msg, None) {
-                f.kind = "logout_one_bad_close";
-                return Err(f);
-            }
-        }
-        self.finish_logout_close().await;
-        Ok(())
+        self.await_logout_close(
+            move || Instant::now() > deadline,
+            "left_open_after_logout",
+            "logout_one_bad_close",
+        )
+        .await
     }
 }
