@@ -64,6 +64,38 @@ pub struct Config {
     /// accounts: for trying pairgate, never for production.
     #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
     pub demo: bool,
+    /// Join the cluster that shares this Redis (`redis://host:port/db`).
+    /// Requires `--secret`: every node signs and checks tokens with it.
+    #[arg(long, env = "PAIRGATE_REDIS", requires = "secret")]
+    pub redis: Option<String>,
+    /// This node's name in logs, metrics and the operator API (default:
+    /// generated at each start).
+    #[arg(long, env = "PAIRGATE_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+    /// A node that has not renewed its lease for this long is dead.
+    #[arg(long, env = "PAIRGATE_NODE_LEASE_MS", default_value_t = defaults::NODE_LEASE_MS, value_parser = clap::value_parser!(u64).range(300..=3_600_000))]
+    pub node_lease_ms: u64,
+    /// Serve the operator API (`/admin/*`) to requests carrying
+    /// `Authorization: Bearer <token>`; without it every `/admin/*` path is 404.
+    #[arg(long, env = "PAIRGATE_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token)]
+    pub admin_token: Option<String>,
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        return Err("must match ^[A-Za-z0-9_.-]{1,64}$".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_admin_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_idle_days(s: &str) -> Result<f64, String> {
@@ -96,6 +128,10 @@ impl Default for Config {
             max_errors_per_sec: defaults::MAX_ERRORS_PER_SEC,
             max_queue_bytes: defaults::MAX_QUEUE_BYTES,
             demo: false,
+            redis: None,
+            node_id: None,
+            node_lease_ms: defaults::NODE_LEASE_MS,
+            admin_token: None,
         }
     }
 }
@@ -121,6 +157,9 @@ impl Config {
     pub fn session_idle(&self) -> Option<Duration> {
         (self.session_idle_days > 0.0)
             .then(|| Duration::from_secs_f64(self.session_idle_days * 86_400.0))
+    }
+    pub fn node_lease(&self) -> Duration {
+        Duration::from_millis(self.node_lease_ms)
     }
     /// Largest serialized `body` a `send` may carry.
     pub fn max_body_bytes(&self) -> usize {

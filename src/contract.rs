@@ -20,6 +20,7 @@ pub mod defaults {
     pub const MAX_FRAMES_PER_SEC: u32 = 1000;
     pub const MAX_ERRORS_PER_SEC: u32 = 10;
     pub const MAX_QUEUE_BYTES: u64 = 1_048_576;
+    pub const NODE_LEASE_MS: u64 = 10_000;
 }
 
 /// The `protocol` field of `hello`.

@@ -29,6 +29,10 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every socket task and timer, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This node's name (`--node-id`, or generated at start).
+    pub node_id: String,
+    /// When this node started (Unix milliseconds).
+    pub started_at_ms: i64,
     next_conn_id: AtomicU64,
 }
 
@@ -42,7 +46,6 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Self {
         Gateway {
-            config,
             public_url,
             tokens,
             store,
@@ -51,8 +54,19 @@ impl Gateway {
             pairing: Pairing::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            node_id: config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| crate::ids::random_id::<6>("node-")),
+            started_at_ms: crate::time::now_ms(),
             next_conn_id: AtomicU64::new(1),
+            config,
         }
+    }
+
+    /// Whether this node takes new sockets: `/readyz`.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
     }
 
     pub fn next_conn_id(&self) -> u64 {
