@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::account::hub::Hub;
 use crate::account::pairing::Pairing;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every socket task and timer, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Cluster mode: this node's membership (`None` on a single node).
+    pub cluster: Option<Arc<Cluster>>,
     /// This node's name (`--node-id`, or generated at start).
     pub node_id: String,
     /// When this node started (Unix milliseconds).
@@ -54,6 +57,7 @@ impl Gateway {
             pairing: Pairing::default(),
             shutdown,
             tasks: TaskTracker::new(),
+            cluster: None,
             node_id: config
                 .node_id
                 .clone()
@@ -66,7 +70,7 @@ impl Gateway {
 
     /// Whether this node takes new sockets: `/readyz`.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled()
+        !self.shutdown.is_cancelled() && self.cluster.as_ref().is_none_or(|c| c.is_up())
     }
 
     pub fn next_conn_id(&self) -> u64 {

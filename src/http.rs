@@ -48,6 +48,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(|Path(file): Path<String>| async move { asset(&file) }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws/web", get(ws_web))
         .route("/ws/phone", get(ws_phone));
@@ -326,6 +327,16 @@ async fn demo_phone(
             tracing::error!(error = %e, "demo token failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
+    }
+}
+
+/// `200 ready` while this node takes new sockets; `503` while it shuts down
+/// or (cluster mode) cannot reach Redis.
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.gw.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
 }
 

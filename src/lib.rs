@@ -28,6 +28,7 @@
 
 pub mod account;
 pub mod client;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod contract;
@@ -54,9 +55,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+use cluster::Cluster;
 use gateway::Gateway;
 use metrics::Metrics;
-use store::{RedbBackend, Store};
+use store::{RedbBackend, RedisBackend, Store};
 use tokens::Tokens;
 
 /// How long shutdown waits for sockets to say goodbye before giving up on them.
@@ -72,8 +74,27 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
-    let backend = RedbBackend::open(&config.data_dir)?;
-    let (store, stored, writer) = Store::start(backend, metrics.clone())?;
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| ids::random_id::<6>("node-"));
+    let cluster = match &config.redis {
+        Some(url) => {
+            anyhow::ensure!(
+                config.secret.is_some(),
+                "--redis needs --secret: every node signs and checks tokens with the same key"
+            );
+            Some(Cluster::connect(url, node_id.clone(), config.node_lease()).await?)
+        }
+        None => None,
+    };
+    let (store, stored, writer) = match &cluster {
+        Some(c) => Store::start(
+            RedisBackend::new(c.redis_client(), c.me_handle()),
+            metrics.clone(),
+        )?,
+        None => Store::start(RedbBackend::open(&config.data_dir)?, metrics.clone())?,
+    };
     let public_url = config
         .public_url
         .clone()
@@ -81,14 +102,20 @@ pub async fn run(
         .trim_end_matches('/')
         .to_owned();
     let cancel = CancellationToken::new();
-    let gw = Arc::new(Gateway::new(
+    let mut gw = Gateway::new(
         config,
         public_url,
         Tokens::new(&secret),
         store,
         metrics.clone(),
         cancel.clone(),
-    ));
+    );
+    gw.node_id = node_id;
+    gw.cluster = cluster.clone();
+    let gw = Arc::new(gw);
+    if let Some(c) = &cluster {
+        c.start(&gw).await?;
+    }
 
     gw.restore(stored);
     if let Some(idle) = gw.config.session_idle() {
@@ -128,6 +155,9 @@ pub async fn run(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
         Ok(_) => {}
         Err(_) => tracing::debug!("http connections still open at exit"),
+    }
+    if let Some(c) = &cluster {
+        c.leave().await;
     }
     gw.store.flush_and_stop().await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;

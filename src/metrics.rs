@@ -59,6 +59,15 @@ pub struct Metrics {
     logouts: [Counter; 4],
     pub upgrades_refused_origin: Counter,
     pub store_commit_seconds: Histogram,
+    /// Cluster mode: bus messages published to other nodes.
+    pub cluster_bus_published: Counter,
+    /// Cluster mode: bus messages received from other nodes.
+    pub cluster_bus_received: Counter,
+    /// Cluster mode: bus subscriptions re-established after a loss.
+    pub cluster_resyncs: Counter,
+    pub cluster_lease_renewals: Counter,
+    /// Cluster mode: other nodes handled as dead (lease ran out or left).
+    pub cluster_nodes_gone: Counter,
 }
 
 fn family_member<M: Clone + Default + prometheus_client::metrics::TypedMetric>(
@@ -135,7 +144,43 @@ impl Metrics {
             store_commit_seconds.clone(),
         );
 
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let cluster_bus_published = counter(
+            &mut registry,
+            "pairgate_cluster_bus_published",
+            "Cluster mode: messages published on the bus to other nodes",
+        );
+        let cluster_bus_received = counter(
+            &mut registry,
+            "pairgate_cluster_bus_received",
+            "Cluster mode: messages received on the bus from other nodes",
+        );
+        let cluster_resyncs = counter(
+            &mut registry,
+            "pairgate_cluster_resyncs",
+            "Cluster mode: resyncs after a lost bus subscription or lease",
+        );
+        let cluster_lease_renewals = counter(
+            &mut registry,
+            "pairgate_cluster_lease_renewals",
+            "Cluster mode: lease renewals of this node",
+        );
+        let cluster_nodes_gone = counter(
+            &mut registry,
+            "pairgate_cluster_nodes_gone",
+            "Cluster mode: other nodes handled as dead or gone",
+        );
+
         Metrics {
+            cluster_bus_published,
+            cluster_bus_received,
+            cluster_resyncs,
+            cluster_lease_renewals,
+            cluster_nodes_gone,
             sockets_phone: family_member(&sockets, "role", "phone"),
             sockets_web: family_member(&sockets, "role", "web"),
             sessions,

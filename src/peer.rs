@@ -69,23 +69,57 @@ struct Inner<E> {
 
 /// Cheap to clone; identifies one socket by `conn_id`. `E` is the type of
 /// event the socket takes besides frames.
-pub struct Peer<E>(Arc<Inner<E>>);
+///
+/// In cluster mode a socket held by another node is reached through a
+/// [`RemoteSocket`]: the account's rules treat it like any other socket, and
+/// what is queued for it travels over the cluster's bus instead.
+pub struct Peer<E>(Kind<E>);
+
+enum Kind<E> {
+    Local(Arc<Inner<E>>),
+    Remote(Arc<dyn RemoteSocket<E>>),
+}
+
+/// A socket on another node, as the node deciding for its account sees it.
+/// Sends never wait: they are queued for the bus, bounded there.
+pub trait RemoteSocket<E>: Send + Sync {
+    fn conn_id(&self) -> u64;
+    /// The node holding the socket (its bus name).
+    fn node(&self) -> &str;
+    fn send(&self, text: &Utf8Bytes) -> bool;
+    fn send_event(&self, event: E) -> bool;
+    /// Orders the socket closed; `done` is released once its node confirms
+    /// (or is gone).
+    fn place_order(
+        &self,
+        code: CloseCode,
+        farewell: Option<Utf8Bytes>,
+        done: Option<oneshot::Sender<()>>,
+    );
+    fn is_close_ordered(&self) -> bool;
+}
 
 impl<E> Clone for Peer<E> {
     fn clone(&self) -> Self {
-        Peer(self.0.clone())
+        Peer(match &self.0 {
+            Kind::Local(inner) => Kind::Local(inner.clone()),
+            Kind::Remote(remote) => Kind::Remote(remote.clone()),
+        })
     }
 }
 
 impl<E> std::fmt::Debug for Peer<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Peer({})", self.0.conn_id)
+        match &self.0 {
+            Kind::Local(inner) => write!(f, "Peer({})", inner.conn_id),
+            Kind::Remote(r) => write!(f, "Peer({}@{})", r.conn_id(), r.node()),
+        }
     }
 }
 
 /// The receiving side, owned by the socket's task.
 pub struct PeerQueue<E> {
-    peer: Peer<E>,
+    peer: Arc<Inner<E>>,
     /// Bytes of the last frame taken: they still count against the bound
     /// until the task comes back for the next item (by then it has handed the
     /// frame to the socket's write buffer).
@@ -101,7 +135,7 @@ pub enum Wake<E> {
 
 impl<E> Peer<E> {
     pub fn new(conn_id: u64, max_queue_bytes: usize) -> (Peer<E>, PeerQueue<E>) {
-        let peer = Peer(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             conn_id,
             max_queue_bytes,
             state: Mutex::new(State {
@@ -113,38 +147,78 @@ impl<E> Peer<E> {
             }),
             notify: Notify::new(),
             ordered: AtomicBool::new(false),
-        }));
-        (peer.clone(), PeerQueue { peer, in_hand: 0 })
+        });
+        (
+            Peer(Kind::Local(inner.clone())),
+            PeerQueue {
+                peer: inner,
+                in_hand: 0,
+            },
+        )
+    }
+
+    /// A handle to a socket held by another node.
+    pub fn remote(socket: Arc<dyn RemoteSocket<E>>) -> Peer<E> {
+        Peer(Kind::Remote(socket))
     }
 
     pub fn conn_id(&self) -> u64 {
-        self.0.conn_id
+        match &self.0 {
+            Kind::Local(inner) => inner.conn_id,
+            Kind::Remote(r) => r.conn_id(),
+        }
+    }
+
+    /// The node holding the socket (its bus name), when it is another node.
+    pub fn remote_node(&self) -> Option<&str> {
+        match &self.0 {
+            Kind::Local(_) => None,
+            Kind::Remote(r) => Some(r.node()),
+        }
+    }
+
+    /// Whether both handles are the same socket handle.
+    pub fn same(&self, other: &Peer<E>) -> bool {
+        match (&self.0, &other.0) {
+            (Kind::Local(a), Kind::Local(b)) => Arc::ptr_eq(a, b),
+            (Kind::Remote(a), Kind::Remote(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            _ => false,
+        }
     }
 
     /// Queues a frame. `false` if the socket is gone or could not take it; in
     /// the latter case it is ordered closed with 4030.
     pub fn send(&self, text: &Utf8Bytes) -> bool {
-        self.push(Out::Text(text.clone()), text.len())
+        match &self.0 {
+            Kind::Local(inner) => inner.push(Out::Text(text.clone()), text.len()),
+            Kind::Remote(r) => r.send(text),
+        }
     }
 
     /// Queues an event (tiny; counted as a frame, not in bytes).
     pub fn send_event(&self, event: E) -> bool {
-        self.push(Out::Event(event), 0)
+        match &self.0 {
+            Kind::Local(inner) => inner.push(Out::Event(event), 0),
+            Kind::Remote(r) => r.send_event(event),
+        }
     }
+}
 
+impl<E> Inner<E> {
     fn push(&self, out: Out<E>, len: usize) -> bool {
-        let mut state = self.0.state.lock();
+        let this = self;
+        let mut state = this.state.lock();
         if state.shut || state.order.is_some() {
             return false;
         }
-        if state.queued_bytes + len > self.0.max_queue_bytes || state.queue.len() >= QUEUE_FRAMES {
+        if state.queued_bytes + len > this.max_queue_bytes || state.queue.len() >= QUEUE_FRAMES {
             state.order = Some(CloseOrder {
                 code: CloseCode::TooSlow,
                 farewell: None,
             });
-            self.0.ordered.store(true, Ordering::Release);
+            this.ordered.store(true, Ordering::Release);
             drop(state);
-            self.0.notify.notify_one();
+            this.notify.notify_one();
             return false;
         }
         let was_empty = state.queue.is_empty();
@@ -154,11 +228,13 @@ impl<E> Peer<E> {
         // The task drains the whole queue per wake-up: only the first frame
         // after it went empty needs to wake it.
         if was_empty {
-            self.0.notify.notify_one();
+            this.notify.notify_one();
         }
         true
     }
+}
 
+impl<E> Peer<E> {
     /// Orders the socket closed (the first order wins) and returns a receiver
     /// that resolves (with a value or a closed-channel error, both mean done)
     /// once the socket was sent its farewell and close frame, or was dropped.
@@ -181,40 +257,55 @@ impl<E> Peer<E> {
         farewell: Option<Utf8Bytes>,
         done: Option<oneshot::Sender<()>>,
     ) {
+        let inner = match &self.0 {
+            Kind::Local(inner) => inner,
+            Kind::Remote(r) => return r.place_order(code, farewell, done),
+        };
         {
-            let mut state = self.0.state.lock();
+            let mut state = inner.state.lock();
             // A socket whose task ended drops `done` here: already torn down.
             if state.shut {
                 return;
             }
             if state.order.is_none() {
                 state.order = Some(CloseOrder { code, farewell });
-                self.0.ordered.store(true, Ordering::Release);
+                inner.ordered.store(true, Ordering::Release);
             }
             state.waiters.extend(done);
         }
-        self.0.notify.notify_one();
+        inner.notify.notify_one();
     }
 
     /// Whether the socket was ordered closed: from then on, nothing it
     /// receives may have any effect.
     pub fn is_close_ordered(&self) -> bool {
-        self.0.ordered.load(Ordering::Acquire)
-    }
-
-    /// Resolves once a close order is waiting (for the socket's task only).
-    pub async fn close_ordered(&self) {
-        loop {
-            if self.is_close_ordered() {
-                return;
-            }
-            self.0.notify.notified().await;
+        match &self.0 {
+            Kind::Local(inner) => inner.ordered.load(Ordering::Acquire),
+            Kind::Remote(r) => r.is_close_ordered(),
         }
     }
 
-    /// Takes the close order, if any, and the waiters to release once done.
+    /// Resolves once a close order is waiting (for the socket's own task,
+    /// which is always local).
+    pub async fn close_ordered(&self) {
+        let Kind::Local(inner) = &self.0 else {
+            return std::future::pending().await;
+        };
+        loop {
+            if inner.ordered.load(Ordering::Acquire) {
+                return;
+            }
+            inner.notify.notified().await;
+        }
+    }
+
+    /// Takes the close order, if any, and the waiters to release once done
+    /// (for the socket's own task).
     pub fn take_order(&self) -> (Option<CloseOrder>, Vec<oneshot::Sender<()>>) {
-        let mut state = self.0.state.lock();
+        let Kind::Local(inner) = &self.0 else {
+            return (None, Vec::new());
+        };
+        let mut state = inner.state.lock();
         let order = state.order.take();
         (order, std::mem::take(&mut state.waiters))
     }
@@ -227,7 +318,7 @@ impl<E> PeerQueue<E> {
             if let Some(wake) = self.poll_state() {
                 return wake;
             }
-            self.peer.0.notify.notified().await;
+            self.peer.notify.notified().await;
         }
     }
 
@@ -240,7 +331,7 @@ impl<E> PeerQueue<E> {
     }
 
     fn poll_state(&mut self) -> Option<Wake<E>> {
-        let mut state = self.peer.0.state.lock();
+        let mut state = self.peer.state.lock();
         if state.order.is_some() {
             return Some(Wake::CloseOrdered);
         }
@@ -261,7 +352,7 @@ impl<E> PeerQueue<E> {
     /// close that writes them before its close frame.
     pub fn shut(&mut self) -> Vec<Utf8Bytes> {
         let (queue, waiters) = {
-            let mut state = self.peer.0.state.lock();
+            let mut state = self.peer.state.lock();
             state.shut = true;
             state.queued_bytes = 0;
             self.in_hand = 0;

@@ -48,10 +48,11 @@ pub enum ErrorCode {
     TooLarge,
     RateLimited,
     Internal,
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::NotAuthenticated,
@@ -65,6 +66,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
     ];
 
     /// The human text sent in an `error` frame's `message` when the code
@@ -86,6 +88,9 @@ impl ErrorCode {
                 "rate limited (too many frames, errors or failed links); slow down"
             }
             ErrorCode::Internal => "internal error; nothing was changed",
+            ErrorCode::Unavailable => {
+                "the cluster's Redis or another node cannot be reached now; nothing was done; retry"
+            }
         }
     }
 
@@ -109,6 +114,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -116,6 +122,14 @@ impl ErrorCode {
 impl Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ErrorCode::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {name}")))
     }
 }
 
@@ -217,7 +231,8 @@ pub struct Rejection {
 }
 
 /// A `link` names the pairing attempt by its ref or by its typed code.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LinkTarget {
     Ref(String),
     Code(String),
@@ -599,7 +614,7 @@ pub struct SessionInfo {
 }
 
 /// The device asking to be linked, shown to the phone in `link_request`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub name: String,
     pub user_agent: String,

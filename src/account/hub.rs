@@ -144,6 +144,15 @@ impl Hub {
         (accounts.len(), requests)
     }
 
+    /// Drops every account (cluster mode: this node is no longer home for
+    /// any). Timers that come later find nothing.
+    pub fn clear(&self) {
+        self.accounts.retain(|_, acc| {
+            acc.state.lock().retired = true;
+            false
+        });
+    }
+
     /// A snapshot of the account ids, for sweeps.
     pub fn account_ids(&self) -> Vec<Arc<str>> {
         self.accounts.iter().map(|e| e.key().clone()).collect()

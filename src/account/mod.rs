@@ -34,8 +34,15 @@ use crate::gateway::Gateway;
 /// replaced or ended it, so its task stops before replying.
 const SUPERSEDED: ErrorCode = ErrorCode::NotAuthenticated;
 
-/// A store failure answered to the client as `internal`.
-fn internal(e: impl std::fmt::Display) -> ErrorCode {
-    tracing::error!(error = %e, "store change failed");
+/// A store failure answered to the client: `unavailable` when the store
+/// (cluster mode: Redis) could not be reached or this node no longer serves
+/// the account, else `internal`.
+fn internal(e: crate::store::StoreError) -> ErrorCode {
+    let text = e.to_string();
+    if e.is_unreachable() || text.contains("NOTHOME") {
+        tracing::warn!(error = %text, "store change not made");
+        return ErrorCode::Unavailable;
+    }
+    tracing::error!(error = %text, "store change failed");
     ErrorCode::Internal
 }

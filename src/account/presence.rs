@@ -97,6 +97,43 @@ impl Gateway {
         self.hub.release_if_idle(account);
     }
 
+    /// Cluster mode: node `node` is gone, and with it its sockets of the
+    /// accounts homed here: its phone goes offline, its sessions' sockets
+    /// too (ephemeral ones start their grace now), and link requests for its
+    /// pairing sockets die.
+    pub fn sockets_gone_on(self: &Arc<Self>, node: &str) {
+        for account in self.hub.account_ids() {
+            let on_node = |peer: &WebPeer| peer.remote_node() == Some(node);
+            let gone = self.hub.with_existing(&account, |state| {
+                let phone = state
+                    .phone
+                    .as_ref()
+                    .filter(|p| p.remote_node() == Some(node))
+                    .map(Peer::conn_id);
+                let webs: Vec<(String, u64)> = state
+                    .sessions
+                    .iter()
+                    .filter_map(|(sid, s)| {
+                        s.live
+                            .as_ref()
+                            .filter(|p| on_node(p))
+                            .map(|p| (sid.clone(), p.conn_id()))
+                    })
+                    .collect();
+                state.requests.retain(|_, req| !on_node(&req.attempt.peer));
+                (phone, webs)
+            });
+            let Some((phone, webs)) = gone else { continue };
+            if let Some(conn) = phone {
+                self.phone_offline(&account, conn);
+            }
+            for (session_id, conn) in webs {
+                self.web_offline(&account, &session_id, conn);
+            }
+            self.hub.release_if_idle(&account);
+        }
+    }
+
     /// The socket `conn_id` of a session closed: the session goes offline
     /// (unless a newer socket replaced it or the session has ended), and an
     /// ephemeral one starts its grace.

@@ -32,6 +32,7 @@ pub(super) type Removal = (SessionState, Result<Durable, StoreError>);
 pub(super) fn remove(store: &Store, state: &mut AccountState, session_id: &str) -> Option<Removal> {
     let session = state.sessions.remove(session_id)?;
     let durable = store.enqueue(vec![StoreOp::Delete {
+        account: session.record.account.clone(),
         session_id: session_id.to_owned(),
     }]);
     Some((session, durable))
@@ -68,6 +69,36 @@ impl Gateway {
         self.hub.restore(stored);
         for (account, session_id) in ephemeral {
             self.start_grace(&account, &session_id, 0, self.config.ephemeral_grace());
+        }
+    }
+
+    /// Cluster mode: this node became the account's home; installs its
+    /// sessions as loaded from the store (those already held stay). Ephemeral
+    /// ones get a full grace from now: their socket, if any, registers anew.
+    pub fn adopt(self: &Arc<Self>, account: &str, stored: Vec<StoredSession>) {
+        let ephemeral: Vec<String> = self.hub.with(account, |state| {
+            let mut ephemeral = Vec::new();
+            for record in stored {
+                if state.sessions.contains_key(&record.session_id) {
+                    continue;
+                }
+                if !record.remember {
+                    ephemeral.push(record.session_id.clone());
+                }
+                self.metrics.sessions.inc();
+                state.sessions.insert(
+                    record.session_id.clone(),
+                    SessionState {
+                        record,
+                        live: None,
+                        epoch: 0,
+                    },
+                );
+            }
+            ephemeral
+        });
+        for session_id in ephemeral {
+            self.start_grace(account, &session_id, 0, self.config.ephemeral_grace());
         }
     }
 
@@ -135,6 +166,7 @@ impl Gateway {
                 .iter()
                 .chain(&cancelled_links)
                 .map(|sid| StoreOp::Delete {
+                    account: account.to_owned(),
                     session_id: sid.clone(),
                 })
                 .collect();
@@ -163,7 +195,14 @@ impl Gateway {
         })?;
         self.end_requests(requests);
         let closed = ended.len();
-        let (written, _) = tokio::join!(durable.wait(), futures::future::join_all(teardowns));
+        // Another node's teardown is waited for only so long: a node that
+        // does not confirm in time is treated as gone (the end is durable, so
+        // its sockets are torn down when it is back).
+        let torn_down = tokio::time::timeout(
+            crate::cluster::TEARDOWN_TIMEOUT,
+            futures::future::join_all(teardowns),
+        );
+        let (written, _) = tokio::join!(durable.wait(), torn_down);
         if let Err(e) = written {
             // The phone can try again; the sockets are gone either way.
             self.undo_removal(account, ended);
@@ -316,7 +355,7 @@ mod tests {
         assert!(gw.list_sessions("alice").is_empty());
         let ops = committed.lock().clone();
         assert!(
-            matches!(ops.as_slice(), [StoreOp::Put(put), StoreOp::Delete { session_id }] if put.session_id == *session_id),
+            matches!(ops.as_slice(), [StoreOp::Put(put), StoreOp::Delete { session_id, .. }] if put.session_id == *session_id),
             "{ops:?}"
         );
         assert_scanned_then_rejected(&mut web);

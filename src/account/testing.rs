@@ -138,7 +138,7 @@ pub fn assert_scanned_then_rejected(queue: &mut WebQueue) {
         matches!(
             events.as_slice(),
             [
-                Out::Event(PairingEvent::Scanned),
+                Out::Event(PairingEvent::Scanned { .. }),
                 Out::Event(PairingEvent::Rejected)
             ]
         ),

@@ -46,7 +46,10 @@ impl Handler for Phone {
                 return Err(conn.refuse(id, ErrorCode::InvalidToken, CloseCode::InvalidToken));
             };
             conn.record_account(&account);
-            conn.gw.phone_online(&account, &conn.peer);
+            let gw = conn.gw.clone();
+            if let Err(code) = Box::pin(gw.phone_online_routed(&account, &conn.peer)).await {
+                return conn.error(id, code, code.describe()).await;
+            }
             tracing::debug!("phone online");
             let ready = ServerFrame::Ready {
                 id,
@@ -67,17 +70,19 @@ impl Handler for Phone {
             ClientFrame::Link(target) => {
                 let (LinkTarget::Ref(r) | LinkTarget::Code(r)) = &target;
                 tracing::debug!(prefix = %r.chars().take(6).collect::<String>(), "link");
-                gw.link(&account, me, target).map(|(request_id, device)| {
-                    ServerFrame::LinkRequest {
-                        id,
-                        request_id: &request_id,
-                        device: &device,
-                    }
-                    .to_text()
-                })
+                Box::pin(gw.link_routed(&account, me, target))
+                    .await
+                    .map(|(request_id, device)| {
+                        ServerFrame::LinkRequest {
+                            id,
+                            request_id: &request_id,
+                            device: &device,
+                        }
+                        .to_text()
+                    })
             }
             ClientFrame::LinkConfirm { request_id } => {
-                Box::pin(gw.link_confirm(&account, me, &request_id))
+                Box::pin(gw.link_confirm_routed(&account, me, &request_id))
                     .await
                     .map(|session| {
                         ServerFrame::DeviceLinked {
@@ -87,18 +92,23 @@ impl Handler for Phone {
                         .to_text()
                     })
             }
-            ClientFrame::LinkReject { request_id } => gw
-                .link_reject(&account, me, &request_id)
-                .map(|()| ServerFrame::Ok { id, closed: None }.to_text()),
-            ClientFrame::ListSessions => {
-                let sessions = gw.list_sessions(&account);
-                Ok(ServerFrame::Sessions {
-                    id,
-                    sessions: &sessions,
-                }
-                .to_text())
+            ClientFrame::LinkReject { request_id } => {
+                Box::pin(gw.link_reject_routed(&account, me, &request_id))
+                    .await
+                    .map(|()| ServerFrame::Ok { id, closed: None }.to_text())
             }
-            ClientFrame::Logout { session_id } => Box::pin(gw.logout(
+            ClientFrame::ListSessions => {
+                Box::pin(gw.list_sessions_routed(&account))
+                    .await
+                    .map(|sessions| {
+                        ServerFrame::Sessions {
+                            id,
+                            sessions: &sessions,
+                        }
+                        .to_text()
+                    })
+            }
+            ClientFrame::Logout { session_id } => Box::pin(gw.logout_routed(
                 &account,
                 me,
                 Some(session_id.as_deref().unwrap_or_default()),
@@ -111,22 +121,31 @@ impl Handler for Phone {
                 }
                 .to_text()
             }),
-            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, me, None)).await.map(|closed| {
-                ServerFrame::Ok {
+            ClientFrame::LogoutAll => {
+                Box::pin(gw.logout_routed(&account, me, None))
+                    .await
+                    .map(|closed| {
+                        ServerFrame::Ok {
+                            id,
+                            closed: Some(closed),
+                        }
+                        .to_text()
+                    })
+            }
+            ClientFrame::Send { body, to } => match &gw.cluster {
+                // The hot path stays synchronous on a single node.
+                None => gw.relay_to_webs(&account, me, to.as_deref(), body),
+                Some(_) => {
+                    Box::pin(gw.relay_to_webs_routed(&account, me, to.as_deref(), body)).await
+                }
+            }
+            .map(|delivered| {
+                ServerFrame::Ack {
                     id,
-                    closed: Some(closed),
+                    delivered: Some(delivered),
                 }
                 .to_text()
             }),
-            ClientFrame::Send { body, to } => gw
-                .relay_to_webs(&account, me, to.as_deref(), body)
-                .map(|delivered| {
-                    ServerFrame::Ack {
-                        id,
-                        delivered: Some(delivered),
-                    }
-                    .to_text()
-                }),
             ClientFrame::Auth { .. } | ClientFrame::Pair { .. } => Err(ErrorCode::UnknownType),
         };
         match result {
@@ -143,7 +162,7 @@ impl Handler for Phone {
 
     fn on_exit(&mut self, conn: &Conn) {
         if let Phone::Live { account } = self {
-            conn.gw.phone_offline(account, conn.peer.conn_id());
+            conn.gw.phone_offline_routed(account, conn.peer.conn_id());
         }
     }
 }

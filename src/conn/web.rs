@@ -64,9 +64,9 @@ enum Step {
 
 impl Pairing {
     /// Moves to `step`; a ref that was on screen is withdrawn.
-    fn set_step(&mut self, gw: &Gateway, step: Step) {
+    fn set_step(&mut self, gw: &Arc<Gateway>, step: Step) {
         if let Step::Showing { issued, .. } = std::mem::replace(&mut self.step, step) {
-            gw.pairing.retire(&issued);
+            gw.retire_ref(&issued);
         }
     }
 
@@ -80,23 +80,24 @@ impl Pairing {
 
     /// Ends pairing on this socket: its ref dies, and nothing may link it
     /// now. Returns what the attempt left behind.
-    fn end(mut self, gw: &Gateway) -> Abandoned {
+    fn end(mut self, gw: &Arc<Gateway>) -> Abandoned {
         self.set_step(gw, Step::Waiting);
+        gw.forget_attempt(self.attempt.peer.conn_id());
         self.attempt.lock().state.abandon()
     }
 }
 
 /// A fresh ref for `attempt` and its `qr` frame; `id` is the reply id of the
 /// `pair` that asked.
-fn issue_qr(
-    conn: &Conn,
+async fn issue_qr(
+    gw: &Arc<Gateway>,
     attempt: &Arc<Attempt>,
     remaining: u32,
     id: Option<&str>,
-) -> (Step, String) {
-    let issued = conn.gw.pairing.issue(attempt);
-    let ttl = conn.gw.config.qr_ttl();
-    let payload = qr::payload(&conn.gw.public_url, &issued.reference);
+) -> Result<(Step, String), ErrorCode> {
+    let issued = gw.issue_ref(attempt).await?;
+    let ttl = gw.config.qr_ttl();
+    let payload = qr::payload(&gw.public_url, &issued.reference);
     let svg = qr::render_svg(&payload);
     let frame = ServerFrame::Qr {
         id,
@@ -109,14 +110,24 @@ fn issue_qr(
     }
     .to_text();
     let expires = Instant::now() + ttl;
-    (Step::Showing { issued, expires }, frame)
+    Ok((Step::Showing { issued, expires }, frame))
 }
 
 /// Shows a fresh ref in place of whatever the screen showed.
 async fn show_qr(conn: &mut Conn, p: &mut Pairing) -> Result<(), Stop> {
-    let (step, frame) = issue_qr(conn, &p.attempt, p.remaining, None);
-    p.set_step(&conn.gw, step);
-    conn.write_text(frame).await
+    match Box::pin(issue_qr(&conn.gw.clone(), &p.attempt, p.remaining, None)).await {
+        Ok((step, frame)) => {
+            p.set_step(&conn.gw, step);
+            conn.write_text(frame).await
+        }
+        // Cluster mode, Redis unreachable: no QR can be shown; the client
+        // starts over elsewhere or later.
+        Err(code) => {
+            tracing::info!(?code, "no fresh QR: closing the pairing socket 1012");
+            p.set_step(&conn.gw, Step::Waiting);
+            Err(Stop::close(CloseCode::Restarting, None))
+        }
+    }
 }
 
 /// Back to a fresh QR (and a full set of rotations) after a rejection or an
@@ -137,13 +148,21 @@ fn leave_pairing(conn: &Conn, p: Pairing) {
         Abandoned::Request {
             account,
             request_id,
-        } => conn.gw.drop_request(&account, &request_id),
+        } => match &conn.gw.cluster {
+            None => conn.gw.drop_request(&account, &request_id),
+            Some(_) => {
+                let gw = conn.gw.clone();
+                conn.gw.tasks.spawn(async move {
+                    let _ = gw.drop_request_routed(&account, &request_id).await;
+                });
+            }
+        },
         Abandoned::Session {
             account,
             session_id,
         } => conn
             .gw
-            .web_offline(&account, &session_id, conn.peer.conn_id()),
+            .web_offline_told(&account, &session_id, conn.peer.conn_id()),
     }
 }
 
@@ -157,13 +176,12 @@ impl Web {
         };
         conn.record_account(&claim.account);
         conn.record_session(&claim.session_id);
-        let resumed = match conn
-            .gw
-            .resume(&claim.account, &claim.session_id, &conn.peer)
-        {
-            Ok(r) => r,
-            Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
-        };
+        let gw = conn.gw.clone();
+        let resumed =
+            match Box::pin(gw.resume_routed(&claim.account, &claim.session_id, &conn.peer)).await {
+                Ok(r) => r,
+                Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
+            };
         conn.forget_user_agent();
         let ready = ServerFrame::Ready {
             id,
@@ -218,7 +236,11 @@ impl Web {
             remember,
         ));
         let remaining = conn.gw.config.qr_rotations - 1;
-        let (step, frame) = issue_qr(conn, &attempt, remaining, id);
+        let (step, frame) =
+            match Box::pin(issue_qr(&conn.gw.clone(), &attempt, remaining, id)).await {
+                Ok(shown) => shown,
+                Err(code) => return conn.error(id, code, code.describe()).await,
+            };
         *self = Web::Pairing(Pairing {
             attempt,
             remaining,
@@ -290,12 +312,23 @@ impl Handler for Web {
                 Web::Opening | Web::Pairing(_),
             ) => Box::pin(self.start_pairing(conn, id, remember, device_name)).await,
             (ClientFrame::Send { body, .. }, Web::Live(live)) => {
-                let result = conn.gw.relay_to_phone(
-                    &live.account,
-                    &live.session_id,
-                    conn.peer.conn_id(),
-                    body,
-                );
+                let web = conn.peer.conn_id();
+                let result = match &conn.gw.cluster {
+                    // The hot path stays synchronous on a single node.
+                    None => conn
+                        .gw
+                        .relay_to_phone(&live.account, &live.session_id, web, body),
+                    Some(_) => {
+                        let gw = conn.gw.clone();
+                        Box::pin(gw.relay_to_phone_routed(
+                            &live.account,
+                            &live.session_id,
+                            web,
+                            body,
+                        ))
+                        .await
+                    }
+                };
                 match result {
                     Ok(()) if id.is_some() => {
                         conn.reply(&ServerFrame::Ack {
@@ -309,7 +342,8 @@ impl Handler for Web {
                 }
             }
             (ClientFrame::Logout { .. }, Web::Live(live)) => {
-                let ended = Box::pin(conn.gw.self_logout(
+                let gw = conn.gw.clone();
+                let ended = Box::pin(gw.self_logout_routed(
                     &live.account,
                     &live.session_id,
                     conn.peer.conn_id(),
@@ -348,7 +382,7 @@ impl Handler for Web {
 
     async fn on_event(&mut self, conn: &mut Conn, event: PairingEvent) -> Result<(), Stop> {
         match event {
-            PairingEvent::Scanned => {
+            PairingEvent::Scanned { .. } => {
                 // Only a pairing socket has a screen to pause.
                 let Web::Pairing(p) = self else {
                     return Ok(());
@@ -386,7 +420,7 @@ impl Handler for Web {
                     account,
                     request_id,
                 } = state
-                    && conn.gw.expire_request(&account, &request_id)
+                    && Box::pin(conn.gw.clone().expire_request_routed(&account, &request_id)).await
                 {
                     p.attempt.lock().state.end_request();
                     return restart_pairing(conn, p).await;
@@ -413,7 +447,7 @@ impl Handler for Web {
             Web::Pairing(p) => leave_pairing(conn, p),
             Web::Live(live) => {
                 conn.gw
-                    .web_offline(&live.account, &live.session_id, conn.peer.conn_id())
+                    .web_offline_told(&live.account, &live.session_id, conn.peer.conn_id())
             }
         }
     }

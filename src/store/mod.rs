@@ -11,6 +11,7 @@
 //! The writer runs on its own OS thread because the backends block.
 
 mod redb;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 
 pub use self::redb::RedbBackend;
+pub use self::redis::RedisBackend;
 
 /// One linked web session as it is kept on disk.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -41,15 +43,52 @@ pub struct StoredSession {
 #[derive(Clone, Debug)]
 pub enum StoreOp {
     Put(StoredSession),
-    Delete { session_id: String },
+    Delete { account: String, session_id: String },
+}
+
+impl StoreOp {
+    pub fn account(&self) -> &str {
+        match self {
+            StoreOp::Put(s) => &s.account,
+            StoreOp::Delete { account, .. } => account,
+        }
+    }
 }
 
 /// What a storage engine must do; the writer thread owns it.
 pub trait Backend: Send + 'static {
-    /// Every stored session, read once at start-up.
+    /// Every stored session, read once at start-up (a backend whose
+    /// sessions are loaded per account, as accounts are needed, returns none).
     fn load(&mut self) -> anyhow::Result<Vec<StoredSession>>;
+    /// One account's stored sessions.
+    fn load_account(&mut self, account: &str) -> anyhow::Result<Vec<StoredSession>> {
+        let mut all = self.load()?;
+        all.retain(|s| s.account == account);
+        Ok(all)
+    }
     /// Applies `ops` in order, atomically and durably.
     fn commit(&mut self, ops: &[StoreOp]) -> anyhow::Result<()>;
+    /// Applies each batch (one account's changes, in order) and says how each
+    /// went. By default all in one commit, which succeeds or fails as one.
+    fn commit_each(&mut self, batches: &[&[StoreOp]]) -> Vec<Result<(), String>> {
+        let all: Vec<StoreOp> = batches.iter().flat_map(|b| b.iter().cloned()).collect();
+        let result = if all.is_empty() {
+            Ok(())
+        } else {
+            self.commit(&all).map_err(|e| format!("{e:#}"))
+        };
+        vec![result; batches.len()]
+    }
+}
+
+/// Work for the writer thread.
+enum Job {
+    Commit(Batch),
+    /// Read one account's sessions, after every change queued before it.
+    Load {
+        account: String,
+        reply: oneshot::Sender<Result<Vec<StoredSession>, String>>,
+    },
 }
 
 struct Batch {
@@ -62,7 +101,7 @@ struct Batch {
 /// Handle to the writer; cloning is cheap.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// Error of a commit that did not reach the disk.
@@ -75,6 +114,17 @@ pub enum StoreError {
     #[error("store queue is full")]
     Busy,
 }
+
+impl StoreError {
+    /// Whether the store could not be reached (cluster mode: Redis), as
+    /// opposed to a failure of the change itself.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Commit(e) if e.starts_with(UNREACHABLE))
+    }
+}
+
+/// How a backend's error text starts when the store could not be reached.
+pub const UNREACHABLE: &str = "unreachable: ";
 
 /// How many batches may wait for the writer; past that, a change is refused
 /// at once (`StoreError::Busy`, answered `internal`), never waited for.
@@ -101,11 +151,11 @@ impl Store {
     pub fn enqueue(&self, ops: Vec<StoreOp>) -> Result<Durable, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .try_send(Batch {
+            .try_send(Job::Commit(Batch {
                 ops,
                 done: Some(done),
                 stop: false,
-            })
+            }))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Busy,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
@@ -121,7 +171,7 @@ impl Store {
             done: None,
             stop: false,
         };
-        if let Err(e) = self.tx.try_send(batch) {
+        if let Err(e) = self.tx.try_send(Job::Commit(batch)) {
             tracing::warn!(error = %e, "store queue full; bookkeeping write dropped");
         }
     }
@@ -134,8 +184,26 @@ impl Store {
             done: Some(done),
             stop: true,
         };
-        if self.tx.send(batch).await.is_ok() {
+        if self.tx.send(Job::Commit(batch)).await.is_ok() {
             let _ = wait.await;
+        }
+    }
+
+    /// One account's stored sessions, as of every change queued before.
+    pub async fn load_account(&self, account: &str) -> Result<Vec<StoredSession>, StoreError> {
+        let (reply, wait) = oneshot::channel();
+        let job = Job::Load {
+            account: account.to_owned(),
+            reply,
+        };
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
+        })?;
+        match wait.await {
+            Ok(Ok(sessions)) => Ok(sessions),
+            Ok(Err(e)) => Err(StoreError::Commit(e)),
+            Err(_) => Err(StoreError::Stopped),
         }
     }
 }
@@ -153,40 +221,70 @@ impl Durable {
     }
 }
 
-/// Gathers every batch that is waiting into one transaction, commits, answers.
-fn write_loop<B: Backend>(mut backend: B, mut rx: mpsc::Receiver<Batch>, metrics: &Metrics) {
-    let mut ops = Vec::new();
-    let mut waiters = Vec::new();
-    let mut stop = false;
+/// Gathers every batch that is waiting into one write, commits, answers;
+/// a load waits for the changes queued before it.
+fn write_loop<B: Backend>(mut backend: B, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+    let mut batches: Vec<Batch> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut take = |b: Batch| {
-            ops.extend(b.ops);
-            waiters.extend(b.done);
-            stop |= b.stop;
-        };
-        take(first);
-        while let Ok(more) = rx.try_recv() {
-            take(more);
+        let mut next = Some(first);
+        let mut stop = false;
+        while let Some(job) = next.take() {
+            match job {
+                Job::Commit(b) => {
+                    stop |= b.stop;
+                    batches.push(b);
+                }
+                Job::Load { account, reply } => {
+                    commit(&mut backend, &mut batches, metrics);
+                    let loaded = backend.load_account(&account).map_err(|e| format!("{e:#}"));
+                    let _ = reply.send(loaded);
+                }
+            }
+            if !stop {
+                next = rx.try_recv().ok();
+            }
         }
-        let started = Instant::now();
-        let result = if ops.is_empty() {
-            Ok(())
-        } else {
-            backend.commit(&ops).map_err(|e| format!("{e:#}"))
-        };
-        metrics
-            .store_commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = ops.len(), "store commit failed");
-        }
-        for w in waiters.drain(..) {
-            let _ = w.send(result.clone());
-        }
-        ops.clear();
+        commit(&mut backend, &mut batches, metrics);
         if stop {
             break;
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Commits the gathered batches and tells each waiter how its batch went.
+fn commit<B: Backend>(backend: &mut B, batches: &mut Vec<Batch>, metrics: &Metrics) {
+    if batches.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let ops: Vec<&[StoreOp]> = batches
+        .iter()
+        .filter(|b| !b.ops.is_empty())
+        .map(|b| b.ops.as_slice())
+        .collect();
+    let mut results = if ops.is_empty() {
+        Vec::new()
+    } else {
+        backend.commit_each(&ops)
+    }
+    .into_iter();
+    metrics
+        .store_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    for b in batches.drain(..) {
+        let result = if b.ops.is_empty() {
+            Ok(())
+        } else {
+            results
+                .next()
+                .unwrap_or_else(|| Err("backend gave no result".to_owned()))
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, ops = b.ops.len(), "store commit failed");
+        }
+        if let Some(w) = b.done {
+            let _ = w.send(result);
+        }
+    }
 }

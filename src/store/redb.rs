@@ -53,7 +53,7 @@ impl Backend for RedbBackend {
                         let value = serde_json::to_vec(s)?;
                         table.insert(s.session_id.as_str(), value.as_slice())?;
                     }
-                    StoreOp::Delete { session_id } => {
+                    StoreOp::Delete { session_id, .. } => {
                         table.remove(session_id.as_str())?;
                     }
                 }

@@ -32,8 +32,9 @@ use crate::time::now_ms;
 /// socket in order with its frames.
 #[derive(Debug)]
 pub enum PairingEvent {
-    /// The phone submitted this socket's ref: pause rotation.
-    Scanned,
+    /// The phone submitted this socket's ref: pause rotation. Names the
+    /// request, for a socket on another node to take its part in it.
+    Scanned { account: String, request_id: String },
     /// The phone rejected (or let expire) the link request: start over.
     Rejected,
     /// The link is durable: the socket is now this live session.
@@ -97,21 +98,9 @@ impl Gateway {
         phone: u64,
         target: LinkTarget,
     ) -> Result<(String, DeviceInfo), ErrorCode> {
-        let max_devices = self.config.max_devices;
-        let request_ttl = self.config.request_ttl();
         let result = self.hub.with(account, |state| {
-            if !state.is_phone(phone) {
-                return Err(SUPERSEDED);
-            }
             let now = Instant::now();
-            if !state.misses.allows(now) {
-                return Err(ErrorCode::RateLimited);
-            }
-            // Requests nobody answered in time count as rejected.
-            for expired in state.take_expired_requests(now) {
-                end_request(expired);
-                self.metrics.pairing(PairingOutcome::Rejected);
-            }
+            self.may_link(state, phone, now)?;
             let reference = match &target {
                 LinkTarget::Ref(r) => Some(r.clone()),
                 LinkTarget::Code(c) => self.pairing.ref_for_code(c),
@@ -121,35 +110,116 @@ impl Gateway {
                 return Err(ErrorCode::UnknownRef);
             };
             // Checked before taking the ref, so the ref stays valid.
-            if state.sessions.len() + state.linking.len() >= max_devices {
-                return Err(ErrorCode::TooManyDevices);
-            }
-            if state.requests.len() >= MAX_PENDING_REQUESTS {
-                return Err(ErrorCode::RateLimited);
-            }
+            self.has_room_for_request(state)?;
             let Some(attempt) = self.pairing.take(&reference) else {
                 state.misses.note(now);
                 return Err(ErrorCode::UnknownRef);
             };
-            let request_id = new_request_id();
-            if !attempt.lock().state.request(account, &request_id) {
-                return Err(ErrorCode::UnknownRef);
-            }
-            attempt.peer.send_event(PairingEvent::Scanned);
-            let device = attempt.device();
-            state.requests.insert(
-                request_id.clone(),
-                LinkRequest {
-                    attempt,
-                    expires_at: now + request_ttl,
-                },
-            );
-            Ok((request_id, device))
+            self.request_link(state, account, attempt, now)
         });
         if result.is_err() {
             self.hub.release_if_idle(account);
         }
         result
+    }
+
+    /// Cluster mode, before the ref is taken out of Redis: whatever refuses
+    /// a `link` without looking at its ref, so a refused link leaves it valid.
+    pub fn link_precheck(&self, account: &str, phone: u64) -> Result<(), ErrorCode> {
+        let result = self.hub.with(account, |state| {
+            self.may_link(state, phone, Instant::now())?;
+            self.has_room_for_request(state)
+        });
+        if result.is_err() {
+            self.hub.release_if_idle(account);
+        }
+        result
+    }
+
+    /// Cluster mode: `link` with its ref already taken (`None`: there was
+    /// none). The checks run again, as the account may have changed meanwhile.
+    pub fn link_taken(
+        &self,
+        account: &str,
+        phone: u64,
+        attempt: Option<Arc<Attempt>>,
+    ) -> Result<(String, DeviceInfo), ErrorCode> {
+        let result = self.hub.with(account, |state| {
+            let now = Instant::now();
+            self.may_link(state, phone, now)?;
+            let Some(attempt) = attempt else {
+                state.misses.note(now);
+                return Err(ErrorCode::UnknownRef);
+            };
+            self.has_room_for_request(state)?;
+            self.request_link(state, account, attempt, now)
+        });
+        if result.is_err() {
+            self.hub.release_if_idle(account);
+        }
+        result
+    }
+
+    /// Whether the asking phone socket may link now: it is the current one
+    /// and not rate limited. Sweeps requests nobody answered in time (they
+    /// count as rejected).
+    fn may_link(
+        &self,
+        state: &mut AccountState,
+        phone: u64,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
+        if !state.is_phone(phone) {
+            return Err(SUPERSEDED);
+        }
+        if !state.misses.allows(now) {
+            return Err(ErrorCode::RateLimited);
+        }
+        for expired in state.take_expired_requests(now) {
+            end_request(expired);
+            self.metrics.pairing(PairingOutcome::Rejected);
+        }
+        Ok(())
+    }
+
+    /// Room for one more request: devices (links being written count) and
+    /// pending requests.
+    fn has_room_for_request(&self, state: &AccountState) -> Result<(), ErrorCode> {
+        if state.sessions.len() + state.linking.len() >= self.config.max_devices {
+            return Err(ErrorCode::TooManyDevices);
+        }
+        if state.requests.len() >= MAX_PENDING_REQUESTS {
+            return Err(ErrorCode::RateLimited);
+        }
+        Ok(())
+    }
+
+    /// Makes the link request for a taken ref's attempt and tells its web
+    /// socket it was scanned.
+    fn request_link(
+        &self,
+        state: &mut AccountState,
+        account: &str,
+        attempt: Arc<Attempt>,
+        now: Instant,
+    ) -> Result<(String, DeviceInfo), ErrorCode> {
+        let request_id = new_request_id();
+        if !attempt.lock().state.request(account, &request_id) {
+            return Err(ErrorCode::UnknownRef);
+        }
+        attempt.peer.send_event(PairingEvent::Scanned {
+            account: account.to_owned(),
+            request_id: request_id.clone(),
+        });
+        let device = attempt.device();
+        state.requests.insert(
+            request_id.clone(),
+            LinkRequest {
+                attempt,
+                expires_at: now + self.config.request_ttl(),
+            },
+        );
+        Ok((request_id, device))
     }
 
     /// `link_confirm`: makes the link durable, then hands the web socket its
@@ -411,7 +481,7 @@ mod tests {
         assert!(gw.list_sessions("alice").is_empty());
         assert!(matches!(
             web.try_recv(),
-            Some(Out::Event(PairingEvent::Scanned))
+            Some(Out::Event(PairingEvent::Scanned { .. }))
         ));
         assert!(web.try_recv().is_none(), "announced before it was durable");
         permit.send(()).unwrap();
@@ -446,7 +516,7 @@ mod tests {
         assert_eq!(gw.hub.census().1, 1, "the request stays pending");
         assert!(matches!(
             web.try_recv(),
-            Some(Out::Event(PairingEvent::Scanned))
+            Some(Out::Event(PairingEvent::Scanned { .. }))
         ));
         assert!(web.try_recv().is_none());
     }

@@ -1,0 +1,245 @@
+//! The bus: how nodes talk. Each node listens on its own channel
+//! (`pg:bus:{node}`); whatever is for a node is published there, so a message
+//! costs one publish to the one node that needs it, never a broadcast.
+//!
+//! Messages queued for the same node are gathered into one packet per publish
+//! (one JSON array), in the order they were queued; packets to one node are
+//! published in order over one connection, and Redis delivers them in order on
+//! the node's one subscription: per-pair order holds across nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tungstenite::Utf8Bytes;
+
+use super::calls::{Call, Reply};
+use super::remote::WireEvent;
+use super::{Cluster, LocalSocket, keys};
+use crate::gateway::Gateway;
+use crate::protocol::CloseCode;
+
+/// One message between nodes.
+// Externally tagged, like `Call`, which it carries.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Msg {
+    /// A socket's request to its account's home.
+    Call {
+        id: u64,
+        account: String,
+        call: Call,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
+    /// A frame for a socket of the receiving node.
+    Deliver {
+        conn: u64,
+        text: String,
+    },
+    /// What the phone did to a pairing socket's attempt.
+    Event {
+        conn: u64,
+        event: WireEvent,
+    },
+    /// Close a socket; confirm with `Closed { ack }` once it was sent its
+    /// farewell and close frame.
+    Close {
+        conn: u64,
+        code: u16,
+        farewell: Option<String>,
+        ack: Option<u64>,
+    },
+    Closed {
+        ack: u64,
+    },
+    /// Node `node` (the sender, or its previous generation) is leaving
+    /// (shutdown or resync): its sockets are gone as of now.
+    Gone {
+        node: String,
+    },
+}
+
+/// What goes over the wire: every message for one node from one flush.
+#[derive(Serialize, Deserialize)]
+struct Packet {
+    from: Arc<str>,
+    msgs: Vec<Msg>,
+}
+
+/// Messages gathered per flush at most; more wait for the next.
+const FLUSH_MAX: usize = 4096;
+
+/// Publishes what is queued, gathering per destination node.
+pub(super) async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Arc<str>, Msg)>) {
+    let mut conn = cluster.cmd.clone();
+    let mut batch: Vec<(Arc<str>, Msg)> = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, FLUSH_MAX).await == 0 {
+            return;
+        }
+        let from = cluster.me();
+        let mut per_node: Vec<(Arc<str>, Vec<Msg>)> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        for (node, msg) in batch.drain(..) {
+            let i = *index.entry(node.clone()).or_insert_with(|| {
+                per_node.push((node, Vec::new()));
+                per_node.len() - 1
+            });
+            per_node[i].1.push(msg);
+        }
+        let mut pipe = redis::pipe();
+        for (node, msgs) in per_node {
+            let packet = Packet {
+                from: from.clone(),
+                msgs,
+            };
+            match serde_json::to_string(&packet) {
+                Ok(json) => {
+                    pipe.cmd("PUBLISH").arg(keys::bus(&node)).arg(json).ignore();
+                }
+                Err(e) => tracing::error!(error = %e, "bus packet not encodable"),
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            // Lost: whoever waits for an answer times out and says
+            // `unavailable`; the health check notices the outage.
+            tracing::warn!(error = %e, "bus publish failed");
+        }
+    }
+}
+
+/// Listens on this node's channel, reconnecting after every loss; after a
+/// reconnect (messages may have been missed) the node resyncs.
+pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
+    let mut first = true;
+    loop {
+        if cluster.stop.is_cancelled() {
+            return;
+        }
+        let pubsub = match cluster.client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "bus: cannot connect");
+                cluster.subscribed.store(false, Ordering::Release);
+                retry_pause(&cluster).await;
+                continue;
+            }
+        };
+        let mut pubsub = pubsub;
+        // After a loss, messages may have been missed: start over under a
+        // new name, so nothing meant for the old one is taken for ours.
+        let old = (!first).then(|| cluster.rename());
+        let channel = keys::bus(&cluster.me());
+        if let Err(e) = pubsub.subscribe(&channel).await {
+            tracing::debug!(error = %e, "bus: cannot subscribe");
+            retry_pause(&cluster).await;
+            continue;
+        }
+        first = false;
+        cluster.subscribed.store(true, Ordering::Release);
+        if let Some(old) = old {
+            cluster.clone().resync(&gw, old).await;
+        }
+        tracing::info!(%channel, "bus subscribed");
+        let mut stream = pubsub.on_message();
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let payload: &[u8] = msg.get_payload_bytes();
+                    match serde_json::from_slice::<Packet>(payload) {
+                        Ok(packet) => dispatch(&gw, &cluster, packet),
+                        Err(e) => tracing::warn!(error = %e, "bus: unreadable packet"),
+                    }
+                }
+                _ = cluster.resubscribe.notified() => break,
+                _ = cluster.stop.cancelled() => return,
+            }
+        }
+        cluster.subscribed.store(false, Ordering::Release);
+        tracing::warn!("bus subscription lost; reconnecting");
+    }
+}
+
+async fn retry_pause(cluster: &Cluster) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        _ = cluster.stop.cancelled() => {}
+    }
+}
+
+/// Acts on one packet's messages, in order.
+fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
+    let from = packet.from;
+    for msg in packet.msgs {
+        match msg {
+            Msg::Call { id, account, call } => {
+                let gw = gw.clone();
+                let cluster = cluster.clone();
+                let from = from.clone();
+                gw.tasks.clone().spawn(async move {
+                    let reply = cluster.serve(&gw, &from, &account, call).await;
+                    // Id 0: the caller wants no answer.
+                    if id != 0 {
+                        cluster.post(&from, Msg::Reply { id, reply });
+                    }
+                });
+            }
+            Msg::Reply { id, reply } => {
+                if let Some((_, (_, waiter))) = cluster.replies.remove(&id) {
+                    let _ = waiter.send(reply);
+                }
+            }
+            Msg::Deliver { conn, text } => {
+                let text = Utf8Bytes::from(text);
+                match cluster.locals.get(&conn).map(|l| l.clone()) {
+                    Some(LocalSocket::Phone { peer, .. }) => {
+                        peer.send(&text);
+                    }
+                    Some(LocalSocket::Web { peer, .. }) => {
+                        peer.send(&text);
+                    }
+                    None => {}
+                }
+            }
+            Msg::Event { conn, event } => cluster.apply_event(gw, &from, conn, event),
+            Msg::Close {
+                conn,
+                code,
+                farewell,
+                ack,
+            } => {
+                let code = CloseCode::from_code(code).unwrap_or(CloseCode::Restarting);
+                let farewell = farewell.map(Utf8Bytes::from);
+                let done = match cluster.locals.get(&conn).map(|l| l.clone()) {
+                    Some(LocalSocket::Phone { peer, .. }) => Some(peer.close(code, farewell)),
+                    Some(LocalSocket::Web { peer, .. }) => Some(peer.close(code, farewell)),
+                    None => None,
+                };
+                if let Some(ack) = ack {
+                    let cluster = cluster.clone();
+                    let from = from.clone();
+                    gw.tasks.spawn(async move {
+                        if let Some(done) = done {
+                            let _ = done.await;
+                        }
+                        cluster.post(&from, Msg::Closed { ack });
+                    });
+                }
+            }
+            Msg::Closed { ack } => {
+                if let Some((_, (_, done, _))) = cluster.acks.remove(&ack) {
+                    let _ = done.send(());
+                }
+            }
+            Msg::Gone { node } => cluster.node_gone(gw, &Arc::from(node)),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Finding an account's home: the node named in `pg:{account}:home`, as long
+//! as its lease holds. A node that needs an account nobody serves (or whose
+//! home is dead) claims it with one script on that single key, loads the
+//! account's sessions from Redis, and serves it from then on.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redis::Script;
+
+use super::{Cluster, keys};
+use crate::gateway::Gateway;
+use crate::protocol::ErrorCode;
+use crate::time::now_ms;
+
+/// Where an account is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// This node: the account's state is in this node's hub.
+    Here,
+    /// Another node, by bus name.
+    Remote(Arc<str>),
+}
+
+/// What this node knows of one account's home; `claiming` lets one task at a
+/// time look it up in Redis.
+#[derive(Default)]
+pub struct HomeSlot {
+    known: Mutex<Option<Home>>,
+    claiming: tokio::sync::Mutex<()>,
+}
+
+/// Claims the home key: for this node (ARGV[1]) when nobody holds it, when it
+/// already does, or when it is held by ARGV[2], a node found dead. Returns the
+/// holder after the call.
+const CLAIM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] or holder == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return holder
+"#;
+
+impl Cluster {
+    /// The account's home, claiming it for this node when nobody live holds
+    /// it (then its sessions are loaded before this returns).
+    pub async fn home_of(
+        self: &Arc<Self>,
+        gw: &Arc<Gateway>,
+        account: &str,
+    ) -> Result<Home, ErrorCode> {
+        let slot = match self.homes.get(account) {
+            Some(slot) => slot.clone(),
+            None => self.homes.entry(Arc::from(account)).or_default().clone(),
+        };
+        if let Some(home) = self.usable(&slot) {
+            return Ok(home);
+        }
+        let _claiming = slot.claiming.lock().await;
+        if let Some(home) = self.usable(&slot) {
+            return Ok(home);
+        }
+        let home = self.claim(gw, account).await?;
+        *slot.known.lock() = Some(home.clone());
+        Ok(home)
+    }
+
+    /// The known home, unless it is a node no longer alive.
+    fn usable(&self, slot: &HomeSlot) -> Option<Home> {
+        match &*slot.known.lock() {
+            Some(Home::Here) => Some(Home::Here),
+            Some(Home::Remote(node)) if self.nodes.contains_key(node) => {
+                Some(Home::Remote(node.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the account lives, as far as this node knows without asking.
+    pub fn homes_known(&self, account: &str) -> Option<Home> {
+        self.homes
+            .get(account)
+            .and_then(|slot| slot.known.lock().clone())
+    }
+
+    /// Forgets where the account lives (the home said it is not, or went away).
+    pub fn forget_home(&self, account: &str) {
+        if let Some(slot) = self.homes.get(account) {
+            *slot.known.lock() = None;
+        }
+    }
+
+    /// Forgets every account homed at `node`; returns them.
+    pub(super) fn forget_homes_at(&self, node: &str) -> Vec<Arc<str>> {
+        let mut orphaned = Vec::new();
+        for entry in self.homes.iter() {
+            let mut known = entry.value().known.lock();
+            if matches!(&*known, Some(Home::Remote(n)) if &**n == node) {
+                *known = None;
+                orphaned.push(entry.key().clone());
+            }
+        }
+        orphaned
+    }
+
+    async fn claim(self: &Arc<Self>, gw: &Arc<Gateway>, account: &str) -> Result<Home, ErrorCode> {
+        let me = self.me();
+        let script = Script::new(CLAIM);
+        let mut dead = String::new();
+        let mut cmd = self.cmd.clone();
+        for _ in 0..3 {
+            let holder: String = script
+                .key(keys::home(account))
+                .arg(&*me)
+                .arg(&dead)
+                .invoke_async(&mut cmd)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "home claim failed");
+                    ErrorCode::Unavailable
+                })?;
+            if *holder == *me {
+                self.load_here(gw, account).await?;
+                return Ok(Home::Here);
+            }
+            let holder: Arc<str> = Arc::from(holder);
+            if self.is_alive(&holder).await? {
+                return Ok(Home::Remote(holder));
+            }
+            dead = holder.to_string();
+        }
+        Err(ErrorCode::Unavailable)
+    }
+
+    /// Whether `node` holds a live lease (asked of Redis when this node has
+    /// not seen it yet).
+    async fn is_alive(&self, node: &Arc<str>) -> Result<bool, ErrorCode> {
+        if self.nodes.contains_key(node) {
+            return Ok(true);
+        }
+        let mut cmd = self.cmd.clone();
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(keys::NODES)
+            .arg(&**node)
+            .query_async(&mut cmd)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        let alive = score.is_some_and(|expires| expires as i64 > now_ms());
+        if alive && let Some(expires) = score {
+            self.nodes.insert(node.clone(), expires as i64);
+        }
+        Ok(alive)
+    }
+
+    /// Loads the account's sessions into this node's hub: it is home now.
+    async fn load_here(&self, gw: &Arc<Gateway>, account: &str) -> Result<(), ErrorCode> {
+        let sessions = gw.store.load_account(account).await.map_err(|e| {
+            tracing::warn!(error = %e, account, "cannot load the account's sessions");
+            ErrorCode::Unavailable
+        })?;
+        tracing::debug!(account, sessions = sessions.len(), "account homed here");
+        gw.adopt(account, sessions);
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Cluster mode: several pairgate nodes sharing one Redis behave as one
+//! gateway.
+//!
+//! Every account has a **home**: the one node that decides for it, running
+//! exactly the single-node rules of [`crate::account`] over the account's
+//! state. The home is whichever node first needed the account; it is named in
+//! Redis (`pg:{account}:home`) and holds as long as that node's lease in
+//! `pg:nodes` is renewed. A socket on another node reaches its account through
+//! the home: its requests travel as calls over the bus, and at the home it is
+//! a [`Peer`](crate::peer::Peer) whose frames, events and close orders travel
+//! back the same way. Sessions live in Redis, written by the home only (each
+//! write checks the home key: a node declared dead cannot overwrite its
+//! successor).
+//!
+//! - [`keys`]: every Redis key and channel.
+//! - `bus.rs`: the bus: one channel per node, batched publishing, the
+//!   subscriber and what it does with each message.
+//! - `calls.rs`: the requests a socket sends to its account's home, and the
+//!   home serving them.
+//! - `homes.rs`: finding, claiming and taking over an account's home.
+//! - `remote.rs`: a socket on another node as the home sees it.
+//! - `refs.rs`: QR refs and pairing codes in Redis, so any node's phone can
+//!   link any node's QR.
+//! - `nodes.rs`: leases, the live-node table, node death and the resync after
+//!   a lost lease or a Redis outage.
+//! - `route.rs`: the account API the socket tasks call: here, or at the home.
+
+mod bus;
+mod calls;
+mod homes;
+pub mod keys;
+mod nodes;
+mod refs;
+mod remote;
+mod route;
+
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::account::pairing::Attempt;
+use crate::account::presence::{PhonePeer, WebPeer};
+
+pub use self::bus::Msg;
+pub use self::calls::{AdminSession, Call, Reply};
+pub use self::homes::Home;
+pub use self::nodes::NodeInfo;
+pub use self::refs::RefRecord;
+
+/// How long a call to another node may take before it counts as unanswered.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a logout waits for another node's teardown confirmation.
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// What the publisher takes: a message and the node it is for.
+type Outgoing = (Arc<str>, Msg);
+
+/// Messages waiting to be published; past that a send is refused.
+const BUS_QUEUE: usize = 1 << 16;
+
+/// A socket held by this node that the cluster may need to reach: frames and
+/// close orders from its account's home, and a resync that re-attaches it.
+#[derive(Clone)]
+pub enum LocalSocket {
+    Phone {
+        account: String,
+        peer: PhonePeer,
+    },
+    Web {
+        account: String,
+        session_id: String,
+        peer: WebPeer,
+    },
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    client: redis::Client,
+    /// Commands (claims, refs, leases); reconnects by itself.
+    cmd: redis::aio::ConnectionManager,
+    /// This node's name on the bus: `--node-id` and a generation, bumped at
+    /// every resync so what was addressed to the previous one is never taken
+    /// for this one.
+    me: Arc<RwLock<Arc<str>>>,
+    generation: AtomicU64,
+    pub node_id: String,
+    lease: Duration,
+    /// Redis answered the last health check and the bus is subscribed.
+    up: AtomicBool,
+    subscribed: AtomicBool,
+    bus_tx: mpsc::Sender<Outgoing>,
+    next_id: AtomicU64,
+    /// Calls waiting for their reply, with the node they went to.
+    replies: DashMap<u64, (Arc<str>, oneshot::Sender<Reply>)>,
+    /// Close orders waiting for the other node's confirmation.
+    acks: DashMap<u64, (Arc<str>, oneshot::Sender<()>, std::time::Instant)>,
+    /// Nodes alive at the last look, by bus name, with their lease expiry.
+    nodes: DashMap<Arc<str>, i64>,
+    /// Where each account this node has dealt with lives.
+    homes: DashMap<Arc<str>, Arc<homes::HomeSlot>>,
+    /// Sockets of this node registered with their account's home.
+    locals: DashMap<u64, LocalSocket>,
+    /// Pairing attempts of this node's web sockets, by socket.
+    attempts: DashMap<u64, Weak<Attempt>>,
+    /// Asks the subscriber to move to this node's current channel.
+    resubscribe: tokio::sync::Notify,
+    /// Nodes already handled as dead, so a death is acted on once.
+    gone: DashMap<Arc<str>, std::time::Instant>,
+    /// Stops the bus and the lease once the node's sockets are gone.
+    stop: tokio_util::sync::CancellationToken,
+    /// The publisher's end of the bus queue, until the publisher starts.
+    pending_bus: parking_lot::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+}
+
+impl Cluster {
+    /// Connects to Redis (failing start-up when it cannot be reached), and
+    /// checks its persistence settings.
+    pub async fn connect(url: &str, node_id: String, lease: Duration) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let cmd = tokio::time::timeout(
+            Duration::from_secs(10),
+            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 10 s"))?
+        .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
+        let me: Arc<str> = Arc::from(format!("{node_id}#1"));
+        let cluster = Arc::new(Cluster {
+            client,
+            cmd,
+            me: Arc::new(RwLock::new(me)),
+            generation: AtomicU64::new(1),
+            node_id,
+            lease,
+            up: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            bus_tx,
+            next_id: AtomicU64::new(1),
+            replies: DashMap::new(),
+            acks: DashMap::new(),
+            nodes: DashMap::new(),
+            homes: DashMap::new(),
+            locals: DashMap::new(),
+            attempts: DashMap::new(),
+            resubscribe: tokio::sync::Notify::new(),
+            pending_bus: parking_lot::Mutex::new(None),
+            gone: DashMap::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        });
+        cluster.check_persistence().await;
+        *cluster.pending_bus.lock() = Some(bus_rx);
+        Ok(cluster)
+    }
+
+    /// This node's current bus name.
+    pub fn me(&self) -> Arc<str> {
+        self.me.read().clone()
+    }
+
+    /// A shared view of the bus name, for the store's fencing check.
+    pub fn me_handle(&self) -> Arc<RwLock<Arc<str>>> {
+        self.me.clone()
+    }
+
+    pub fn redis_client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
+    /// Whether Redis answers and the bus is subscribed: `/readyz`.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues `msg` for `node`. `false` when the bus is down or full: the
+    /// caller answers `unavailable` rather than pretend.
+    pub fn post(&self, node: &Arc<str>, msg: Msg) -> bool {
+        self.is_up() && self.bus_tx.try_send((node.clone(), msg)).is_ok()
+    }
+
+    /// Warns when Redis keeps less than the durability promise needs.
+    async fn check_persistence(&self) {
+        let mut cmd = self.cmd.clone();
+        let got: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .query_async(&mut cmd)
+            .await;
+        let Ok(pairs) = got else {
+            tracing::warn!(
+                "cannot read Redis's persistence settings (CONFIG GET): durability unchecked"
+            );
+            return;
+        };
+        let setting = |name: &str| {
+            pairs
+                .chunks(2)
+                .find(|kv| kv[0] == name)
+                .and_then(|kv| kv.get(1).cloned())
+                .unwrap_or_default()
+        };
+        let (aof, fsync) = (setting("appendonly"), setting("appendfsync"));
+        if aof != "yes" || fsync != "always" {
+            tracing::warn!(
+                appendonly = %aof,
+                appendfsync = %fsync,
+                "Redis is configured weaker than the durability promise needs \
+                 (appendonly yes, appendfsync always): a link or logout acknowledged \
+                 just before Redis crashes may be lost"
+            );
+        }
+    }
+}

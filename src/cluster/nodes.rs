@@ -1,0 +1,420 @@
+//! Membership: every node renews a lease in `pg:nodes` (a sorted set of bus
+//! name by expiry) and looks at the others'. A node whose lease ran out is
+//! removed (by whoever sees it first, with a compare-and-remove) and handled
+//! as dead by every node: its sockets are gone, and the accounts it was home
+//! for are claimed again by the next node that needs them.
+//!
+//! A node that finds itself removed (it could not renew in time), or whose bus
+//! subscription was lost, **resyncs**: it takes a new bus name, drops the
+//! accounts it was home for, and registers its sockets with their homes anew.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use serde::Serialize;
+use tungstenite::Utf8Bytes;
+
+use super::bus::{self, Msg};
+use super::{Cluster, LocalSocket, keys};
+use crate::account::pairing::PairingEvent;
+use crate::gateway::Gateway;
+use crate::protocol::{CloseCode, LogoutReason, ServerFrame};
+use crate::time::{now_ms, rfc3339_ms};
+
+/// Removes a node from `pg:nodes` only if its lease has indeed run out.
+const REMOVE_EXPIRED: &str = r#"
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if expires and tonumber(expires) < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// A live node, for the operator API.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub sockets: u64,
+    pub started_at: String,
+}
+
+impl Cluster {
+    /// Registers this node and starts the bus, the lease and the death
+    /// watch. Returns once the bus is subscribed (or start-up fails).
+    pub async fn start(self: &Arc<Self>, gw: &Arc<Gateway>) -> anyhow::Result<()> {
+        self.register(gw)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register this node in Redis: {e}"))?;
+        self.up.store(true, Ordering::Release);
+        let rx = self
+            .pending_bus
+            .lock()
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("cluster started twice"))?;
+        tokio::spawn(bus::publish_loop(self.clone(), rx));
+        tokio::spawn(bus::subscribe_loop(gw.clone(), self.clone()));
+        tokio::spawn(lease_loop(gw.clone(), self.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.subscribed.load(Ordering::Acquire) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the bus did not subscribe within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node = %self.me(), lease_ms = self.lease.as_millis() as u64, "joined the cluster");
+        Ok(())
+    }
+
+    /// Writes this node's lease and what the operator API shows of it.
+    async fn register(&self, gw: &Gateway) -> redis::RedisResult<()> {
+        let me = self.me();
+        let expires = now_ms() + self.lease.as_millis() as i64;
+        let mut cmd = self.cmd.clone();
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(keys::NODES)
+            .arg(expires)
+            .arg(&*me)
+            .ignore()
+            .cmd("HSET")
+            .arg(keys::node_info(&me))
+            .arg("node_id")
+            .arg(&self.node_id)
+            .arg("started_at")
+            .arg(gw.started_at_ms)
+            .arg("sockets")
+            .arg(sockets(gw))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(keys::node_info(&me))
+            .arg(2 * self.lease.as_millis() as u64)
+            .ignore()
+            .query_async(&mut cmd)
+            .await
+    }
+
+    /// Renews the lease; `Ok(false)` when this node was found removed
+    /// (declared dead) meanwhile.
+    async fn renew(&self, gw: &Gateway) -> redis::RedisResult<bool> {
+        let me = self.me();
+        let expires = now_ms() + self.lease.as_millis() as i64;
+        let mut cmd = self.cmd.clone();
+        let (_, still): ((), Option<f64>) = redis::pipe()
+            .cmd("ZADD")
+            .arg(keys::NODES)
+            .arg("XX")
+            .arg(expires)
+            .arg(&*me)
+            .cmd("ZSCORE")
+            .arg(keys::NODES)
+            .arg(&*me)
+            .cmd("HSET")
+            .arg(keys::node_info(&me))
+            .arg("node_id")
+            .arg(&self.node_id)
+            .arg("started_at")
+            .arg(gw.started_at_ms)
+            .arg("sockets")
+            .arg(sockets(gw))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(keys::node_info(&me))
+            .arg(2 * self.lease.as_millis() as u64)
+            .ignore()
+            .query_async(&mut cmd)
+            .await?;
+        Ok(still.is_some())
+    }
+
+    /// Looks at every lease: expired ones are removed and handled as dead,
+    /// live ones remembered.
+    async fn scan(self: &Arc<Self>, gw: &Arc<Gateway>) -> redis::RedisResult<()> {
+        let mut cmd = self.cmd.clone();
+        let all: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys::NODES)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut cmd)
+            .await?;
+        let now = now_ms();
+        let me = self.me();
+        let remove = Script::new(REMOVE_EXPIRED);
+        let mut alive = std::collections::HashSet::new();
+        for (node, expires) in all {
+            let node: Arc<str> = Arc::from(node);
+            if (expires as i64) < now && node != me {
+                let _: i64 = remove
+                    .key(keys::NODES)
+                    .arg(&*node)
+                    .arg(now)
+                    .invoke_async(&mut cmd)
+                    .await?;
+                self.node_gone(gw, &node);
+            } else {
+                self.nodes.insert(node.clone(), expires as i64);
+                alive.insert(node);
+            }
+        }
+        // Removed by someone else (or gone by its own word) since the last look.
+        let vanished: Vec<Arc<str>> = self
+            .nodes
+            .iter()
+            .map(|e| e.key().clone())
+            .filter(|n| !alive.contains(n))
+            .collect();
+        for node in vanished {
+            self.node_gone(gw, &node);
+        }
+        Ok(())
+    }
+
+    /// Handles `node` as dead, once: its sockets are gone, calls to it are
+    /// unanswered, and accounts it was home for are re-homed.
+    pub(super) fn node_gone(self: &Arc<Self>, gw: &Arc<Gateway>, node: &Arc<str>) {
+        if **node == *self.me() {
+            return;
+        }
+        self.nodes.remove(node);
+        if self.gone.insert(node.clone(), Instant::now()).is_some() {
+            return;
+        }
+        tracing::info!(node = %node, "node gone");
+        gw.metrics.cluster_nodes_gone.inc();
+        // Dropped waiters read as unanswered (calls) or done (teardowns).
+        self.replies.retain(|_, (n, _)| n != node);
+        self.acks.retain(|_, (n, _, _)| n != node);
+        // Its sockets of the accounts homed here go offline.
+        gw.sockets_gone_on(node);
+        // This node's sockets whose home it was register with a new one.
+        let orphaned: std::collections::HashSet<Arc<str>> =
+            self.forget_homes_at(node).into_iter().collect();
+        if !orphaned.is_empty() {
+            self.reattach(gw, |account| orphaned.contains(account));
+        }
+    }
+
+    /// Registers this node's sockets of the accounts `which` selects with
+    /// their homes anew; pairing sockets waiting on a request there start over.
+    fn reattach(self: &Arc<Self>, gw: &Arc<Gateway>, which: impl Fn(&str) -> bool) {
+        let sockets: Vec<LocalSocket> = self
+            .locals
+            .iter()
+            .filter(|e| match e.value() {
+                LocalSocket::Phone { account, .. } | LocalSocket::Web { account, .. } => {
+                    which(account)
+                }
+            })
+            .map(|e| e.value().clone())
+            .collect();
+        for attempt in self.attempts.iter().filter_map(|e| e.value().upgrade()) {
+            let mut a = attempt.lock();
+            let waiting_there = matches!(&a.state,
+                crate::account::pairing::AttemptState::Requested { account, .. } if which(account));
+            if waiting_there && a.state.end_request() {
+                attempt.peer.send_event(PairingEvent::Rejected);
+            }
+        }
+        for socket in sockets {
+            let gw2 = gw.clone();
+            gw.tasks
+                .spawn(async move { reattach_one(&gw2, socket).await });
+        }
+    }
+
+    /// Takes the next bus name; returns the old one.
+    pub(super) fn rename(&self) -> Arc<str> {
+        let old = self.me();
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.me.write() = Arc::from(format!("{}#{generation}", self.node_id));
+        old
+    }
+
+    /// Starts over under the new bus name `rename` gave (see the module
+    /// docs); the bus is subscribed under it already.
+    pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>) {
+        tracing::warn!(old = %old, new = %self.me(), "resync: this node starts over under a new name");
+        gw.metrics.cluster_resyncs.inc();
+        let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
+        for node in &peers {
+            self.post(
+                node,
+                Msg::Gone {
+                    node: old.to_string(),
+                },
+            );
+        }
+        let mut cmd = self.cmd.clone();
+        let _: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg(keys::NODES)
+            .arg(&*old)
+            .query_async(&mut cmd)
+            .await;
+        if let Err(e) = self.register(gw).await {
+            tracing::warn!(error = %e, "resync: cannot register yet");
+        }
+        self.homes.clear();
+        self.replies.clear();
+        self.acks.clear();
+        gw.hub.clear();
+        self.reattach(gw, |_| true);
+    }
+
+    /// Clean leave (SIGTERM): the lease is dropped and every live node told,
+    /// after this node's sockets have closed; then the bus stops.
+    pub async fn leave(&self) {
+        let me = self.me();
+        let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
+        for node in &peers {
+            self.post(
+                node,
+                Msg::Gone {
+                    node: me.to_string(),
+                },
+            );
+        }
+        let mut cmd = self.cmd.clone();
+        let _: redis::RedisResult<()> = redis::pipe()
+            .cmd("ZREM")
+            .arg(keys::NODES)
+            .arg(&*me)
+            .ignore()
+            .cmd("DEL")
+            .arg(keys::node_info(&me))
+            .ignore()
+            .query_async(&mut cmd)
+            .await;
+        // Let the publisher send what is queued.
+        for _ in 0..50 {
+            if self.bus_tx.capacity() == self.bus_tx.max_capacity() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.stop.cancel();
+    }
+
+    /// Every live node, for the operator API.
+    pub async fn live_nodes(&self) -> Result<Vec<NodeInfo>, crate::protocol::ErrorCode> {
+        use crate::protocol::ErrorCode;
+        let mut cmd = self.cmd.clone();
+        let names: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::NODES)
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut cmd)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("HGETALL").arg(keys::node_info(name));
+        }
+        let infos: Vec<std::collections::HashMap<String, String>> = pipe
+            .query_async(&mut cmd)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        Ok(infos
+            .into_iter()
+            .filter(|i| i.contains_key("node_id"))
+            .map(|i| NodeInfo {
+                node_id: i.get("node_id").cloned().unwrap_or_default(),
+                sockets: i.get("sockets").and_then(|s| s.parse().ok()).unwrap_or(0),
+                started_at: rfc3339_ms(
+                    i.get("started_at")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                ),
+            })
+            .collect())
+    }
+}
+
+fn sockets(gw: &Gateway) -> i64 {
+    gw.metrics.sockets(crate::protocol::Role::Phone).get()
+        + gw.metrics.sockets(crate::protocol::Role::Web).get()
+}
+
+/// Registers one of this node's sockets with its account's home again.
+async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
+    match socket {
+        LocalSocket::Phone { account, peer } => {
+            if let Err(code) = gw.phone_online_routed(&account, &peer).await {
+                tracing::info!(%account, ?code, "phone not re-registered; closing it 1012");
+                peer.order_close(CloseCode::Restarting);
+            }
+        }
+        LocalSocket::Web {
+            account,
+            session_id,
+            peer,
+        } => match gw.resume_routed(&account, &session_id, &peer).await {
+            Ok(resumed) => {
+                peer.send(
+                    &ServerFrame::PhoneStatus {
+                        online: resumed.phone_online,
+                    }
+                    .to_utf8_bytes(),
+                );
+            }
+            Err(crate::protocol::ErrorCode::LoggedOut) => {
+                // Ended on another node meanwhile.
+                let farewell: Utf8Bytes = ServerFrame::LoggedOut {
+                    id: None,
+                    reason: LogoutReason::PhoneLogout,
+                }
+                .to_utf8_bytes();
+                peer.close(CloseCode::LoggedOut, Some(farewell));
+            }
+            Err(code) => {
+                tracing::info!(%account, ?code, "web socket not re-registered; closing it 1012");
+                peer.order_close(CloseCode::Restarting);
+            }
+        },
+    }
+}
+
+/// Renews the lease, watches the others', and says whether Redis answers.
+async fn lease_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
+    let tick = (cluster.lease / 3).min(Duration::from_secs(1));
+    let mut resyncing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = cluster.stop.cancelled() => return,
+        }
+        match cluster.renew(&gw).await {
+            Ok(true) => {
+                cluster.up.store(true, Ordering::Release);
+                gw.metrics.cluster_lease_renewals.inc();
+                resyncing = false;
+            }
+            Ok(false) => {
+                cluster.up.store(true, Ordering::Release);
+                if !resyncing {
+                    resyncing = true;
+                    tracing::warn!("this node's lease was taken away (declared dead)");
+                    // The subscriber moves to the new name and resyncs.
+                    cluster.resubscribe.notify_one();
+                }
+            }
+            Err(e) => {
+                if cluster.up.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, "Redis unreachable: not ready");
+                }
+                continue;
+            }
+        }
+        if let Err(e) = cluster.scan(&gw).await {
+            tracing::debug!(error = %e, "lease scan failed");
+        }
+        let stale = Instant::now() - Duration::from_secs(60);
+        cluster.gone.retain(|_, at| *at > stale);
+        let old = Instant::now() - 3 * super::TEARDOWN_TIMEOUT;
+        cluster.acks.retain(|_, (_, _, at)| *at > old);
+    }
+}

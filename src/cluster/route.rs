@@ -1,0 +1,459 @@
+//! The account API the socket tasks call. On a single node (no `--redis`)
+//! each call goes straight to the account rules; in a cluster it goes to the
+//! account's home: this node's hub when it is home, else a call over the bus.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::LocalSocket;
+use super::calls::{Call, Reply};
+use super::homes::Home;
+use crate::account::pairing::{Attempt, Issued};
+use crate::account::presence::{PhonePeer, WebPeer};
+use crate::account::sessions::Resumed;
+use crate::gateway::Gateway;
+use crate::protocol::{DeviceInfo, ErrorCode, LinkTarget, SessionInfo};
+
+/// How often a call is tried again after its home moved.
+const ROUTE_TRIES: usize = 3;
+
+impl Gateway {
+    /// Runs `here` when this node is the account's home (or no cluster);
+    /// otherwise sends `call()` to the home and reads the answer with `read`.
+    async fn routed<T, F: Future<Output = Result<T, ErrorCode>>>(
+        self: &Arc<Self>,
+        account: &str,
+        here: impl FnOnce() -> F,
+        call: impl Fn() -> Call,
+        read: impl Fn(Reply) -> Option<Result<T, ErrorCode>>,
+    ) -> Result<T, ErrorCode> {
+        let Some(cluster) = &self.cluster else {
+            return here().await;
+        };
+        let mut here = Some(here);
+        for _ in 0..ROUTE_TRIES {
+            match cluster.home_of(self, account).await? {
+                Home::Here => match here.take() {
+                    Some(here) => return here().await,
+                    None => break,
+                },
+                Home::Remote(node) => match cluster.call(&node, account, call()).await? {
+                    Reply::NotHome => cluster.forget_home(account),
+                    Reply::Failed(code) => return Err(code),
+                    reply => return read(reply).unwrap_or(Err(ErrorCode::Internal)),
+                },
+            }
+        }
+        Err(ErrorCode::Unavailable)
+    }
+
+    /// Like `routed`, for a socket that has left: nobody waits for the answer.
+    fn told(self: &Arc<Self>, account: &str, here: impl FnOnce(), call: Call) {
+        let Some(cluster) = &self.cluster else {
+            return here();
+        };
+        let home = cluster.homes_known(account);
+        match home {
+            Some(Home::Here) => here(),
+            Some(Home::Remote(node)) => {
+                cluster.tell(&node, account, call);
+            }
+            // Never registered anywhere: nothing to tell.
+            None => {}
+        }
+    }
+
+    pub async fn phone_online_routed(
+        self: &Arc<Self>,
+        account: &str,
+        peer: &PhonePeer,
+    ) -> Result<(), ErrorCode> {
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.insert(
+                peer.conn_id(),
+                LocalSocket::Phone {
+                    account: account.to_owned(),
+                    peer: peer.clone(),
+                },
+            );
+        }
+        let conn = peer.conn_id();
+        let result = self
+            .routed(
+                account,
+                || async {
+                    self.phone_online(account, peer);
+                    Ok(())
+                },
+                || Call::PhoneOnline { conn },
+                |r| match r {
+                    Reply::Done(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await;
+        if result.is_err()
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.locals.remove(&conn);
+        }
+        result
+    }
+
+    pub fn phone_offline_routed(self: &Arc<Self>, account: &str, conn: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.remove(&conn);
+        }
+        self.told(
+            account,
+            || self.phone_offline(account, conn),
+            Call::PhoneOffline { conn },
+        );
+    }
+
+    pub async fn link_routed(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        target: LinkTarget,
+    ) -> Result<(String, DeviceInfo), ErrorCode> {
+        let target = Arc::new(target);
+        self.routed(
+            account,
+            || async { self.link_here(account, phone, clone_target(&target)).await },
+            || Call::Link {
+                conn: phone,
+                target: clone_target(&target),
+            },
+            |r| match r {
+                Reply::Link(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// `link` at the account's home: with refs in Redis in a cluster.
+    pub async fn link_here(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        target: LinkTarget,
+    ) -> Result<(String, DeviceInfo), ErrorCode> {
+        let Some(cluster) = &self.cluster else {
+            return self.link(account, phone, target);
+        };
+        // Refused before the ref is taken, so it stays valid.
+        self.link_precheck(account, phone)?;
+        let attempt = cluster.take_ref(self, &target).await?;
+        self.link_taken(account, phone, attempt)
+    }
+
+    pub async fn link_confirm_routed(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        request_id: &str,
+    ) -> Result<SessionInfo, ErrorCode> {
+        self.routed(
+            account,
+            || async { self.link_confirm(account, phone, request_id).await },
+            || Call::LinkConfirm {
+                conn: phone,
+                request_id: request_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Session(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn link_reject_routed(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        request_id: &str,
+    ) -> Result<(), ErrorCode> {
+        self.routed(
+            account,
+            || async { self.link_reject(account, phone, request_id) },
+            || Call::LinkReject {
+                conn: phone,
+                request_id: request_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Done(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn list_sessions_routed(
+        self: &Arc<Self>,
+        account: &str,
+    ) -> Result<Vec<SessionInfo>, ErrorCode> {
+        self.routed(
+            account,
+            || async { Ok(self.list_sessions(account)) },
+            || Call::ListSessions,
+            |r| match r {
+                Reply::Sessions(s) => Some(Ok(s)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn logout_routed(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        session_id: Option<&str>,
+    ) -> Result<usize, ErrorCode> {
+        self.routed(
+            account,
+            || async { self.logout(account, phone, session_id).await },
+            || Call::Logout {
+                conn: phone,
+                session_id: session_id.map(str::to_owned),
+            },
+            |r| match r {
+                Reply::Count(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn relay_to_webs_routed(
+        self: &Arc<Self>,
+        account: &str,
+        phone: u64,
+        to: Option<&str>,
+        body: &RawValue,
+    ) -> Result<usize, ErrorCode> {
+        self.routed(
+            account,
+            || async { self.relay_to_webs(account, phone, to, body) },
+            || Call::RelayToWebs {
+                conn: phone,
+                to: to.map(str::to_owned),
+                body: body.to_owned(),
+            },
+            |r| match r {
+                Reply::Count(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn resume_routed(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        peer: &WebPeer,
+    ) -> Result<Resumed, ErrorCode> {
+        let conn = peer.conn_id();
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.insert(
+                conn,
+                LocalSocket::Web {
+                    account: account.to_owned(),
+                    session_id: session_id.to_owned(),
+                    peer: peer.clone(),
+                },
+            );
+        }
+        let result = self
+            .routed(
+                account,
+                || async { self.resume(account, session_id, peer) },
+                || Call::Resume {
+                    conn,
+                    session_id: session_id.to_owned(),
+                },
+                |r| match r {
+                    Reply::Resumed(r) => Some(r.map(|phone_online| Resumed { phone_online })),
+                    _ => None,
+                },
+            )
+            .await;
+        if result.is_err()
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.locals.remove(&conn);
+        }
+        result
+    }
+
+    pub fn web_offline_told(self: &Arc<Self>, account: &str, session_id: &str, conn: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.remove(&conn);
+        }
+        self.told(
+            account,
+            || self.web_offline(account, session_id, conn),
+            Call::WebOffline {
+                conn,
+                session_id: session_id.to_owned(),
+            },
+        );
+    }
+
+    /// A session handed to a socket that had gone: it goes offline at the home.
+    pub async fn web_offline_routed(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        conn: u64,
+    ) -> Result<(), ErrorCode> {
+        self.routed(
+            account,
+            || async {
+                self.web_offline(account, session_id, conn);
+                Ok(())
+            },
+            || Call::WebOffline {
+                conn,
+                session_id: session_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Done(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn relay_to_phone_routed(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        web: u64,
+        body: &RawValue,
+    ) -> Result<(), ErrorCode> {
+        self.routed(
+            account,
+            || async { self.relay_to_phone(account, session_id, web, body) },
+            || Call::RelayToPhone {
+                conn: web,
+                session_id: session_id.to_owned(),
+                body: body.to_owned(),
+            },
+            |r| match r {
+                Reply::Done(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn self_logout_routed(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        web: u64,
+    ) -> Result<(), ErrorCode> {
+        self.routed(
+            account,
+            || async { self.self_logout(account, session_id, web).await },
+            || Call::SelfLogout {
+                conn: web,
+                session_id: session_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Done(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn expire_request_routed(self: &Arc<Self>, account: &str, request_id: &str) -> bool {
+        self.routed(
+            account,
+            || async { Ok(self.expire_request(account, request_id)) },
+            || Call::ExpireRequest {
+                request_id: request_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Expired(b) => Some(Ok(b)),
+                _ => None,
+            },
+        )
+        .await
+        .unwrap_or(false)
+    }
+
+    pub async fn drop_request_routed(
+        self: &Arc<Self>,
+        account: &str,
+        request_id: &str,
+    ) -> Result<(), ErrorCode> {
+        self.routed(
+            account,
+            || async {
+                self.drop_request(account, request_id);
+                Ok(())
+            },
+            || Call::DropRequest {
+                request_id: request_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Done(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Shows a fresh ref for `attempt`: registered locally, and in a cluster
+    /// in Redis too (drawing again if its code is taken elsewhere).
+    pub async fn issue_ref(self: &Arc<Self>, attempt: &Arc<Attempt>) -> Result<Issued, ErrorCode> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(self.pairing.issue(attempt));
+        };
+        for _ in 0..4 {
+            let issued = self.pairing.issue(attempt);
+            match cluster
+                .publish_ref(&issued, attempt, self.config.qr_ttl())
+                .await
+            {
+                Ok(true) => return Ok(issued),
+                Ok(false) => self.pairing.retire(&issued),
+                Err(code) => {
+                    self.pairing.retire(&issued);
+                    return Err(code);
+                }
+            }
+        }
+        Err(ErrorCode::Unavailable)
+    }
+
+    /// Withdraws a ref from the screen (and, in a cluster, from Redis).
+    pub fn retire_ref(self: &Arc<Self>, issued: &Issued) {
+        self.pairing.retire(issued);
+        if let Some(cluster) = &self.cluster {
+            cluster.withdraw_ref(self, issued);
+        }
+    }
+
+    /// A pairing socket stopped pairing.
+    pub fn forget_attempt(&self, conn: u64) {
+        if let Some(cluster) = &self.cluster {
+            cluster.forget_attempt(conn);
+        }
+    }
+}
+
+fn clone_target(t: &LinkTarget) -> LinkTarget {
+    match t {
+        LinkTarget::Ref(r) => LinkTarget::Ref(r.clone()),
+        LinkTarget::Code(c) => LinkTarget::Code(c.clone()),
+    }
+}

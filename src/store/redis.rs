@@ -1,0 +1,198 @@
+//! The cluster's backend: sessions in Redis, one hash per account
+//! (`pg:{account}:sessions`), written only by the account's home node.
+//!
+//! Each account's changes are applied by one script that first checks that
+//! this node is still the account's home (`pg:{account}:home`): a node that
+//! was declared dead and replaced cannot overwrite what the new home decided
+//! (a fencing check). The batches of one write go out as one pipeline, one
+//! round trip; with `appendfsync always`, Redis answers only once the change
+//! is on its disk.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use redis::Connection;
+
+use super::{Backend, StoreOp, StoredSession, UNREACHABLE};
+use crate::cluster::keys;
+
+/// Applies one account's changes if this node is its home.
+/// KEYS: home, sessions. ARGV: this node, then pairs (`P`, json) / (`D`, id).
+const COMMIT: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('NOTHOME this node does not serve the account')
+end
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == 'P' then
+    local record = cjson.decode(ARGV[i + 1])
+    redis.call('HSET', KEYS[2], record['session_id'], ARGV[i + 1])
+  else
+    redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  end
+end
+return 1
+"#;
+
+/// How long one Redis request may take before the store says it is unreachable.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: Option<Connection>,
+    /// This node's bus name (it changes at a resync): what the home key
+    /// holds when this node is home.
+    me: Arc<RwLock<Arc<str>>>,
+    /// The commit script's SHA1, loaded on every new connection (a Redis
+    /// that restarted has forgotten it, and dropped the connection too).
+    commit_sha: String,
+}
+
+impl RedisBackend {
+    pub fn new(client: redis::Client, me: Arc<RwLock<Arc<str>>>) -> Self {
+        RedisBackend {
+            client,
+            conn: None,
+            me,
+            commit_sha: String::new(),
+        }
+    }
+
+    /// The connection, opened again after a failure.
+    fn conn(&mut self) -> anyhow::Result<&mut Connection> {
+        if self.conn.is_none() {
+            let conn = self
+                .client
+                .get_connection_with_timeout(IO_TIMEOUT)
+                .map_err(unreachable)?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(unreachable)?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))
+                .map_err(unreachable)?;
+            let mut conn = conn;
+            self.commit_sha = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(COMMIT)
+                .query(&mut conn)
+                .map_err(unreachable)?;
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("{UNREACHABLE}no connection"))
+    }
+}
+
+/// A Redis error that means the store could not be reached.
+fn unreachable(e: redis::RedisError) -> anyhow::Error {
+    anyhow::anyhow!("{UNREACHABLE}{e}")
+}
+
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+}
+
+impl Backend for RedisBackend {
+    /// Sessions are loaded per account, when a node becomes its home.
+    fn load(&mut self) -> anyhow::Result<Vec<StoredSession>> {
+        Ok(Vec::new())
+    }
+
+    fn load_account(&mut self, account: &str) -> anyhow::Result<Vec<StoredSession>> {
+        let conn = self.conn()?;
+        let stored: Vec<(String, String)> = match redis::cmd("HGETALL")
+            .arg(keys::sessions(account))
+            .query(conn)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                let connection = is_connection_error(&e);
+                if connection {
+                    self.conn = None;
+                    return Err(unreachable(e));
+                }
+                return Err(e.into());
+            }
+        };
+        let mut out = Vec::with_capacity(stored.len());
+        for (session_id, json) in stored {
+            match serde_json::from_str::<StoredSession>(&json) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, %session_id, "skipping unreadable stored session")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
+        match self.commit_each(&[ops]).pop() {
+            Some(Ok(())) | None => Ok(()),
+            Some(Err(e)) => Err(anyhow::anyhow!(e)),
+        }
+    }
+
+    fn commit_each(&mut self, batches: &[&[StoreOp]]) -> Vec<Result<(), String>> {
+        let me = self.me.read().clone();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut groups = 0;
+        for batch in batches {
+            let Some(first) = batch.first() else { continue };
+            let account = first.account();
+            pipe.cmd("EVALSHA")
+                .arg(&self.commit_sha)
+                .arg(2)
+                .arg(keys::home(account))
+                .arg(keys::sessions(account))
+                .arg(&*me);
+            for op in batch.iter() {
+                debug_assert_eq!(op.account(), account, "one batch, one account");
+                match op {
+                    StoreOp::Put(s) => {
+                        let json = serde_json::to_string(s).unwrap_or_default();
+                        pipe.arg("P").arg(json);
+                    }
+                    StoreOp::Delete { session_id, .. } => {
+                        pipe.arg("D").arg(session_id);
+                    }
+                }
+            }
+            groups += 1;
+        }
+        if groups == 0 {
+            return vec![Ok(()); batches.len()];
+        }
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return vec![Err(format!("{e:#}")); batches.len()],
+        };
+        // Each script's own answer, errors included, one per account batch.
+        let answers: Vec<redis::Value> = match pipe.query(conn) {
+            Ok(v) => v,
+            Err(e) => {
+                if is_connection_error(&e) {
+                    self.conn = None;
+                    return vec![Err(format!("{UNREACHABLE}{e}")); batches.len()];
+                }
+                return vec![Err(e.to_string()); batches.len()];
+            }
+        };
+        let mut answers = answers.into_iter();
+        batches
+            .iter()
+            .map(|batch| {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                match answers.next() {
+                    Some(redis::Value::ServerError(e)) => Err(e.to_string()),
+                    Some(_) => Ok(()),
+                    None => Err("no answer from redis".to_owned()),
+                }
+            })
+            .collect()
+    }
+}
