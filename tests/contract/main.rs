@@ -26,6 +26,7 @@ mod durability;
 mod http;
 mod limits;
 mod pairing;
+mod redis_harness;
 mod relay;
 mod sessions;
 mod shutdown;

@@ -13,7 +13,9 @@
 //! - `http`: a tiny HTTP/1.1 client and bare upgrade requests;
 //! - `metrics`: `/metrics` samples by name and label;
 //! - `tokens`: JWTs;
-//! - `clock`: waiting for the wall clock, where the contract is about time.
+//! - `clock`: waiting for the wall clock, where the contract is about time;
+//! - `redis`: `redis-server` child processes (one, or three as a Redis
+//!   Cluster) in temp dirs, durable (AOF, fsync always).
 //!
 //! Every wait has a deadline; a missed deadline fails the test with what was
 //! received but not consumed.
@@ -28,10 +30,12 @@ mod gateway;
 mod http;
 mod metrics;
 mod raw;
+mod redis;
 mod shapes;
 mod tokens;
 mod ws;
 
+pub use self::redis::*;
 pub use cli::*;
 pub use clock::*;
 pub use flows::*;
