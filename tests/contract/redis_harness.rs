@@ -29,6 +29,7 @@ async fn a_write_survives_kill9_and_restart_on_the_same_port() {
         let mut con = connect(&url).await;
         let () = con.set("harness:key", "kept").await.expect("SET");
     }
+    assert!(redis.dir().join("appendonlydir").is_dir(), "no AOF dir");
     redis.kill9().await;
     assert!(!redis.is_running());
     assert!(!ping(&url).await, "PING answered after kill -9");
