@@ -64,6 +64,11 @@ async fn listed_online(phone: &Client, session_id: &str) -> Value {
         .clone()
 }
 
+/// What is left until `deadline` (zero once past).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
 /// `send` of `body` from `from` until it is acked (an `error` `unavailable`
 /// meanwhile is fine: then nothing was done), by `deadline`.
 async fn send_until_acked(
@@ -578,8 +583,9 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
         .await;
 
     c.redis.stop().await;
+    let down = Instant::now() + Duration::from_secs(5);
     for i in 0..3 {
-        wait_readyz(c.node_addr(i), 503, Duration::from_secs(5)).await;
+        wait_readyz(c.node_addr(i), 503, left(down)).await;
     }
     // /healthz stays 200
     assert_eq!(c.on(1).http_get("/healthz", &[]).await.status, 200);
@@ -621,11 +627,10 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
         .await;
 
     c.redis.restart().await;
-    let back = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..3 {
-        wait_readyz(c.node_addr(i), 200, Duration::from_secs(10)).await;
+        wait_readyz(c.node_addr(i), 200, left(deadline)).await;
     }
-    let deadline = back + Duration::from_secs(10);
     let ack = send_until_acked(&phone, &json!("p-after"), Some(&far.session_id), deadline).await;
     assert_eq!(ack["delivered"], 1, "{ack}");
     send_until_acked(&far.web, &json!("w-after"), None, deadline).await;
@@ -650,7 +655,7 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
         }
     }
     // and what needed Redis works again
-    let _ = c.on(2).resume_ok(&spare.token, &spare.session_id).await;
+    let _spare_web = c.on(2).resume_ok(&spare.token, &spare.session_id).await;
     let ack = phone.send_body(&json!("all"), None).await;
     assert_eq!(ack["delivered"], 3, "{ack}");
 }
