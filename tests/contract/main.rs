@@ -2,7 +2,8 @@
 //! version 1). One file per behaviour, one test binary so it links once.
 //!
 //! Every test starts its own gateway (in-process through `pairgate::run` on
-//! `127.0.0.1:0`, or the real binary for durability and shutdown), uses a
+//! `127.0.0.1:0`, or the real binary for durability and shutdown; for
+//! cluster mode, its own `redis-server` and several binaries), uses a
 //! fresh account name, short configured timers, and a timeout on every
 //! receive. Nothing here depends on the server's internals.
 //!
@@ -21,11 +22,13 @@ mod support;
 mod auth;
 mod backpressure;
 mod close_orders;
+mod cluster;
 mod concurrency;
 mod durability;
 mod http;
 mod limits;
 mod pairing;
+mod redis_harness;
 mod relay;
 mod sessions;
 mod shutdown;

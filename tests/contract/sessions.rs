@@ -8,7 +8,7 @@ use crate::support::*;
 
 /// Asks each web socket, right after the phone's `ok`, for a pong: a
 /// WebSocket ping. Then [`assert_torn_down_before`] reads what came back.
-async fn ping_after_ok(webs: &mut [&mut RawWs]) {
+pub(crate) async fn ping_after_ok(webs: &mut [&mut RawWs]) {
     for web in webs.iter_mut() {
         web.send_frame(0x9, b"after-ok").await;
     }
@@ -29,7 +29,7 @@ async fn ping_after_ok(webs: &mut [&mut RawWs]) {
 /// endpoint answers no ping once it has sent its close frame. If the gateway
 /// had acked first and written the close later, a ping it read in between
 /// is answered, and the pong comes before the close frame: this fails.
-async fn assert_torn_down_before(web: &mut RawWs, reason: &str) {
+pub(crate) async fn assert_torn_down_before(web: &mut RawWs, reason: &str) {
     let mut before_close = Vec::new();
     loop {
         match web.next_event(T).await {

@@ -13,7 +13,11 @@
 //! - `http`: a tiny HTTP/1.1 client and bare upgrade requests;
 //! - `metrics`: `/metrics` samples by name and label;
 //! - `tokens`: JWTs;
-//! - `clock`: waiting for the wall clock, where the contract is about time.
+//! - `clock`: waiting for the wall clock, where the contract is about time;
+//! - `redis`: `redis-server` child processes (one, or three as a Redis
+//!   Cluster) in temp dirs, durable (AOF, fsync always);
+//! - `cluster`: a Redis and N gateway nodes (the built binary) sharing it,
+//!   behind the same `Gateway` trait, sockets spread round-robin.
 //!
 //! Every wait has a deadline; a missed deadline fails the test with what was
 //! received but not consumed.
@@ -23,17 +27,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod cli;
 mod clock;
+mod cluster;
 mod flows;
 mod gateway;
 mod http;
 mod metrics;
 mod raw;
+mod redis;
 mod shapes;
 mod tokens;
 mod ws;
 
+pub use self::redis::*;
 pub use cli::*;
 pub use clock::*;
+pub use cluster::*;
 pub use flows::*;
 pub use gateway::*;
 pub use http::*;

@@ -1,0 +1,685 @@
+//! "Version 1.1 additions", "Cluster mode": every row of the contract holds
+//! as if all sockets were on one gateway, with the sockets spread over the
+//! nodes; node deaths (`kill -9`) are noticed within 2 x `node_lease_ms`;
+//! sessions and their endings survive every node's and Redis's restart;
+//! with Redis unreachable, `/readyz` is 503 and what needs Redis answers
+//! `unavailable`, and the same sockets work again once Redis is back.
+//!
+//! Each test starts its own Redis and nodes (`support/cluster.rs`, the built
+//! binary). Sockets are put on given nodes with `c.on(i)` (node `i`, 0-based,
+//! id `node-{i+1}`), so that each row is checked across nodes on purpose.
+//! Leases are short (`LEASE_MS`), every wait has a deadline.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::sessions::{assert_torn_down_before, ping_after_ok};
+use crate::support::*;
+
+/// `--node-lease-ms` of the tests that kill nodes.
+const LEASE_MS: u64 = 1000;
+
+/// Within how long a dead node's sockets must count as gone: 2 x the lease
+/// (the contract) plus 1 s for this test's own reading of the event.
+fn dead_within(c: &Cluster) -> Duration {
+    c.lease() * 2 + Duration::from_secs(1)
+}
+
+async fn three_nodes() -> Cluster {
+    Cluster::start(3, LEASE_MS, &[]).await
+}
+
+/// Moves session `s` onto a raw socket on node `i` (which reads only when
+/// told to, so the order of what it got can be read off it), with the phone
+/// told offline then online.
+async fn raw_on(c: &Cluster, i: usize, phone: &Client, s: &Session) -> RawWs {
+    s.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(s.session_id))
+        .await;
+    let raw = raw_resume(c.node_addr(i), &s.token, None).await;
+    phone
+        .expect_field("session_online", "session_id", &json!(s.session_id))
+        .await;
+    raw
+}
+
+/// `token` gets `logged_out` and 4001 through every live node.
+async fn assert_logged_out_everywhere(c: &Cluster, token: &str) {
+    for i in 0..c.len() {
+        if c.is_up(i) {
+            c.on(i).assert_logged_out(token).await;
+        }
+    }
+}
+
+/// The `online` of `session_id` in the phone's `list_sessions`.
+async fn listed_online(phone: &Client, session_id: &str) -> Value {
+    let list = list_sessions(phone).await;
+    list.iter()
+        .find(|s| s["session_id"] == session_id)
+        .unwrap_or_else(|| panic!("{session_id} not listed: {list:?}"))["online"]
+        .clone()
+}
+
+/// What is left until `deadline` (zero once past).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// `send` of `body` from `from` until it is acked (an `error` `unavailable`
+/// meanwhile is fine: then nothing was done), by `deadline`.
+async fn send_until_acked(
+    from: &Client,
+    body: &Value,
+    to: Option<&str>,
+    deadline: Instant,
+) -> Value {
+    loop {
+        let r = from.send_body(body, to).await;
+        if r["type"] == "ack" {
+            return r;
+        }
+        assert!(
+            r["type"] == "error" && r["code"] == "unavailable",
+            "{}: a send while Redis comes back is acked or unavailable, got {r}",
+            from.name
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{}: sends still unavailable after the deadline: {r}",
+            from.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// pairing, relay, replacement, limits across nodes
+
+/// A QR shown through node 1 is linked by a phone on node 2, by ref and by
+/// code; the web's `scanned`, `linked` and `phone_status` cross nodes, and
+/// the token then resumes through node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qr_shown_through_one_node_is_linked_by_a_phone_on_another() {
+    let c = three_nodes().await;
+    let acc = account("cl-link");
+    let phone = c.on(1).phone(&acc).await;
+
+    for by_code in [false, true] {
+        let (web, qr) = c.on(0).pairing(&PairOpts::new()).await;
+        let link = if by_code {
+            link_code(&qr)
+        } else {
+            link_ref(&qr)
+        };
+        let lr = phone.request_frame(&link).await;
+        assert_eq!(lr["type"], "link_request", "by_code={by_code}: {lr}");
+        assert_eq!(lr["device"]["name"], "Chrome on Linux", "{lr}");
+        web.expect("scanned").await;
+        let dl = phone.request_frame(&confirm(&lr)).await;
+        assert_eq!(dl["type"], "device_linked", "{dl}");
+        assert_session_shape(&dl["session"]);
+        let linked = web.expect_rx("linked").await;
+        let st = web.expect_after(&linked, "phone_status").await;
+        assert_eq!(st["online"], true, "{st}");
+        assert_eq!(linked.msg["account"], acc.as_str());
+        assert_eq!(linked.msg["session_id"], dl["session"]["session_id"]);
+
+        let token = linked.msg["token"].as_str().unwrap().to_string();
+        let sid = linked.msg["session_id"].as_str().unwrap().to_string();
+        web.close().await;
+        phone
+            .expect_field("session_offline", "session_id", &json!(sid))
+            .await;
+        let again = c.on(2).resume_ok(&token, &sid).await;
+        phone
+            .expect_field("session_online", "session_id", &json!(sid))
+            .await;
+        again.close().await;
+    }
+    assert_eq!(list_sessions(&phone).await.len(), 2);
+}
+
+/// Relay both ways with the phone on node 1 and its webs on nodes 2 and 3:
+/// `delivered` counts the web on every node; `to` reaches one; a web's send
+/// reaches the phone; a closed web is no longer counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_both_ways_counts_webs_on_every_node() {
+    let c = three_nodes().await;
+    let acc = account("cl-relay");
+    // round-robin: phone, then a web on each of the two other nodes
+    let phone = c.phone(&acc).await;
+    let a = c.pair(&phone, &PairOpts::new()).await;
+    let b = c.pair(&phone, &PairOpts::new()).await;
+
+    let ack = phone.send_body(&json!({"to": "all"}), None).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["delivered"], 2, "{ack}");
+    for web in [&a.web, &b.web] {
+        let m = web.expect("message").await;
+        assert_eq!(m["from"], "phone", "{m}");
+        assert_eq!(m["body"], json!({"to": "all"}), "{m}");
+    }
+
+    let ack = phone.send_body(&json!("just b"), Some(&b.session_id)).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(b.web.expect("message").await["body"], "just b");
+    a.web.assert_quiet("message").await;
+
+    for s in [&a, &b] {
+        let ack = s.web.send_body(&json!({"from": s.session_id}), None).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let m = phone
+            .expect_field("message", "from", &json!(s.session_id))
+            .await;
+        assert_eq!(m["body"], json!({"from": s.session_id}), "{m}");
+    }
+
+    // list_sessions: online counts a socket on any node
+    let list = list_sessions(&phone).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|s| s["online"] == true), "{list:?}");
+
+    a.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(a.session_id))
+        .await;
+    assert_eq!(listed_online(&phone, &a.session_id).await, false);
+    let ack = phone.send_body(&json!("after a left"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    let ack = phone.send_body(&json!("to a"), Some(&a.session_id)).await;
+    assert_eq!(ack["delivered"], 0, "{ack}");
+}
+
+/// 200 pipelined messages each way between a phone and a web on different
+/// nodes arrive in the order sent, every one acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_pair_order_of_200_messages_across_nodes() {
+    let c = three_nodes().await;
+    let acc = account("cl-order");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let n = 200;
+
+    let ids: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+    phone
+        .send_many(ids.iter().enumerate().map(
+            |(i, id)| json!({"type": "send", "id": id, "body": {"seq": i}, "to": s.session_id}),
+        ))
+        .await;
+    let ids_w: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+    s.web
+        .send_many(
+            ids_w
+                .iter()
+                .enumerate()
+                .map(|(i, id)| json!({"type": "send", "id": id, "body": {"seq": i}})),
+        )
+        .await;
+
+    for i in 0..n {
+        let m = s.web.expect("message").await;
+        assert_eq!(m["body"]["seq"], i, "phone -> web out of order: {m}");
+        let m = phone.expect("message").await;
+        assert_eq!(m["from"], s.session_id.as_str(), "{m}");
+        assert_eq!(m["body"]["seq"], i, "web -> phone out of order: {m}");
+    }
+    for id in &ids {
+        let ack = phone.expect_id(id).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["delivered"], 1, "{ack}");
+    }
+    for id in &ids_w {
+        assert_eq!(s.web.expect_id(id).await["type"], "ack");
+    }
+    phone.assert_one_reply_per_id();
+    s.web.assert_one_reply_per_id();
+}
+
+/// A second phone socket on another node replaces the first (4009); the
+/// webs see no `phone_status` change, and relay goes on through the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_is_replaced_from_another_node() {
+    let c = three_nodes().await;
+    let acc = account("cl-phone4009");
+    let old = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&old, &PairOpts::new()).await;
+
+    let new = c.on(2).phone(&acc).await;
+    assert_eq!(old.expect_close().await, 4009, "the replaced phone");
+    let ack = new.send_body(&json!("from the new phone"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(s.web.expect("message").await["body"], "from the new phone");
+    s.web.send_body(&json!("to the new phone"), None).await;
+    new.expect_field("message", "from", &json!(s.session_id))
+        .await;
+    s.web.assert_quiet("phone_status").await;
+}
+
+/// A session resumed through another node replaces its older socket (4009),
+/// with no `session_offline`/`session_online` to the phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_session_is_replaced_from_another_node() {
+    let c = three_nodes().await;
+    let acc = account("cl-web4009");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new()).await;
+
+    let newer = c.on(2).resume_ok(&s.token, &s.session_id).await;
+    assert_eq!(s.web.expect_close().await, 4009, "the replaced web socket");
+    let ack = phone
+        .send_body(&json!("one socket"), Some(&s.session_id))
+        .await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(newer.expect("message").await["body"], "one socket");
+    assert_eq!(listed_online(&phone, &s.session_id).await, true);
+    phone.assert_quiet("session_offline").await;
+    phone.assert_none("session_online");
+}
+
+/// `max_devices` counts the sessions linked through every node: with 2, a
+/// third `link` (QR on a third node) is `too_many_devices`, the web is not
+/// told `scanned`, and the ref stays valid until a session is logged out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_devices_counts_sessions_on_every_node() {
+    let c = Cluster::start(3, LEASE_MS, &["--max-devices", "2"]).await;
+    let acc = account("cl-max");
+    let phone = c.on(0).phone(&acc).await;
+    let first = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let _second = c.on(2).pair(&phone, &PairOpts::new()).await;
+
+    let (web, qr) = c.on(1).pairing(&PairOpts::new()).await;
+    phone
+        .request_frame_error(&link_ref(&qr), "too_many_devices")
+        .await;
+    // a phone socket on another node is refused too
+    let phone = c.on(2).phone(&acc).await;
+    phone
+        .request_frame_error(&link_code(&qr), "too_many_devices")
+        .await;
+    web.assert_quiet("scanned").await;
+
+    let ok = phone.request_frame(&logout(&first.session_id)).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let lr = phone.request_frame(&link_ref(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
+}
+
+// ---------------------------------------------------------------------------
+// logout across nodes
+
+/// `logout` and `logout_all` with sessions on all three nodes: each web
+/// socket, whatever its node, reads `logged_out` and its 4001 close before
+/// it could answer a ping sent once the phone had its `ok` (the order read
+/// off the web's own connection, as `sessions.rs` does on one node); the
+/// tokens are then refused 4001 through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_and_logout_all_tear_down_webs_on_every_node_before_ok() {
+    let c = three_nodes().await;
+    let acc = account("cl-logout");
+    let phone = c.on(0).phone(&acc).await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(c.on(0).pair(&phone, &PairOpts::new()).await);
+    }
+    // one session's socket per node (the fourth stays offline)
+    let mut webs = Vec::new();
+    for (i, s) in sessions.iter().take(3).enumerate() {
+        webs.push(raw_on(&c, i, &phone, s).await);
+    }
+    let off = &sessions[3];
+    off.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(off.session_id))
+        .await;
+    // another account, on every node, is untouched
+    let other_phone = c.on(1).phone(&account("cl-logout-other")).await;
+    let theirs = c.on(2).pair(&other_phone, &PairOpts::new()).await;
+
+    // logout of the session on node 2 (the phone is on node 1)
+    let target = &sessions[1];
+    phone
+        .send_frame(&logout(&target.session_id), Some("lo"))
+        .await;
+    let ok = phone.expect_id("lo").await;
+    ping_after_ok(&mut [&mut webs[1]]).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 1, "{ok}");
+    assert_torn_down_before(&mut webs[1], "phone_logout").await;
+    assert_logged_out_everywhere(&c, &target.token).await;
+
+    // logout_all: the sessions on nodes 1 and 3 and the offline one
+    phone.send_frame(&ClientFrame::LogoutAll, Some("la")).await;
+    let ok = phone.expect_id("la").await;
+    {
+        let (w0, rest) = webs.split_at_mut(1);
+        ping_after_ok(&mut [&mut w0[0], &mut rest[1]]).await;
+    }
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(ok["closed"], 3, "{ok}");
+    for i in [0, 2] {
+        assert_torn_down_before(&mut webs[i], "phone_logout_all").await;
+    }
+    for s in &sessions {
+        assert_logged_out_everywhere(&c, &s.token).await;
+    }
+    assert!(list_sessions(&phone).await.is_empty());
+    phone.assert_quiet("session_removed").await;
+    phone.assert_none("session_offline");
+
+    assert!(!theirs.web.is_closed());
+    let ack = other_phone.send_body(&json!("still here"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    let _ = c.on(0).resume_ok(&theirs.token, &theirs.session_id).await;
+}
+
+// ---------------------------------------------------------------------------
+// node deaths
+
+/// `kill -9` of the phone's node: the webs on the other nodes get
+/// `phone_status` `{"online":false}` within 2 x lease; the phone reconnects
+/// through another node, the webs get `{"online":true}`, relay goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_phones_node() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-phone-dies");
+    let phone = c.on(0).phone(&acc).await;
+    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let b = c.on(2).pair(&phone, &PairOpts::new()).await;
+
+    c.kill9(0).await;
+    let within = dead_within(&c);
+    for web in [&a.web, &b.web] {
+        let st = web.expect_within("phone_status", within).await;
+        assert_eq!(st["online"], false, "{}: {st}", web.name);
+    }
+    phone.wait_closed().await;
+    // while the phone is away
+    a.web
+        .request_frame_error(
+            &ClientFrame::Send {
+                body: &serde_json::value::to_raw_value(&json!("anyone?")).unwrap(),
+                to: None,
+            },
+            "phone_offline",
+        )
+        .await;
+
+    let phone = c.on(1).phone(&acc).await;
+    for web in [&a.web, &b.web] {
+        let st = web.expect("phone_status").await;
+        assert_eq!(st["online"], true, "{}: {st}", web.name);
+    }
+    let ack = phone.send_body(&json!("back"), None).await;
+    assert_eq!(ack["delivered"], 2, "{ack}");
+    for web in [&a.web, &b.web] {
+        assert_eq!(web.expect("message").await["body"], "back");
+    }
+}
+
+/// `kill -9` of a web's node: the phone (elsewhere) gets `session_offline`
+/// within 2 x lease and `list_sessions` shows it offline; the web resumes at
+/// once through another node (`session_online`), and relay reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_webs_node() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-web-dies");
+    let phone = c.on(0).phone(&acc).await;
+    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let b = c.on(2).pair(&phone, &PairOpts::new()).await;
+
+    c.kill9(1).await;
+    let within = dead_within(&c);
+    let off = phone
+        .expect_where("session_offline of a", within, |m| {
+            m["type"] == "session_offline" && m["session_id"] == a.session_id.as_str()
+        })
+        .await
+        .msg;
+    assert_no_id(&off);
+    assert_eq!(listed_online(&phone, &a.session_id).await, false);
+    assert_eq!(listed_online(&phone, &b.session_id).await, true);
+    let ack = phone.send_body(&json!("who is there"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(b.web.expect("message").await["body"], "who is there");
+
+    let a_again = c.on(2).resume_ok(&a.token, &a.session_id).await;
+    phone
+        .expect_field("session_online", "session_id", &json!(a.session_id))
+        .await;
+    assert_eq!(listed_online(&phone, &a.session_id).await, true);
+    let ack = phone
+        .send_body(&json!("welcome back"), Some(&a.session_id))
+        .await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(a_again.expect("message").await["body"], "welcome back");
+    // the phone hears of no other session going
+    phone.assert_quiet("session_removed").await;
+}
+
+/// A node that shuts down cleanly (SIGTERM) announces its sockets gone at
+/// once: with a long lease, the phone still gets `session_offline` promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_cleanly_announces_its_sockets_gone_at_once() {
+    let mut c = Cluster::start(2, 60_000, &[]).await;
+    let acc = account("cl-sigterm");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new()).await;
+
+    let status = c.terminate(1).await;
+    assert!(
+        status.success(),
+        "node-2 exit status after SIGTERM: {status}"
+    );
+    assert_eq!(s.web.expect_close().await, 1012);
+    phone
+        .expect_field("session_offline", "session_id", &json!(s.session_id))
+        .await;
+    assert_eq!(listed_online(&phone, &s.session_id).await, false);
+}
+
+/// Every node killed (`kill -9`) and restarted: a live session's token
+/// resumes, ended ones (phone logout, self-logout) get 4001, through every
+/// node; the phone lists the live one only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_killed_and_restarted_keeps_sessions_and_endings() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-allkill");
+    let phone = c.on(0).phone(&acc).await;
+    let live = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let ended = c.on(2).pair(&phone, &PairOpts::new()).await;
+    let selfout = c.on(0).pair(&phone, &PairOpts::new()).await;
+    let lo = selfout.web.request(json!({"type": "logout"})).await;
+    assert_eq!(lo["type"], "logged_out", "{lo}");
+    let ok = phone.request_frame(&logout(&ended.session_id)).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    // a link acknowledged right before the kill
+    let last = c.on(2).pair(&phone, &PairOpts::new()).await;
+
+    for i in 0..3 {
+        c.kill9(i).await;
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+
+    for (i, s) in [&live, &last].into_iter().enumerate() {
+        let web = c.on(i).resume_ok(&s.token, &s.session_id).await;
+        web.close().await;
+    }
+    for s in [&ended, &selfout] {
+        assert_logged_out_everywhere(&c, &s.token).await;
+    }
+    let phone = c.on(2).phone(&acc).await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![live.session_id.clone(), last.session_id.clone()]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Redis restarts and outages
+
+/// `kill -9` of Redis right after acknowledgements, then Redis restarted on
+/// its AOF: nothing acknowledged is lost (links resume, endings are 4001),
+/// and every node is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill9_and_restart_loses_nothing_acknowledged() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-redis-kill");
+    let phone = c.on(0).phone(&acc).await;
+    let live = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let ended = c.on(2).pair(&phone, &PairOpts::new()).await;
+    let acc2 = account("cl-redis-kill-all");
+    let phone2 = c.on(1).phone(&acc2).await;
+    let all1 = c.on(2).pair(&phone2, &PairOpts::new()).await;
+    let all2 = c.on(0).pair(&phone2, &PairOpts::new()).await;
+    let ok = phone2.request_frame(&ClientFrame::LogoutAll).await;
+    assert_eq!(ok["closed"], 2, "{ok}");
+    let last = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let ok = phone.request_frame(&logout(&ended.session_id)).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    // right after the ok
+    c.redis.kill9().await;
+    c.redis.restart().await;
+    for i in 0..3 {
+        wait_readyz(c.node_addr(i), 200, LONG).await;
+    }
+
+    for (i, s) in [&live, &last].into_iter().enumerate() {
+        let web = c.on(i + 1).resume_ok(&s.token, &s.session_id).await;
+        web.close().await;
+    }
+    for s in [&ended, &all1, &all2] {
+        assert_logged_out_everywhere(&c, &s.token).await;
+    }
+    let phone = c.on(2).phone(&acc).await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![live.session_id.clone(), last.session_id.clone()]
+    );
+}
+
+/// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
+/// still accepted; `auth` (phone and web), `pair` and a cross-node `send`
+/// (both ways) answer `error` `unavailable`, never a false `ack`, and nothing
+/// refused is delivered. Redis back: `/readyz` 200 and the same sockets (no
+/// reconnect) relay across nodes again within 10 s, with `phone_status` true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-redis-down");
+    let phone = c.on(0).phone(&acc).await;
+    let far = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let near = c.on(0).pair(&phone, &PairOpts::new()).await;
+    let spare = c.on(2).pair(&phone, &PairOpts::new()).await;
+    spare.web.close().await;
+    phone
+        .expect_field("session_offline", "session_id", &json!(spare.session_id))
+        .await;
+
+    c.redis.stop().await;
+    let down = Instant::now() + Duration::from_secs(5);
+    for i in 0..3 {
+        wait_readyz(c.node_addr(i), 503, left(down)).await;
+    }
+    // /healthz stays 200
+    assert_eq!(c.on(1).http_get("/healthz", &[]).await.status, 200);
+
+    // upgrades are accepted; what needs Redis is unavailable
+    let other = account("cl-redis-down-new");
+    let new_phone = Client::open(&c.on(1).ws_url("/ws/phone")).await;
+    new_phone.expect("hello").await;
+    new_phone
+        .request_frame_error(&auth(&c.phone_token(&other)), "unavailable")
+        .await;
+    let (_w, reply) = c.on(2).resume(&spare.token).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    let web = c.on(2).web(Some(CHROME_LINUX_UA)).await;
+    web.request_frame_error(&PairOpts::new().pair_frame(), "unavailable")
+        .await;
+
+    // cross-node sends, both ways: unavailable, and not delivered
+    let refused_body = json!("refused");
+    let body = serde_json::value::to_raw_value(&refused_body).unwrap();
+    phone
+        .request_frame_error(
+            &ClientFrame::Send {
+                body: &body,
+                to: Some(far.session_id.clone()),
+            },
+            "unavailable",
+        )
+        .await;
+    far.web
+        .request_frame_error(
+            &ClientFrame::Send {
+                body: &body,
+                to: None,
+            },
+            "unavailable",
+        )
+        .await;
+
+    c.redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        wait_readyz(c.node_addr(i), 200, left(deadline)).await;
+    }
+    let ack = send_until_acked(&phone, &json!("p-after"), Some(&far.session_id), deadline).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    send_until_acked(&far.web, &json!("w-after"), None, deadline).await;
+
+    // what reached whom: the acked messages, never the refused ones
+    let m = far.web.expect("message").await;
+    assert_eq!(m["body"], "p-after", "{m}");
+    let m = phone
+        .expect_field("message", "from", &json!(far.session_id))
+        .await;
+    assert_eq!(m["body"], "w-after", "{m}");
+    far.web.assert_quiet("message").await;
+    phone.assert_quiet("message").await;
+    // no reconnect: the same sockets, still open
+    for s in [&phone, &far.web, &near.web] {
+        assert!(!s.is_closed(), "{} was closed", s.name);
+    }
+    // phone_status true to the phone's state (online all along)
+    for web in [&far.web, &near.web] {
+        if let Some(last) = web.all_of("phone_status").last() {
+            assert_eq!(last["online"], true, "{}: {last}", web.name);
+        }
+    }
+    // and what needed Redis works again
+    let _spare_web = c.on(2).resume_ok(&spare.token, &spare.session_id).await;
+    let ack = phone.send_body(&json!("all"), None).await;
+    assert_eq!(ack["delivered"], 3, "{ack}");
+}
+
+/// The same rows on a Redis Cluster (`redis+cluster://` with three
+/// masters): a QR on one node linked by a phone on the other, relay both
+/// ways, a resume through the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_nodes_link_and_relay_across() {
+    let c = Cluster::start_on_redis_cluster(2, LEASE_MS, &[]).await;
+    let acc = account("cl-rcluster");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new().by_code()).await;
+    let ack = phone.send_body(&json!("over the cluster"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(s.web.expect("message").await["body"], "over the cluster");
+    s.web.send_body(&json!("back"), None).await;
+    phone
+        .expect_field("message", "from", &json!(s.session_id))
+        .await;
+    let again = c.on(0).resume_ok(&s.token, &s.session_id).await;
+    assert_eq!(s.web.expect_close().await, 4009);
+    let ok = phone.request_frame(&logout(&s.session_id)).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(again.expect_close().await, 4001);
+    assert_logged_out_everywhere(&c, &s.token).await;
+}
