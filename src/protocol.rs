@@ -198,6 +198,8 @@ pub enum LogoutReason {
     PhoneLogout,
     PhoneLogoutAll,
     SelfLogout,
+    /// Ended through the operator API.
+    Admin,
 }
 
 /// Why a session was removed, as sent to the phone in `session_removed.reason`.
@@ -206,6 +208,8 @@ pub enum LogoutReason {
 pub enum RemovedReason {
     SelfLogout,
     Expired,
+    /// Ended through the operator API.
+    Admin,
 }
 
 /// A rejected client frame: the error to answer with and the `id` to echo.

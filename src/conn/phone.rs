@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 
+use crate::account::sessions::Actor;
 use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
 
 use super::{Handler, Stop};
@@ -100,7 +101,7 @@ impl Handler for Phone {
             }
             ClientFrame::Logout { session_id } => Box::pin(gw.logout(
                 &account,
-                me,
+                Actor::Phone(me),
                 Some(session_id.as_deref().unwrap_or_default()),
             ))
             .await
@@ -111,13 +112,15 @@ impl Handler for Phone {
                 }
                 .to_text()
             }),
-            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, me, None)).await.map(|closed| {
-                ServerFrame::Ok {
-                    id,
-                    closed: Some(closed),
-                }
-                .to_text()
-            }),
+            ClientFrame::LogoutAll => Box::pin(gw.logout(&account, Actor::Phone(me), None))
+                .await
+                .map(|closed| {
+                    ServerFrame::Ok {
+                        id,
+                        closed: Some(closed),
+                    }
+                    .to_text()
+                }),
             ClientFrame::Send { body, to } => gw
                 .relay_to_webs(&account, me, to.as_deref(), body)
                 .map(|delivered| {
