@@ -84,7 +84,8 @@ pub struct Config {
 fn parse_node_id(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if !ok {
         return Err("must match ^[A-Za-z0-9_.-]{1,64}$".into());
     }
