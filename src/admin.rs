@@ -85,8 +85,11 @@ async fn admin(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return answer;
     }
-    let path = req.uri().path().trim_start_matches("/admin");
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // Raw segments, not percent-decoded: an account or session id never
+    // needs escaping, so an escaped one is simply not valid.
+    let path = req.uri().path();
+    let rest = path.strip_prefix("/admin/").unwrap_or_default();
+    let segments: Vec<&str> = rest.split('/').collect();
     let method = req.method().clone();
     match segments.as_slice() {
         ["accounts", account, "sessions"] => {

@@ -414,17 +414,25 @@ mod tests {
             order.farewell.as_deref(),
             Some(r#"{"type":"logged_out","reason":"admin"}"#)
         );
-        drop(waiters);
-        assert_eq!(logging_out.await.unwrap(), Ok(1));
-        assert!(
+        // Durable, yet no answer while the socket has not been torn down.
+        let deleted = || {
             committed
                 .lock()
                 .iter()
                 .any(|op| matches!(op, StoreOp::Delete { session_id } if session_id == "s1"))
-        );
+        };
+        while !deleted() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!logging_out.is_finished());
+        drop(waiters);
+        assert_eq!(logging_out.await.unwrap(), Ok(1));
         let to_phone: Vec<String> = std::iter::from_fn(|| phone.try_recv())
-            .filter_map(|out| match out {
-                Out::Text(t) => Some(t.as_str().to_owned()),
+            .map(|out| match out {
+                Out::Text(t) => t.as_str().to_owned(),
                 Out::Event(never) => match never {},
             })
             .collect();

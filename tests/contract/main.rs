@@ -25,6 +25,7 @@ mod concurrency;
 mod durability;
 mod http;
 mod limits;
+mod operator;
 mod pairing;
 mod relay;
 mod sessions;
