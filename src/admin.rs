@@ -120,7 +120,9 @@ async fn admin(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             if method != Method::GET {
                 return method_not_allowed(Method::GET);
             }
-            json(StatusCode::OK, &serde_json::json!({ "nodes": gw.nodes() }))
+            let nodes = gw.nodes();
+            tracing::info!(nodes = nodes.len(), "operator listed nodes");
+            json(StatusCode::OK, &serde_json::json!({ "nodes": nodes }))
         }
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     }
