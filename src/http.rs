@@ -1,5 +1,6 @@
-//! The HTTP side: the embedded pages, `/healthz`, `/metrics`, the demo token
-//! route, and the two WebSocket upgrades behind the Origin check.
+//! The HTTP side: the embedded pages, `/healthz`, `/readyz`, `/metrics`, the
+//! demo token route, the operator API (in [`crate::admin`]), and the two
+//! WebSocket upgrades behind the Origin check.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ struct AppState {
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let demo = gw.config.demo;
+    let admin = crate::admin::routes(&gw);
     let state = AppState {
         gw,
         demo_limits: Arc::default(),
@@ -54,6 +56,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/ws/phone", get(ws_phone));
     if demo {
         app = app.route("/demo/phone", post(demo_phone));
+    }
+    if let Some(admin) = admin {
+        app = app.merge(admin);
     }
     app.with_state(state)
 }
@@ -79,6 +84,16 @@ fn asset(name: &str) -> Response {
         file.data,
     )
         .into_response()
+}
+
+/// `/readyz`: whether this node takes new sockets (a load balancer stops
+/// sending it clients once it shuts down). `/healthz` only says the process runs.
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.gw.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -327,16 +342,6 @@ async fn demo_phone(
             tracing::error!(error = %e, "demo token failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
-    }
-}
-
-/// `200 ready` while this node takes new sockets; `503` while it shuts down
-/// or (cluster mode) cannot reach Redis.
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.gw.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
 }
 

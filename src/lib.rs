@@ -6,7 +6,9 @@
 //! - [`config`]: every option, its environment variable and validation.
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
-//! - [`http`]: pages, health, metrics, and the WebSocket upgrades.
+//! - [`http`]: pages, health and readiness, metrics, and the WebSocket upgrades.
+//! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
+//!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
 //!   an enum), its write path (`write.rs`), limits and heartbeats.
 //! - [`peer`]: the bounded mailbox through which others reach a socket,
@@ -20,13 +22,15 @@
 //!   link / confirm / reject / expiry, the link-miss limiter),
 //!   [`account::sessions`] (restore, resume, list, logout, removal),
 //!   [`account::expiry`] (grace timers, the idle sweep),
-//!   [`account::relay`] (relay rules, body size).
+//!   [`account::relay`] (relay rules, body size),
+//!   [`account::admin`] (what the operator API reads).
 //! - [`store`]: durable session records behind a batching writer (redb).
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs and the secret.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
 
 pub mod account;
+pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -30,6 +30,7 @@ pub enum LogoutKind {
     PhoneLogoutAll,
     SelfLogout,
     Expired,
+    Admin,
 }
 
 impl From<LogoutReason> for LogoutKind {
@@ -38,6 +39,7 @@ impl From<LogoutReason> for LogoutKind {
             LogoutReason::PhoneLogout => LogoutKind::PhoneLogout,
             LogoutReason::PhoneLogoutAll => LogoutKind::PhoneLogoutAll,
             LogoutReason::SelfLogout => LogoutKind::SelfLogout,
+            LogoutReason::Admin => LogoutKind::Admin,
         }
     }
 }
@@ -56,7 +58,7 @@ pub struct Metrics {
     pub relayed_phone_to_web: Counter,
     errors: HashMap<ErrorCode, Counter>,
     closes: HashMap<u16, Counter>,
-    logouts: [Counter; 4],
+    logouts: [Counter; 5],
     pub upgrades_refused_origin: Counter,
     pub store_commit_seconds: Histogram,
     /// Cluster mode: bus messages published to other nodes.
@@ -206,6 +208,7 @@ impl Metrics {
                 family_member(&logouts, "kind", "phone_logout_all"),
                 family_member(&logouts, "kind", "self_logout"),
                 family_member(&logouts, "kind", "expired"),
+                family_member(&logouts, "kind", "admin"),
             ],
             upgrades_refused_origin: family_member(&refused, "reason", "origin"),
             store_commit_seconds,

@@ -212,6 +212,8 @@ pub enum LogoutReason {
     PhoneLogout,
     PhoneLogoutAll,
     SelfLogout,
+    /// Ended through the operator API.
+    Admin,
 }
 
 /// Why a session was removed, as sent to the phone in `session_removed.reason`.
@@ -220,6 +222,8 @@ pub enum LogoutReason {
 pub enum RemovedReason {
     SelfLogout,
     Expired,
+    /// Ended through the operator API.
+    Admin,
 }
 
 /// A rejected client frame: the error to answer with and the `id` to echo.

@@ -239,6 +239,7 @@
   function onLoggedOut(ctx) {
     let text;
     if (loggingOut || ctx.loggedOutReason === "self_logout") text = "You logged out.";
+    else if (ctx.loggedOutReason === "admin") text = "Logged out by an administrator";
     else if (ctx.wasLive) text = "Logged out from your phone";
     // A stored token the gateway had already ended: logged out from the phone
     // or expired (remember:false grace, idle expiry). 4001 does not say which,

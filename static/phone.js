@@ -461,7 +461,10 @@
 
   function onSessionRemoved(frame) {
     const name = deviceName(frame.session_id) || "A linked device";
-    const why = frame.reason === "self_logout" ? "logged itself out" : "expired";
+    const why =
+      frame.reason === "self_logout" ? "logged itself out"
+      : frame.reason === "admin" ? "was logged out by an administrator"
+      : "expired";
     notice(name + " " + why + ".");
     refreshSessions();
   }

@@ -6,14 +6,18 @@
 //!   offline, and who may act (the current phone, a session's live socket).
 //! - [`pairing`]: QR refs and codes, pairing attempts, link / confirm /
 //!   reject / expiry of link requests, the link-miss limiter.
-//! - [`sessions`]: restore, resume, list, logout(_all), self-logout, removal.
+//! - [`sessions`]: restore, resume, list, logout(_all) by the phone or an
+//!   operator, self-logout, removal.
 //! - [`expiry`]: ephemeral grace timers and the idle sweep.
 //! - [`relay`]: messages between the phone and its sessions.
+//! - [`admin`]: what the operator API reads (an account's sessions and
+//!   where their sockets are, the live nodes); its logout is `logout`'s.
 //!
 //! Every change that is announced is durable first: the store change is queued
 //! under the account lock (so changes to one session reach the disk in the
 //! order they were decided) and awaited before the reply goes out.
 
+pub mod admin;
 pub mod expiry;
 pub mod hub;
 pub mod pairing;

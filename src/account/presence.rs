@@ -173,7 +173,11 @@ mod tests {
         gw.phone_online("alice", &new_phone);
         let body = serde_json::value::RawValue::from_string("1".into()).unwrap();
         assert!(gw.relay_to_webs("alice", PHONE, None, &body).is_err());
-        assert!(gw.logout("alice", PHONE, None).await.is_err());
+        assert!(
+            gw.logout("alice", crate::account::sessions::Actor::Phone(PHONE), None)
+                .await
+                .is_err()
+        );
         assert_eq!(gw.list_sessions("alice").len(), 1);
 
         let (old_web, _old_web_queue) = Peer::new(1, 1 << 20);

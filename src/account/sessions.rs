@@ -1,7 +1,7 @@
 //! The sessions of an account: restored at start-up, resumed with a token,
-//! listed for the phone, ended by the phone (`logout`, `logout_all`) or by
-//! themselves (`logout` from the web), and the removal every ending shares,
-//! undone when it does not reach the disk.
+//! listed for the phone, ended by the phone (`logout`, `logout_all`) or an
+//! operator (the same teardown), or by themselves (`logout` from the web), and
+//! the removal every ending shares, undone when it does not reach the disk.
 
 use std::sync::Arc;
 
@@ -38,6 +38,16 @@ pub(super) fn remove(store: &Store, state: &mut AccountState, session_id: &str) 
     Some((session, durable))
 }
 
+/// Who ends sessions with [`Gateway::logout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The account's phone socket with this connection id: it acts only while
+    /// it is the current one.
+    Phone(u64),
+    /// An operator, through the operator API: always allowed.
+    Admin,
+}
+
 /// What a web socket learns when it resumes its session.
 pub struct Resumed {
     pub phone_online: bool,
@@ -46,12 +56,21 @@ pub struct Resumed {
 impl AccountState {
     /// Sessions oldest first.
     pub fn list(&self, now_ms: i64) -> Vec<SessionInfo> {
+        self.oldest_first()
+            .into_iter()
+            .map(|s| s.info(now_ms))
+            .collect()
+    }
+
+    /// The sessions' states oldest first (ties by id), the order every
+    /// listing uses.
+    pub fn oldest_first(&self) -> Vec<&SessionState> {
         let mut all: Vec<&SessionState> = self.sessions.values().collect();
         all.sort_by(|a, b| {
             (a.record.created_at_ms, &a.record.session_id)
                 .cmp(&(b.record.created_at_ms, &b.record.session_id))
         });
-        all.into_iter().map(|s| s.info(now_ms)).collect()
+        all
     }
 }
 
@@ -131,26 +150,34 @@ impl Gateway {
             .unwrap_or_default()
     }
 
-    /// `logout` (one session) or `logout_all` (`session_id` `None`). Resolves
-    /// once every socket of the ended sessions was sent `logged_out` and its
-    /// 4001 close (or dropped), and the end is durable. Returns how many ended.
+    /// `logout` (one session) or `logout_all` (`session_id` `None`), by the
+    /// account's phone socket or by an operator: one teardown for both.
+    /// Resolves once every socket of the ended sessions was sent `logged_out`
+    /// and its 4001 close (or dropped), and the end is durable. Returns how
+    /// many ended.
     ///
     /// `logout_all` also ends the account's links being written right now
     /// (their confirm then fails) and its pending link requests (their web
     /// sockets start over).
+    ///
+    /// An operator's logout is announced to the account's phone, if online
+    /// (`session_removed`, reason `admin`); the phone hears nothing of its own.
     pub async fn logout(
         &self,
         account: &str,
-        phone: u64,
+        by: Actor,
         session_id: Option<&str>,
     ) -> Result<usize, ErrorCode> {
-        let reason = match session_id {
-            Some(_) => LogoutReason::PhoneLogout,
-            None => LogoutReason::PhoneLogoutAll,
+        let reason = match (by, session_id) {
+            (Actor::Admin, _) => LogoutReason::Admin,
+            (Actor::Phone(_), Some(_)) => LogoutReason::PhoneLogout,
+            (Actor::Phone(_), None) => LogoutReason::PhoneLogoutAll,
         };
         let farewell = ServerFrame::LoggedOut { id: None, reason }.to_utf8_bytes();
-        let (ended, teardowns, requests, durable) = self.hub.with(account, |state| {
-            if !state.is_phone(phone) {
+        let taken = self.hub.with(account, |state| {
+            if let Actor::Phone(phone) = by
+                && !state.is_phone(phone)
+            {
                 return Err(SUPERSEDED);
             }
             let (ids, cancelled_links): (Vec<String>, Vec<String>) = match session_id {
@@ -192,7 +219,12 @@ impl Gateway {
                 .map(|peer| peer.close(CloseCode::LoggedOut, Some(farewell.clone())))
                 .collect();
             Ok((ended, teardowns, requests, durable))
-        })?;
+        });
+        // An operator may name an account the hub did not hold (`with` made
+        // it) or end the last session of an account whose phone is offline:
+        // nothing else would drop it then.
+        self.hub.release_if_idle(account);
+        let (ended, teardowns, requests, durable) = taken?;
         self.end_requests(requests);
         let closed = ended.len();
         // Another node's teardown is waited for only so long: a node that
@@ -204,12 +236,22 @@ impl Gateway {
         );
         let (written, _) = tokio::join!(durable.wait(), torn_down);
         if let Err(e) = written {
-            // The phone can try again; the sockets are gone either way.
+            // The caller can try again; the sockets are gone either way.
             self.undo_removal(account, ended);
             return Err(internal(e));
         }
         self.metrics.sessions.dec_by(closed as i64);
         self.metrics.logouts(reason.into(), closed);
+        if by == Actor::Admin {
+            self.hub.with_existing(account, |state| {
+                for session in &ended {
+                    state.to_phone(&ServerFrame::SessionRemoved {
+                        session_id: &session.record.session_id,
+                        reason: RemovedReason::Admin,
+                    });
+                }
+            });
+        }
         Ok(closed)
     }
 
@@ -258,6 +300,7 @@ impl Gateway {
             match reason {
                 RemovedReason::SelfLogout => LogoutKind::SelfLogout,
                 RemovedReason::Expired => LogoutKind::Expired,
+                RemovedReason::Admin => LogoutKind::Admin,
             },
             1,
         );
@@ -292,10 +335,12 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::Actor;
     use crate::config::Config;
+    use crate::peer::Out;
     use crate::peer::Peer;
-    use crate::protocol::{ErrorCode, LinkTarget};
-    use crate::store::StoreOp;
+    use crate::protocol::{CloseCode, ErrorCode, LinkTarget};
+    use crate::store::{StoreOp, StoredSession};
 
     /// A logout (or self-logout) whose end does not reach the disk is answered
     /// `internal` and undone: the session is still listed, as it is on disk.
@@ -304,12 +349,16 @@ mod tests {
         let gw = gateway_on(OneSessionFailingDisk);
         let _phone = phone_online(&gw);
         assert_eq!(
-            gw.logout("alice", PHONE, Some("s1")).await.unwrap_err(),
+            gw.logout("alice", Actor::Phone(PHONE), Some("s1"))
+                .await
+                .unwrap_err(),
             ErrorCode::Internal
         );
         assert_eq!(gw.list_sessions("alice").len(), 1);
         assert_eq!(
-            gw.logout("alice", PHONE, None).await.unwrap_err(),
+            gw.logout("alice", Actor::Phone(PHONE), None)
+                .await
+                .unwrap_err(),
             ErrorCode::Internal
         );
         let (web, _web_queue) = Peer::new(1, 1 << 20);
@@ -337,7 +386,7 @@ mod tests {
         let confirming = start_confirm(&gw, request_id).await;
         let logging_out = tokio::spawn({
             let gw = gw.clone();
-            async move { gw.logout("alice", PHONE, None).await }
+            async move { gw.logout("alice", Actor::Phone(PHONE), None).await }
         });
         // logout_all has ended the link in memory and queued its delete.
         while !gw.hub.with("alice", |s| s.linking.is_empty()) {
@@ -359,5 +408,95 @@ mod tests {
             "{ops:?}"
         );
         assert_scanned_then_rejected(&mut web);
+    }
+
+    fn stored(session_id: &str, created_at_ms: i64) -> StoredSession {
+        StoredSession {
+            account: "alice".into(),
+            session_id: session_id.into(),
+            device_name: "curl".into(),
+            user_agent: "curl/8".into(),
+            ip: "127.0.0.1".into(),
+            created_at_ms,
+            last_active_at_ms: created_at_ms,
+            remember: true,
+        }
+    }
+
+    /// An operator's logout is the phone's teardown: the live socket is
+    /// ordered closed 4001 with `logged_out` reason `admin`, the delete is
+    /// committed, and the phone (which did not ask) is told `session_removed`
+    /// reason `admin`. It needs no phone socket, and leaves no trace of an
+    /// account it emptied or never knew.
+    #[tokio::test]
+    async fn an_operator_logout_tears_down_like_the_phones_and_tells_the_phone() {
+        let (gw, permit, committed) = held_gateway(Config::default());
+        gw.hub.restore(vec![stored("s1", 1), stored("s2", 2)]);
+        // Every batch commits (the resume's touch, the deletes).
+        for _ in 0..8 {
+            let _ = permit.send(());
+        }
+        let mut phone = phone_online(&gw);
+        let (web, _web_queue) = Peer::new(1, 1 << 20);
+        gw.resume("alice", "s1", &web).unwrap();
+
+        let logging_out = tokio::spawn({
+            let gw = gw.clone();
+            async move { gw.logout("alice", Actor::Admin, Some("s1")).await }
+        });
+        // The web socket's task: carry out the close order.
+        web.close_ordered().await;
+        let (order, waiters) = web.take_order();
+        let order = order.unwrap();
+        assert_eq!(order.code, CloseCode::LoggedOut);
+        assert_eq!(
+            order.farewell.as_deref(),
+            Some(r#"{"type":"logged_out","reason":"admin"}"#)
+        );
+        // Durable, yet no answer while the socket has not been torn down.
+        let deleted = || {
+            committed
+                .lock()
+                .iter()
+                .any(|op| matches!(op, StoreOp::Delete { session_id, .. } if session_id == "s1"))
+        };
+        while !deleted() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!logging_out.is_finished());
+        drop(waiters);
+        assert_eq!(logging_out.await.unwrap(), Ok(1));
+        let to_phone: Vec<String> = std::iter::from_fn(|| phone.try_recv())
+            .map(|out| match out {
+                Out::Text(t) => t.as_str().to_owned(),
+                Out::Event(never) => match never {},
+            })
+            .collect();
+        assert_eq!(
+            to_phone,
+            [
+                r#"{"type":"session_online","session_id":"s1"}"#,
+                r#"{"type":"session_removed","session_id":"s1","reason":"admin"}"#,
+            ]
+        );
+        assert_eq!(gw.list_sessions("alice")[0].session_id, "s2");
+        assert_eq!(
+            gw.logout("alice", Actor::Admin, Some("s1")).await,
+            Err(ErrorCode::UnknownSession)
+        );
+
+        // With the phone gone, logout_all empties the account: it is dropped.
+        gw.phone_offline("alice", PHONE);
+        assert_eq!(gw.logout("alice", Actor::Admin, None).await, Ok(1));
+        assert!(gw.list_sessions("alice").is_empty());
+        assert_eq!(gw.logout("nobody", Actor::Admin, None).await, Ok(0));
+        assert_eq!(
+            gw.logout("nobody", Actor::Admin, Some("s1")).await,
+            Err(ErrorCode::UnknownSession)
+        );
+        assert!(gw.hub.account_ids().is_empty());
     }
 }

@@ -12,7 +12,9 @@ use super::bus::Msg;
 use super::homes::Home;
 use super::remote::{RemotePeer, remote_conn_id};
 use super::{CALL_TIMEOUT, Cluster};
+use crate::account::admin::AccountSessions;
 use crate::account::presence::{PhonePeer, WebPeer};
+use crate::account::sessions::Actor;
 use crate::gateway::Gateway;
 use crate::protocol::{DeviceInfo, ErrorCode, LinkTarget, SessionInfo};
 
@@ -73,14 +75,10 @@ pub enum Call {
     DropRequest {
         request_id: String,
     },
-}
-
-/// A session as the operator API shows it: where its live socket is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AdminSession {
-    #[serde(flatten)]
-    pub info: SessionInfo,
-    pub node: Option<String>,
+    AdminSessions,
+    AdminLogout {
+        session_id: Option<String>,
+    },
 }
 
 /// The home's answer.
@@ -97,7 +95,7 @@ pub enum Reply {
     Count(Result<usize, ErrorCode>),
     Resumed(Result<bool, ErrorCode>),
     Expired(bool),
-    Admin(bool, Vec<AdminSession>),
+    Admin(AccountSessions),
 }
 
 impl Cluster {
@@ -181,7 +179,7 @@ impl Cluster {
             }
             Call::ListSessions => Reply::Sessions(gw.list_sessions(account)),
             Call::Logout { conn, session_id } => Reply::Count(
-                gw.logout(account, remote(conn), session_id.as_deref())
+                gw.logout(account, Actor::Phone(remote(conn)), session_id.as_deref())
                     .await,
             ),
             Call::RelayToWebs { conn, to, body } => {
@@ -213,6 +211,11 @@ impl Cluster {
                 gw.drop_request(account, &request_id);
                 Reply::Done(Ok(()))
             }
+            Call::AdminSessions => Reply::Admin(gw.account_sessions(account)),
+            Call::AdminLogout { session_id } => Reply::Count(
+                gw.logout(account, Actor::Admin, session_id.as_deref())
+                    .await,
+            ),
         }
     }
 }

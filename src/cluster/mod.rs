@@ -47,9 +47,8 @@ use crate::account::pairing::Attempt;
 use crate::account::presence::{PhonePeer, WebPeer};
 
 pub use self::bus::Msg;
-pub use self::calls::{AdminSession, Call, Reply};
+pub use self::calls::{Call, Reply};
 pub use self::homes::Home;
-pub use self::nodes::NodeInfo;
 pub use self::refs::RefRecord;
 
 /// How long a call to another node may take before it counts as unanswered.

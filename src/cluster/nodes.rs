@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::account::admin::NodeInfo;
 use redis::Script;
-use serde::Serialize;
 use tungstenite::Utf8Bytes;
 
 use super::bus::{self, Msg};
@@ -32,14 +32,6 @@ if expires and tonumber(expires) < tonumber(ARGV[2]) then
 end
 return 0
 "#;
-
-/// A live node, for the operator API.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeInfo {
-    pub node_id: String,
-    pub sockets: u64,
-    pub started_at: String,
-}
 
 impl Cluster {
     /// Registers this node and starts the bus, the lease and the death

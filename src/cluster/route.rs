@@ -9,9 +9,10 @@ use serde_json::value::RawValue;
 use super::LocalSocket;
 use super::calls::{Call, Reply};
 use super::homes::Home;
+use crate::account::admin::{AccountSessions, NodeInfo};
 use crate::account::pairing::{Attempt, Issued};
 use crate::account::presence::{PhonePeer, WebPeer};
-use crate::account::sessions::Resumed;
+use crate::account::sessions::{Actor, Resumed};
 use crate::gateway::Gateway;
 use crate::protocol::{DeviceInfo, ErrorCode, LinkTarget, SessionInfo};
 
@@ -211,15 +212,20 @@ impl Gateway {
     pub async fn logout_routed(
         self: &Arc<Self>,
         account: &str,
-        phone: u64,
+        by: Actor,
         session_id: Option<&str>,
     ) -> Result<usize, ErrorCode> {
         self.routed(
             account,
-            || async { self.logout(account, phone, session_id).await },
-            || Call::Logout {
-                conn: phone,
-                session_id: session_id.map(str::to_owned),
+            || async { self.logout(account, by, session_id).await },
+            || match by {
+                Actor::Phone(conn) => Call::Logout {
+                    conn,
+                    session_id: session_id.map(str::to_owned),
+                },
+                Actor::Admin => Call::AdminLogout {
+                    session_id: session_id.map(str::to_owned),
+                },
             },
             |r| match r {
                 Reply::Count(r) => Some(r),
@@ -227,6 +233,31 @@ impl Gateway {
             },
         )
         .await
+    }
+
+    /// The operator API's view of an account, from its home.
+    pub async fn account_sessions_routed(
+        self: &Arc<Self>,
+        account: &str,
+    ) -> Result<AccountSessions, ErrorCode> {
+        self.routed(
+            account,
+            || async { Ok(self.account_sessions(account)) },
+            || Call::AdminSessions,
+            |r| match r {
+                Reply::Admin(a) => Some(Ok(a)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The live nodes: this one, or every node holding a lease.
+    pub async fn nodes_routed(&self) -> Result<Vec<NodeInfo>, ErrorCode> {
+        match &self.cluster {
+            None => Ok(self.nodes()),
+            Some(cluster) => cluster.live_nodes().await,
+        }
     }
 
     pub async fn relay_to_webs_routed(

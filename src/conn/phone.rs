@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 
+use crate::account::sessions::Actor;
 use crate::protocol::{ClientFrame, CloseCode, ErrorCode, LinkTarget, Request, ServerFrame, Stage};
 
 use super::{Handler, Stop};
@@ -110,7 +111,7 @@ impl Handler for Phone {
             }
             ClientFrame::Logout { session_id } => Box::pin(gw.logout_routed(
                 &account,
-                me,
+                Actor::Phone(me),
                 Some(session_id.as_deref().unwrap_or_default()),
             ))
             .await
@@ -121,17 +122,15 @@ impl Handler for Phone {
                 }
                 .to_text()
             }),
-            ClientFrame::LogoutAll => {
-                Box::pin(gw.logout_routed(&account, me, None))
-                    .await
-                    .map(|closed| {
-                        ServerFrame::Ok {
-                            id,
-                            closed: Some(closed),
-                        }
-                        .to_text()
-                    })
-            }
+            ClientFrame::LogoutAll => Box::pin(gw.logout_routed(&account, Actor::Phone(me), None))
+                .await
+                .map(|closed| {
+                    ServerFrame::Ok {
+                        id,
+                        closed: Some(closed),
+                    }
+                    .to_text()
+                }),
             ClientFrame::Send { body, to } => match &gw.cluster {
                 // The hot path stays synchronous on a single node.
                 None => gw.relay_to_webs(&account, me, to.as_deref(), body),

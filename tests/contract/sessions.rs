@@ -6,65 +6,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// Asks each web socket, right after the phone's `ok`, for a pong: a
-/// WebSocket ping. Then [`assert_torn_down_before`] reads what came back.
-pub(crate) async fn ping_after_ok(webs: &mut [&mut RawWs]) {
-    for web in webs.iter_mut() {
-        web.send_frame(0x9, b"after-ok").await;
-    }
-}
-
-/// `web` reads `logged_out{reason}`, then close 4001, and no pong before the
-/// close: the close was written before the phone's `ok` (given that
-/// `ping_after_ok` pinged `web` once the `ok` was read).
-///
-/// Why this and not "already readable when the `ok` is read", nor a
-/// tolerance: TCP orders bytes on one connection only. The close goes out on
-/// the web's connection, the `ok` on the phone's (another task, maybe another
-/// CPU); under load the kernel may finish delivering the first after the
-/// second, so a check of what is buffered when the `ok` is read could fail
-/// although the gateway wrote in the right order, and a tolerance could pass
-/// although it wrote in the wrong one. So the order is read off one
-/// connection: the ping was sent after the `ok` arrived; a WebSocket
-/// endpoint answers no ping once it has sent its close frame. If the gateway
-/// had acked first and written the close later, a ping it read in between
-/// is answered, and the pong comes before the close frame: this fails.
-pub(crate) async fn assert_torn_down_before(web: &mut RawWs, reason: &str) {
-    let mut before_close = Vec::new();
-    loop {
-        match web.next_event(T).await {
-            Some(RawEvent::Text(t)) => {
-                before_close.push(serde_json::from_str::<serde_json::Value>(&t).unwrap())
-            }
-            Some(RawEvent::Ping) => {}
-            Some(RawEvent::Pong) => panic!(
-                "{}: the ping sent after the phone's ok was answered before the close: \
-                 the gateway acked before it closed the socket",
-                web.name
-            ),
-            Some(RawEvent::Close(code)) => {
-                assert_eq!(code, Some(4001), "{}", web.name);
-                break;
-            }
-            other => panic!("{}: before the close: {other:?}", web.name),
-        }
-    }
-    let lo = before_close
-        .iter()
-        .chain(web.backlog().iter())
-        .find(|m| m["type"] == "logged_out")
-        .unwrap_or_else(|| panic!("{}: no logged_out before the close", web.name))
-        .clone();
-    assert_eq!(lo["reason"], reason, "{lo}");
-    assert_no_id(&lo);
-    assert_eq!(
-        before_close.last().map(|m| m["type"].clone()),
-        Some(serde_json::json!("logged_out")),
-        "{}: logged_out is the last frame before the close: {before_close:?}",
-        web.name
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_sessions_oldest_first_with_every_field() {
     let gw = TestGateway::start().await;

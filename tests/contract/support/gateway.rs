@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{
-    Client, Config, HttpResponse, PairOpts, Session, T, assert_logged_out, http_get, mint,
-    open_phone, open_web, pair_session, phone_claims, resume, resume_ok, start_pairing,
+    Client, Config, HttpResponse, PairOpts, Session, T, assert_logged_out, http_get, http_send,
+    mint, open_phone, open_web, pair_session, phone_claims, resume, resume_ok, start_pairing,
 };
 
 /// What a test does through a gateway, however it was launched.
@@ -48,6 +48,17 @@ pub trait Gateway {
 
     async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         http_get(self.addr(), path, headers).await
+    }
+
+    /// `METHOD path` with `headers` and `body`.
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        http_send(self.addr(), method, path, headers, body).await
     }
 
     /// A phone socket of `account`, authenticated with a fresh token.

@@ -1,6 +1,6 @@
 //! A tiny HTTP/1.1 client (`Connection: close`, chunked bodies) and a bare
-//! WebSocket upgrade request, for the pages, `/healthz`, `/metrics` and the
-//! upgrade checks (Host, Origin).
+//! WebSocket upgrade request, for the pages, `/healthz`, `/readyz`,
+//! `/metrics`, the operator API and the upgrade checks (Host, Origin).
 
 use std::net::SocketAddr;
 
@@ -26,6 +26,12 @@ impl HttpResponse {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The body as JSON (a failure names the status and the text).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{}: body is not JSON ({e}): {:?}", self.status, self.text())
+        })
     }
 }
 
@@ -88,11 +94,28 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    http_send(addr, method, path, headers, b"").await
+}
+
+/// `METHOD path` with `headers` and `body` (with its `Content-Length`, when
+/// there is one) and `Connection: close`.
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut req = request_head(addr, &format!("{method} {path} HTTP/1.1"), headers);
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("Connection: close\r\n\r\n");
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
     let fut = async {
         let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(req.as_bytes()).await.expect("write request");
+        s.write_all(&req).await.expect("write request");
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.expect("read response");
         buf
