@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::sessions::{assert_torn_down_before, ping_after_ok};
 use crate::support::*;
 
 /// `--node-lease-ms` of the tests that kill nodes.
