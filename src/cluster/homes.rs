@@ -84,6 +84,15 @@ impl Cluster {
             .and_then(|slot| slot.known.lock().clone())
     }
 
+    /// Learns the account's home from a message it sent (a link made there).
+    pub(super) fn learn_home(&self, account: &str, node: &Arc<str>) {
+        let slot = self.homes.entry(Arc::from(account)).or_default().clone();
+        let mut known = slot.known.lock();
+        if known.is_none() {
+            *known = Some(Home::Remote(node.clone()));
+        }
+    }
+
     /// Forgets where the account lives (the home said it is not, or went away).
     pub fn forget_home(&self, account: &str) {
         if let Some(slot) = self.homes.get(account) {

@@ -199,7 +199,7 @@ impl Cluster {
     pub(super) fn apply_event(
         self: &Arc<Self>,
         gw: &Arc<Gateway>,
-        _from: &Arc<str>,
+        from: &Arc<str>,
         conn: u64,
         event: WireEvent,
     ) {
@@ -245,6 +245,7 @@ impl Cluster {
                         return false;
                     }
                     // From now on the home reaches this socket as the session's.
+                    self.learn_home(&account, from);
                     self.locals.insert(
                         conn,
                         LocalSocket::Web {

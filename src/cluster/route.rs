@@ -54,14 +54,22 @@ impl Gateway {
         let Some(cluster) = &self.cluster else {
             return here();
         };
-        let home = cluster.homes_known(account);
-        match home {
+        match cluster.homes_known(account) {
             Some(Home::Here) => here(),
             Some(Home::Remote(node)) => {
                 cluster.tell(&node, account, call);
             }
-            // Never registered anywhere: nothing to tell.
-            None => {}
+            // Not known here (or its home went away): looked up first.
+            None => {
+                let gw = self.clone();
+                let cluster = cluster.clone();
+                let account = account.to_owned();
+                self.tasks.spawn(async move {
+                    if let Ok(Home::Remote(node)) = cluster.home_of(&gw, &account).await {
+                        cluster.tell(&node, &account, call);
+                    }
+                });
+            }
         }
     }
 
