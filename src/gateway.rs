@@ -70,7 +70,7 @@ impl Gateway {
 
     /// Whether this node takes new sockets: `/readyz`.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled() && self.cluster.as_ref().is_none_or(|c| c.is_up())
+        !self.shutdown.is_cancelled() && self.cluster.as_ref().is_none_or(|c| c.is_ready())
     }
 
     pub fn next_conn_id(&self) -> u64 {

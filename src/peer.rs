@@ -97,6 +97,8 @@ pub trait RemoteSocket<E>: Send + Sync {
         done: Option<oneshot::Sender<()>>,
     );
     fn is_close_ordered(&self) -> bool;
+    /// Whether the socket's node can be reached now (the bus is up).
+    fn reachable(&self) -> bool;
 }
 
 impl<E> Clone for Peer<E> {
@@ -174,6 +176,16 @@ impl<E> Peer<E> {
         match &self.0 {
             Kind::Local(_) => None,
             Kind::Remote(r) => Some(r.node()),
+        }
+    }
+
+    /// Whether a send can reach the socket now: always for a local one; for
+    /// one on another node, while the bus is up. A send that cannot is
+    /// answered `unavailable`, never counted as delivered nor as offline.
+    pub fn reachable(&self) -> bool {
+        match &self.0 {
+            Kind::Local(_) => true,
+            Kind::Remote(r) => r.reachable(),
         }
     }
 

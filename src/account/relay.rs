@@ -34,7 +34,11 @@ impl Gateway {
                 if !state.is_live_socket(session_id, web) {
                     return Err(ErrorCode::LoggedOut);
                 }
-                state.phone.clone().ok_or(ErrorCode::PhoneOffline)
+                let phone = state.phone.clone().ok_or(ErrorCode::PhoneOffline)?;
+                if !phone.reachable() {
+                    return Err(ErrorCode::Unavailable);
+                }
+                Ok(phone)
             })
             .unwrap_or(Err(ErrorCode::LoggedOut))?;
         let frame = ServerFrame::Message {
@@ -70,6 +74,22 @@ impl Gateway {
             .with_existing(account, |state| {
                 if !state.is_phone(phone) {
                     return Err(SUPERSEDED);
+                }
+                // Nothing is delivered unless every target can be reached:
+                // a send is never half done for want of the bus.
+                let unreachable = match to {
+                    None => state
+                        .sessions
+                        .values()
+                        .any(|s| s.live.as_ref().is_some_and(|p| !p.reachable())),
+                    Some(sid) => state
+                        .sessions
+                        .get(sid)
+                        .and_then(|s| s.live.as_ref())
+                        .is_some_and(|p| !p.reachable()),
+                };
+                if unreachable {
+                    return Err(ErrorCode::Unavailable);
                 }
                 match to {
                     None => Ok(state.to_webs(&frame)),

@@ -135,7 +135,10 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         let mut pubsub = pubsub;
         // After a loss, messages may have been missed: start over under a
         // new name, so nothing meant for the old one is taken for ours.
-        let old = (!first).then(|| cluster.rename());
+        let old = (!first).then(|| {
+            cluster.resyncing.store(true, Ordering::Release);
+            cluster.rename()
+        });
         let channel = keys::bus(&cluster.me());
         if let Err(e) = pubsub.subscribe(&channel).await {
             tracing::debug!(error = %e, "bus: cannot subscribe");
@@ -145,7 +148,12 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         first = false;
         cluster.subscribed.store(true, Ordering::Release);
         if let Some(old) = old {
-            cluster.clone().resync(&gw, old).await;
+            // In a task of its own: its calls' replies come through this loop.
+            let (gw, cluster) = (gw.clone(), cluster.clone());
+            tokio::spawn(async move {
+                cluster.clone().resync(&gw, old).await;
+                cluster.resyncing.store(false, Ordering::Release);
+            });
         }
         tracing::info!(%channel, "bus subscribed");
         let mut stream = pubsub.on_message();

@@ -142,12 +142,26 @@ impl Cluster {
         Err(ErrorCode::Unavailable)
     }
 
-    /// Whether `node` holds a live lease (asked of Redis when this node has
-    /// not seen it yet).
-    async fn is_alive(&self, node: &Arc<str>) -> Result<bool, ErrorCode> {
-        if self.nodes.contains_key(node) {
-            return Ok(true);
+    /// After a call went unanswered: whether `node` still holds its lease
+    /// (asked of Redis). One that does not is forgotten at once.
+    pub async fn still_alive(&self, node: &Arc<str>) -> bool {
+        if !self.nodes.contains_key(node) {
+            return false;
         }
+        match self.is_alive(node).await {
+            Ok(true) => true,
+            Ok(false) => {
+                self.nodes.remove(node);
+                false
+            }
+            // Redis cannot say either: the caller answers `unavailable`.
+            Err(_) => true,
+        }
+    }
+
+    /// Whether `node` holds a live lease, asked of Redis: a claim must not
+    /// trust a stale look.
+    async fn is_alive(&self, node: &Arc<str>) -> Result<bool, ErrorCode> {
         let mut cmd = self.cmd.clone();
         let score: Option<f64> = redis::cmd("ZSCORE")
             .arg(keys::NODES)

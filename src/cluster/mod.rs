@@ -91,6 +91,10 @@ pub struct Cluster {
     /// Redis answered the last health check and the bus is subscribed.
     up: AtomicBool,
     subscribed: AtomicBool,
+    /// Set while the node starts over after a loss (see `nodes.rs`).
+    resyncing: AtomicBool,
+    /// The current bus name holds a lease (written since the last rename).
+    registered: AtomicBool,
     bus_tx: mpsc::Sender<Outgoing>,
     next_id: AtomicU64,
     /// Calls waiting for their reply, with the node they went to.
@@ -142,6 +146,8 @@ impl Cluster {
             lease,
             up: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            resyncing: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             bus_tx,
             next_id: AtomicU64::new(1),
             replies: DashMap::new(),
@@ -174,9 +180,14 @@ impl Cluster {
         self.client.clone()
     }
 
-    /// Whether Redis answers and the bus is subscribed: `/readyz`.
+    /// Whether Redis answers and the bus is subscribed: messages may go out.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// `/readyz`: up, and not in the middle of a resync.
+    pub fn is_ready(&self) -> bool {
+        self.is_up() && !self.resyncing.load(Ordering::Acquire)
     }
 
     fn next_id(&self) -> u64 {

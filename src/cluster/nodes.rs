@@ -64,16 +64,29 @@ impl Cluster {
     /// Writes this node's lease and what the operator API shows of it.
     async fn register(&self, gw: &Gateway) -> redis::RedisResult<()> {
         let me = self.me();
+        let result = self.write_lease(gw, &me).await;
+        if result.is_ok() {
+            // Redis answers: messages may go out again.
+            self.up.store(true, Ordering::Release);
+            // The lease is this name's only if it did not change meanwhile.
+            if *self.me() == *me {
+                self.registered.store(true, Ordering::Release);
+            }
+        }
+        result
+    }
+
+    async fn write_lease(&self, gw: &Gateway, me: &Arc<str>) -> redis::RedisResult<()> {
         let expires = now_ms() + self.lease.as_millis() as i64;
         let mut cmd = self.cmd.clone();
         redis::pipe()
             .cmd("ZADD")
             .arg(keys::NODES)
             .arg(expires)
-            .arg(&*me)
+            .arg(&**me)
             .ignore()
             .cmd("HSET")
-            .arg(keys::node_info(&me))
+            .arg(keys::node_info(me))
             .arg("node_id")
             .arg(&self.node_id)
             .arg("started_at")
@@ -82,7 +95,7 @@ impl Cluster {
             .arg(sockets(gw))
             .ignore()
             .cmd("PEXPIRE")
-            .arg(keys::node_info(&me))
+            .arg(keys::node_info(me))
             .arg(2 * self.lease.as_millis() as u64)
             .ignore()
             .query_async(&mut cmd)
@@ -92,6 +105,11 @@ impl Cluster {
     /// Renews the lease; `Ok(false)` when this node was found removed
     /// (declared dead) meanwhile.
     async fn renew(&self, gw: &Gateway) -> redis::RedisResult<bool> {
+        if !self.registered.load(Ordering::Acquire) {
+            // A new name not written yet: write it, nothing to renew.
+            self.register(gw).await?;
+            return Ok(true);
+        }
         let me = self.me();
         let expires = now_ms() + self.lease.as_millis() as i64;
         let mut cmd = self.cmd.clone();
@@ -186,13 +204,19 @@ impl Cluster {
         let orphaned: std::collections::HashSet<Arc<str>> =
             self.forget_homes_at(node).into_iter().collect();
         if !orphaned.is_empty() {
-            self.reattach(gw, |account| orphaned.contains(account));
+            let reattached = self.reattach(gw, |account| orphaned.contains(account));
+            gw.tasks.spawn(reattached);
         }
     }
 
     /// Registers this node's sockets of the accounts `which` selects with
-    /// their homes anew; pairing sockets waiting on a request there start over.
-    fn reattach(self: &Arc<Self>, gw: &Arc<Gateway>, which: impl Fn(&str) -> bool) {
+    /// their homes anew; pairing sockets waiting on a request there start
+    /// over. Returns what completes once every socket is registered (or closed).
+    fn reattach(
+        self: &Arc<Self>,
+        gw: &Arc<Gateway>,
+        which: impl Fn(&str) -> bool,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let sockets: Vec<LocalSocket> = self
             .locals
             .iter()
@@ -211,10 +235,9 @@ impl Cluster {
                 attempt.peer.send_event(PairingEvent::Rejected);
             }
         }
-        for socket in sockets {
-            let gw2 = gw.clone();
-            gw.tasks
-                .spawn(async move { reattach_one(&gw2, socket).await });
+        let gw = gw.clone();
+        async move {
+            futures::future::join_all(sockets.into_iter().map(|s| reattach_one(&gw, s))).await;
         }
     }
 
@@ -223,6 +246,7 @@ impl Cluster {
         let old = self.me();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.me.write() = Arc::from(format!("{}#{generation}", self.node_id));
+        self.registered.store(false, Ordering::Release);
         old
     }
 
@@ -249,11 +273,23 @@ impl Cluster {
         if let Err(e) = self.register(gw).await {
             tracing::warn!(error = %e, "resync: cannot register yet");
         }
+        // Other nodes may have started over too: look at the leases afresh.
+        self.nodes.clear();
+        if let Err(e) = self.scan(gw).await {
+            tracing::debug!(error = %e, "resync: lease scan failed");
+        }
         self.homes.clear();
         self.replies.clear();
         self.acks.clear();
         gw.hub.clear();
-        self.reattach(gw, |_| true);
+        // Ready again only once this node's sockets are registered anew.
+        let reattached = self.reattach(gw, |_| true);
+        if tokio::time::timeout(2 * super::CALL_TIMEOUT, reattached)
+            .await
+            .is_err()
+        {
+            tracing::warn!("resync: some sockets were not registered anew in time");
+        }
     }
 
     /// Clean leave (SIGTERM): the lease is dropped and every live node told,

@@ -147,6 +147,9 @@ impl RemoteSocket<Infallible> for RemotePeer {
     fn is_close_ordered(&self) -> bool {
         self.ordered.load(Ordering::Acquire)
     }
+    fn reachable(&self) -> bool {
+        self.cluster.is_up()
+    }
 }
 
 impl RemoteSocket<PairingEvent> for RemotePeer {
@@ -188,6 +191,9 @@ impl RemoteSocket<PairingEvent> for RemotePeer {
     }
     fn is_close_ordered(&self) -> bool {
         self.ordered.load(Ordering::Acquire)
+    }
+    fn reachable(&self) -> bool {
+        self.cluster.is_up()
     }
 }
 

@@ -39,10 +39,16 @@ impl Gateway {
                     Some(here) => return here().await,
                     None => break,
                 },
-                Home::Remote(node) => match cluster.call(&node, account, call()).await? {
-                    Reply::NotHome => cluster.forget_home(account),
-                    Reply::Failed(code) => return Err(code),
-                    reply => return read(reply).unwrap_or(Err(ErrorCode::Internal)),
+                Home::Remote(node) => match cluster.call(&node, account, call()).await {
+                    // Unanswered because that node is gone: its accounts are
+                    // claimed anew, so ask again.
+                    Err(ErrorCode::Unavailable) if !cluster.still_alive(&node).await => {
+                        cluster.forget_home(account)
+                    }
+                    Err(code) => return Err(code),
+                    Ok(Reply::NotHome) => cluster.forget_home(account),
+                    Ok(Reply::Failed(code)) => return Err(code),
+                    Ok(reply) => return read(reply).unwrap_or(Err(ErrorCode::Internal)),
                 },
             }
         }
@@ -479,6 +485,21 @@ impl Gateway {
         self.pairing.retire(issued);
         if let Some(cluster) = &self.cluster {
             cluster.withdraw_ref(self, issued);
+        }
+    }
+
+    /// A socket of this node took its newly linked session: in a cluster it
+    /// is registered anew with the home after a resync, like a resumed one.
+    pub fn session_socket_here(&self, account: &str, session_id: &str, peer: &WebPeer) {
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.insert(
+                peer.conn_id(),
+                LocalSocket::Web {
+                    account: account.to_owned(),
+                    session_id: session_id.to_owned(),
+                    peer: peer.clone(),
+                },
+            );
         }
     }
 

@@ -269,6 +269,8 @@ impl Web {
         conn.forget_user_agent();
         conn.record_account(&linked.account);
         conn.record_session(&linked.session_id);
+        conn.gw
+            .session_socket_here(&linked.account, &linked.session_id, &conn.peer);
         let frames = [
             ServerFrame::Linked {
                 account: &linked.account,

@@ -84,6 +84,30 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// Runs `f` on the connection; after a connection error, once more on a
+    /// fresh one (a Redis that restarted dropped the old connection).
+    fn with_retry<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> anyhow::Result<T> {
+        for attempt in 0..2 {
+            let conn = self.conn()?;
+            match f(conn) {
+                Ok(v) => return Ok(v),
+                Err(e) if is_connection_error(&e) => {
+                    self.conn = None;
+                    if attempt == 1 {
+                        return Err(unreachable(e));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(anyhow::anyhow!("{UNREACHABLE}retries exhausted"))
+    }
+}
+
 /// A Redis error that means the store could not be reached.
 fn unreachable(e: redis::RedisError) -> anyhow::Error {
     anyhow::anyhow!("{UNREACHABLE}{e}")
@@ -100,21 +124,11 @@ impl Backend for RedisBackend {
     }
 
     fn load_account(&mut self, account: &str) -> anyhow::Result<Vec<StoredSession>> {
-        let conn = self.conn()?;
-        let stored: Vec<(String, String)> = match redis::cmd("HGETALL")
-            .arg(keys::sessions(account))
-            .query(conn)
-        {
-            Ok(v) => v,
-            Err(e) => {
-                let connection = is_connection_error(&e);
-                if connection {
-                    self.conn = None;
-                    return Err(unreachable(e));
-                }
-                return Err(e.into());
-            }
-        };
+        let stored: Vec<(String, String)> = self.with_retry(|conn| {
+            redis::cmd("HGETALL")
+                .arg(keys::sessions(account))
+                .query(conn)
+        })?;
         let mut out = Vec::with_capacity(stored.len());
         for (session_id, json) in stored {
             match serde_json::from_str::<StoredSession>(&json) {
@@ -165,21 +179,28 @@ impl Backend for RedisBackend {
         if groups == 0 {
             return vec![Ok(()); batches.len()];
         }
-        let conn = match self.conn() {
-            Ok(c) => c,
-            Err(e) => return vec![Err(format!("{e:#}")); batches.len()],
-        };
         // Each script's own answer, errors included, one per account batch.
-        let answers: Vec<redis::Value> = match pipe.query(conn) {
-            Ok(v) => v,
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.conn = None;
-                    return vec![Err(format!("{UNREACHABLE}{e}")); batches.len()];
-                }
-                return vec![Err(e.to_string()); batches.len()];
+        // Applying a batch twice (a retry after a lost answer) changes nothing.
+        let mut answers: Vec<redis::Value> = Vec::new();
+        for _ in 0..2 {
+            answers = match self.with_retry(|conn| pipe.query(conn)) {
+                Ok(v) => v,
+                Err(e) => return vec![Err(format!("{e:#}")); batches.len()],
+            };
+            // A Redis restarted without dropping this connection's socket
+            // (rare) has forgotten the script: load it again and retry.
+            let forgotten = answers
+                .iter()
+                .any(|a| matches!(a, redis::Value::ServerError(e) if e.code() == "NOSCRIPT"));
+            if !forgotten {
+                break;
             }
-        };
+            self.conn = None;
+            if let Err(e) = self.conn() {
+                return vec![Err(format!("{e:#}")); batches.len()];
+            }
+            // The script's SHA1 is the same: the pipeline stands as built.
+        }
         let mut answers = answers.into_iter();
         batches
             .iter()

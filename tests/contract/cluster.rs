@@ -656,7 +656,12 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
     // and what needed Redis works again
     let _spare_web = c.on(2).resume_ok(&spare.token, &spare.session_id).await;
     let ack = phone.send_body(&json!("all"), None).await;
-    assert_eq!(ack["delivered"], 3, "{ack}");
+    assert_eq!(
+        ack["delivered"],
+        3,
+        "{ack} {:?}",
+        list_sessions(&phone).await
+    );
 }
 
 /// The same rows on a Redis Cluster (`redis+cluster://` with three
