@@ -56,7 +56,8 @@ conformance() {
     echo "no shared conformance suite beside the checkout ($suite)"
     return 1
   fi
-  PAIRGATE_CMD="$root/target/release/pairgate" bash "$suite"
+  # Version 1.1 on: readiness, the operator API and a two-node cluster too.
+  PAIRGATE_V1_1=1 PAIRGATE_CMD="$root/target/release/pairgate" bash "$suite"
 }
 
 step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis); need_python_packages && need_chromium && need_redis"
