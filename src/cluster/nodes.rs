@@ -282,6 +282,8 @@ impl Cluster {
         self.replies.clear();
         self.acks.clear();
         gw.hub.clear();
+        // Counted again as accounts are loaded anew.
+        gw.metrics.sessions.set(0);
         // Ready again only once this node's sockets are registered anew.
         let reattached = self.reattach(gw, |_| true);
         if tokio::time::timeout(2 * super::CALL_TIMEOUT, reattached)
