@@ -81,9 +81,9 @@ pub struct Cluster {
     client: redis::Client,
     /// Commands (claims, refs, leases); reconnects by itself.
     cmd: redis::aio::ConnectionManager,
-    /// This node's name on the bus: `--node-id` and a generation, bumped at
-    /// every resync so what was addressed to the previous one is never taken
-    /// for this one.
+    /// This node's name on the bus: `--node-id` and a generation (the start
+    /// time in ms, bumped at every resync), so what was addressed to a
+    /// previous one is never taken for this one.
     me: Arc<RwLock<Arc<str>>>,
     generation: AtomicU64,
     pub node_id: String,
@@ -136,12 +136,16 @@ impl Cluster {
         .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 10 s"))?
         .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
-        let me: Arc<str> = Arc::from(format!("{node_id}#1"));
+        // The first generation is the start time: a node restarted under the
+        // same `--node-id` is never taken for the one that died, whose
+        // sockets the others must still see gone.
+        let first_generation = crate::time::now_ms().max(1) as u64;
+        let me: Arc<str> = Arc::from(format!("{node_id}#{first_generation}"));
         let cluster = Arc::new(Cluster {
             client,
             cmd,
             me: Arc::new(RwLock::new(me)),
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(first_generation),
             node_id,
             lease,
             up: AtomicBool::new(false),

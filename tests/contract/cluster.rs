@@ -420,6 +420,34 @@ async fn kill9_of_the_phones_node() {
     }
 }
 
+/// `kill -9` of the phone's node and its restart under the same `--node-id`
+/// at once: the other nodes still see the old process die (its webs' phone
+/// goes offline within 2 x lease), and the phone back on the restarted node
+/// is online for them again, with relay both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_the_same_id_is_not_taken_for_the_dead_one() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-same-id");
+    let phone = c.on(0).phone(&acc).await;
+    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
+
+    c.kill9(0).await;
+    c.restart(0).await;
+    let st = a.web.expect_within("phone_status", dead_within(&c)).await;
+    assert_eq!(st["online"], false, "{st}");
+    phone.wait_closed().await;
+
+    let phone = c.on(0).phone(&acc).await;
+    let st = a.web.expect("phone_status").await;
+    assert_eq!(st["online"], true, "{st}");
+    let ack = phone.send_body(&json!("again"), None).await;
+    assert_eq!(ack["delivered"], 1, "{ack}");
+    assert_eq!(a.web.expect("message").await["body"], "again");
+    let ack = a.web.send_body(&json!("back"), None).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(phone.expect("message").await["body"], "back");
+}
+
 /// `kill -9` of a web's node: the phone (elsewhere) gets `session_offline`
 /// within 2 x lease and `list_sessions` shows it offline; the web resumes at
 /// once through another node (`session_online`), and relay reaches it.
