@@ -60,10 +60,29 @@ conformance() {
   PAIRGATE_V1_1=1 PAIRGATE_CMD="$root/target/release/pairgate" bash "$suite"
 }
 
+# The contract suite once more with every in-process gateway a cluster of
+# three nodes on one redis-server (a database of its own per gateway), sockets
+# spread round-robin; the tests about one process skip themselves.
+contract_on_clusters() {
+  local dir port rc
+  dir="$(mktemp -d)"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly no \
+    --databases 100000 --daemonize yes --pidfile "$dir/pid" --logfile "$dir/log"
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  PAIRGATE_TEST_REDIS="redis://127.0.0.1:$port" cargo test --release --test contract -- \
+    --skip cluster:: --skip redis_harness
+  rc=$?
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$dir/pid")" 2>/dev/null
+  rm -rf "$dir"
+  return $rc
+}
+
 step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis); need_python_packages && need_chromium && need_redis"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test" cargo test --workspace --release
+step "contract suite on 3-node clusters" contract_on_clusters
 step "conformance smoke suite" conformance
 if [ -f tests/browser/run.sh ]; then
   step "browser tests" bash tests/browser/run.sh

@@ -30,14 +30,7 @@ pub struct RefRecord {
 }
 
 impl Cluster {
-    /// Makes a ref issued on this node valid cluster-wide for `ttl`. `false`
-    /// when its code is already taken elsewhere (the caller draws again).
-    pub async fn publish_ref(
-        &self,
-        issued: &Issued,
-        attempt: &Arc<Attempt>,
-        ttl: Duration,
-    ) -> Result<bool, ErrorCode> {
+    fn record(&self, issued: &Issued, attempt: &Arc<Attempt>) -> Result<String, ErrorCode> {
         let (device_name, remember) = {
             let a = attempt.lock();
             (a.device_name.clone(), a.remember)
@@ -51,7 +44,38 @@ impl Cluster {
             ip: attempt.ip.clone(),
             remember,
         };
-        let json = serde_json::to_string(&record).map_err(|_| ErrorCode::Internal)?;
+        serde_json::to_string(&record).map_err(|_| ErrorCode::Internal)
+    }
+
+    /// Rewrites a ref still on screen with what its attempt now asks (a
+    /// repeated `pair`); a ref already taken or expired is left alone.
+    pub async fn rewrite_ref(
+        &self,
+        issued: &Issued,
+        attempt: &Arc<Attempt>,
+    ) -> Result<(), ErrorCode> {
+        let json = self.record(issued, attempt)?;
+        let mut cmd = self.cmd.clone();
+        redis::cmd("SET")
+            .arg(keys::reference(&issued.reference))
+            .arg(json)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async::<Option<String>>(&mut cmd)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        Ok(())
+    }
+
+    /// Makes a ref issued on this node valid cluster-wide for `ttl`. `false`
+    /// when its code is already taken elsewhere (the caller draws again).
+    pub async fn publish_ref(
+        &self,
+        issued: &Issued,
+        attempt: &Arc<Attempt>,
+        ttl: Duration,
+    ) -> Result<bool, ErrorCode> {
+        let json = self.record(issued, attempt)?;
         let ttl_ms = ttl.as_millis() as u64;
         let mut cmd = self.cmd.clone();
         let code_free: bool = redis::cmd("SET")
@@ -101,14 +125,8 @@ impl Cluster {
         self.attempts.remove(&conn);
     }
 
-    /// Takes the ref a `link` names (by ref or code) out of circulation and
-    /// returns its attempt: this node's own, or a stand-in for another
-    /// node's socket. `None`: no such ref (now).
-    pub async fn take_ref(
-        self: &Arc<Self>,
-        gw: &Gateway,
-        target: &LinkTarget,
-    ) -> Result<Option<Arc<Attempt>>, ErrorCode> {
+    /// The ref a `link` names (by ref or code), if it is on some screen now.
+    pub async fn find_ref(&self, target: &LinkTarget) -> Result<Option<String>, ErrorCode> {
         let mut cmd = self.cmd.clone();
         let reference = match target {
             LinkTarget::Ref(r) => r.clone(),
@@ -127,8 +145,25 @@ impl Cluster {
                 }
             }
         };
-        let json: Option<String> = redis::cmd("GETDEL")
+        let exists: bool = redis::cmd("EXISTS")
             .arg(keys::reference(&reference))
+            .query_async(&mut cmd)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        Ok(exists.then_some(reference))
+    }
+
+    /// Takes `reference` out of circulation and returns its attempt: this
+    /// node's own, or a stand-in for another node's socket. `None`: somebody
+    /// took it first, or it expired.
+    pub async fn take_ref(
+        self: &Arc<Self>,
+        gw: &Gateway,
+        reference: &str,
+    ) -> Result<Option<Arc<Attempt>>, ErrorCode> {
+        let mut cmd = self.cmd.clone();
+        let json: Option<String> = redis::cmd("GETDEL")
+            .arg(keys::reference(reference))
             .query_async(&mut cmd)
             .await
             .map_err(|_| ErrorCode::Unavailable)?;
@@ -141,7 +176,7 @@ impl Cluster {
             .query_async::<()>(&mut cmd)
             .await;
         if *record.node == *self.me() {
-            return Ok(gw.pairing.take(&reference));
+            return Ok(gw.pairing.take(reference));
         }
         let node: Arc<str> = Arc::from(record.node);
         let peer: WebPeer = RemotePeer::peer(self, &node, record.conn);

@@ -13,6 +13,7 @@ use crate::account::admin::{AccountSessions, NodeInfo};
 use crate::account::pairing::{Attempt, Issued};
 use crate::account::presence::{PhonePeer, WebPeer};
 use crate::account::sessions::{Actor, Resumed};
+use crate::conn::Leaving;
 use crate::gateway::Gateway;
 use crate::protocol::{DeviceInfo, ErrorCode, LinkTarget, SessionInfo};
 
@@ -116,6 +117,63 @@ impl Gateway {
         result
     }
 
+    /// The phone socket `conn` leaves. A socket that left by itself waits
+    /// for its home to take it offline, so whatever its client does next
+    /// (through any node) comes after; one ordered closed (by its home, or for
+    /// being slow) only tells.
+    pub fn phone_leaving(
+        self: &Arc<Self>,
+        account: &str,
+        conn: u64,
+        ordered: bool,
+    ) -> Option<Leaving> {
+        if self.cluster.is_none() || ordered {
+            self.phone_offline_routed(account, conn);
+            return None;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.remove(&conn);
+        }
+        let (gw, account) = (self.clone(), account.to_owned());
+        Some(Box::pin(async move {
+            let _ = gw
+                .routed(
+                    &account,
+                    || async {
+                        gw.phone_offline(&account, conn);
+                        Ok(())
+                    },
+                    || Call::PhoneOffline { conn },
+                    |r| match r {
+                        Reply::Done(r) => Some(r),
+                        _ => None,
+                    },
+                )
+                .await;
+        }))
+    }
+
+    /// Like `phone_leaving`, for a session's live socket.
+    pub fn web_leaving(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        conn: u64,
+        ordered: bool,
+    ) -> Option<Leaving> {
+        if self.cluster.is_none() || ordered {
+            self.web_offline_told(account, session_id, conn);
+            return None;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.locals.remove(&conn);
+        }
+        let (gw, account, session_id) = (self.clone(), account.to_owned(), session_id.to_owned());
+        Some(Box::pin(async move {
+            let _ = gw.web_offline_routed(&account, &session_id, conn).await;
+        }))
+    }
+
     pub fn phone_offline_routed(self: &Arc<Self>, account: &str, conn: u64) {
         if let Some(cluster) = &self.cluster {
             cluster.locals.remove(&conn);
@@ -160,8 +218,12 @@ impl Gateway {
             return self.link(account, phone, target);
         };
         // Refused before the ref is taken, so it stays valid.
-        self.link_precheck(account, phone)?;
-        let attempt = cluster.take_ref(self, &target).await?;
+        let reference = cluster.find_ref(&target).await?;
+        self.link_precheck(account, phone, reference.is_some())?;
+        let attempt = match reference {
+            Some(reference) => cluster.take_ref(self, &reference).await?,
+            None => None,
+        };
         self.link_taken(account, phone, attempt)
     }
 
@@ -478,6 +540,19 @@ impl Gateway {
             }
         }
         Err(ErrorCode::Unavailable)
+    }
+
+    /// A repeated `pair` changed what the attempt asks to be linked as: in a
+    /// cluster, the ref on screen is rewritten so a phone on any node sees it.
+    pub async fn republish_ref(
+        self: &Arc<Self>,
+        issued: &Issued,
+        attempt: &Arc<Attempt>,
+    ) -> Result<(), ErrorCode> {
+        match &self.cluster {
+            None => Ok(()),
+            Some(cluster) => cluster.rewrite_ref(issued, attempt).await,
+        }
     }
 
     /// Withdraws a ref from the screen (and, in a cluster, from Redis).

@@ -78,6 +78,10 @@ const READY_BUDGET: u32 = 32;
 /// How long a closed socket waits for the client's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// A socket's unregistering that is still under way when it exits (cluster
+/// mode: its account's home has not confirmed yet).
+pub type Leaving = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// An upgraded WebSocket connection.
 pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -126,7 +130,9 @@ pub(crate) trait Handler {
         Ok(())
     }
     /// Unregisters the socket; runs exactly once, however the task ended.
-    fn on_exit(&mut self, conn: &Conn<Self::Event>);
+    /// What it returns (cluster mode: the account's home confirming) is
+    /// awaited before the close frame goes out.
+    fn on_exit(&mut self, conn: &Conn<Self::Event>) -> Option<Leaving>;
 }
 
 /// Runs one upgraded socket to its end.
@@ -203,9 +209,17 @@ impl<E> Conn<E> {
         // leaves every registry before its close frame goes out, so a socket
         // that is closing is never counted live.
         let queued = self.queue.shut();
-        handler.on_exit(self);
+        if let Some(leaving) = handler.on_exit(self) {
+            // Bounded: a home that does not answer is handled as gone.
+            let _ = tokio::time::timeout(crate::cluster::CALL_TIMEOUT, leaving).await;
+        }
         match stop {
-            Ok(()) | Err(Stop::Gone) => tracing::debug!("socket gone"),
+            Ok(()) | Err(Stop::Gone) => {
+                // A client's close is answered only now, so whatever it does
+                // next (through any node) comes after its socket left.
+                let _ = self.ws.flush().now_or_never();
+                tracing::debug!("socket gone");
+            }
             Err(Stop::Close {
                 code,
                 farewell,
@@ -375,11 +389,9 @@ impl<E> Conn<E> {
                     .await
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
-            Message::Close(_) => {
-                // tungstenite queued the close reply; send it on its way.
-                let _ = self.ws.flush().now_or_never();
-                Err(Stop::Gone)
-            }
+            // tungstenite queued the close reply: it goes out once the
+            // socket has left every registry (see `run`).
+            Message::Close(_) => Err(Stop::Gone),
         }
     }
 

@@ -159,9 +159,13 @@ impl Handler for Phone {
         match event {}
     }
 
-    fn on_exit(&mut self, conn: &Conn) {
-        if let Phone::Live { account } = self {
-            conn.gw.phone_offline_routed(account, conn.peer.conn_id());
+    fn on_exit(&mut self, conn: &Conn) -> Option<super::Leaving> {
+        match self {
+            Phone::Live { account } => {
+                conn.gw
+                    .phone_leaving(account, conn.peer.conn_id(), conn.peer.is_close_ordered())
+            }
+            Phone::Opening => None,
         }
     }
 }

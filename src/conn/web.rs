@@ -220,6 +220,13 @@ impl Web {
                     a.device_name = name;
                 }
             }
+            // In a cluster, the ref on screen says what a phone elsewhere sees.
+            if let Step::Showing { issued, .. } = &p.step {
+                let (gw, issued, attempt) = (conn.gw.clone(), issued.clone(), p.attempt.clone());
+                if let Err(code) = Box::pin(gw.republish_ref(&issued, &attempt)).await {
+                    return conn.error(id, code, code.describe()).await;
+                }
+            }
             return match id {
                 Some(_) => conn.reply(&ServerFrame::Ok { id, closed: None }).await,
                 None => Ok(()),
@@ -443,14 +450,19 @@ impl Handler for Web {
         }
     }
 
-    fn on_exit(&mut self, conn: &Conn) {
+    fn on_exit(&mut self, conn: &Conn) -> Option<super::Leaving> {
         match std::mem::take(self) {
-            Web::Opening => {}
-            Web::Pairing(p) => leave_pairing(conn, p),
-            Web::Live(live) => {
-                conn.gw
-                    .web_offline_told(&live.account, &live.session_id, conn.peer.conn_id())
+            Web::Opening => None,
+            Web::Pairing(p) => {
+                leave_pairing(conn, p);
+                None
             }
+            Web::Live(live) => conn.gw.web_leaving(
+                &live.account,
+                &live.session_id,
+                conn.peer.conn_id(),
+                conn.peer.is_close_ordered(),
+            ),
         }
     }
 }

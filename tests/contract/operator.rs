@@ -190,6 +190,11 @@ async fn unknown_paths_wrong_methods_and_bad_account_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_sessions_show_presence_and_where_each_socket_is() {
+    if single_process_only(
+        "it names the one node holding every socket (tests/contract/cluster.rs covers the node field across nodes)",
+    ) {
+        return;
+    }
     let gw = operated().await;
     let acc = account("opsessions");
     // An account the gateway never saw: nothing, and no error.
@@ -441,6 +446,9 @@ async fn an_operator_logout_is_durable_before_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_lists_this_node_with_its_sockets_and_start() {
+    if single_process_only("it expects one node (tests/contract/cluster.rs covers the cluster)") {
+        return;
+    }
     let before = time::OffsetDateTime::now_utc();
     let gw = operated().await;
     let r = admin(&gw, "GET", "/admin/nodes", 200).await;

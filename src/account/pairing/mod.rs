@@ -123,11 +123,22 @@ impl Gateway {
         result
     }
 
-    /// Cluster mode, before the ref is taken out of Redis: whatever refuses
-    /// a `link` without looking at its ref, so a refused link leaves it valid.
-    pub fn link_precheck(&self, account: &str, phone: u64) -> Result<(), ErrorCode> {
+    /// Cluster mode, before the ref is taken out of Redis: the checks of
+    /// `link` in its order, given whether the ref (or code) names a ref on
+    /// screen, so a refused link leaves a valid ref valid.
+    pub fn link_precheck(
+        &self,
+        account: &str,
+        phone: u64,
+        ref_found: bool,
+    ) -> Result<(), ErrorCode> {
         let result = self.hub.with(account, |state| {
-            self.may_link(state, phone, Instant::now())?;
+            let now = Instant::now();
+            self.may_link(state, phone, now)?;
+            if !ref_found {
+                state.misses.note(now);
+                return Err(ErrorCode::UnknownRef);
+            }
             self.has_room_for_request(state)
         });
         if result.is_err() {

@@ -97,8 +97,17 @@ pub trait Gateway {
 }
 
 impl Gateway for TestGateway {
+    /// On one node its address; as a cluster (see `TestGateway`), the next
+    /// node's in turn, so a test's sockets are spread round-robin.
     fn addr(&self) -> SocketAddr {
-        self.addr
+        if self.others.is_empty() {
+            return self.addr;
+        }
+        let n = self.others.len() + 1;
+        match self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n {
+            0 => self.addr,
+            i => self.others[i - 1].addr,
+        }
     }
 
     /// The configured secret, else the data dir's file.
@@ -125,14 +134,46 @@ impl Gateway for BinGateway {
 // in-process
 
 /// One gateway served by `pairgate::run` in this test's runtime.
+///
+/// With `PAIRGATE_TEST_REDIS=redis://host:port` in the environment (the test
+/// command sets it for its second run of this suite), it is a cluster of
+/// [`CLUSTER_NODES`] in-process nodes sharing a database of that Redis of its
+/// own, with the same configuration: the trait's helpers spread sockets over
+/// the nodes round-robin, and `addr` (the field) is the first node.
 pub struct TestGateway {
-    /// Where clients connect (always 127.0.0.1).
+    /// Where clients connect (always 127.0.0.1); in cluster mode, node 0.
     pub addr: SocketAddr,
     pub config: Config,
     dir: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Cluster mode: the other nodes.
+    others: Vec<TestGateway>,
+    turn: std::sync::atomic::AtomicUsize,
 }
+
+/// Nodes of a test gateway in cluster mode.
+pub const CLUSTER_NODES: usize = 3;
+
+/// The Redis the suite runs its gateways as clusters on, if any.
+pub fn cluster_redis() -> Option<String> {
+    std::env::var("PAIRGATE_TEST_REDIS")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A test about one process (its data dir, its metrics, its files): says so
+/// and returns `true` when the suite runs its gateways as clusters.
+pub fn single_process_only(why: &str) -> bool {
+    if cluster_redis().is_some() {
+        eprintln!("skipped on a cluster: {why}");
+        return true;
+    }
+    false
+}
+
+/// Databases of the suite's Redis handed out so far: one per cluster.
+static CLUSTER_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 impl TestGateway {
     /// Contract defaults, a fresh data dir and an explicit secret.
@@ -158,16 +199,59 @@ impl TestGateway {
             ..Config::default()
         };
         tweak(&mut config);
+        let mut others = Vec::new();
+        if let Some(redis) = cluster_redis() {
+            let db = CLUSTER_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            config.redis = Some(format!("{}/{db}", redis.trim_end_matches('/')));
+            config.node_id = Some(format!("t{db}-0"));
+            config.node_lease_ms = 1000;
+            // As behind a load balancer: QR links name one address.
+            config
+                .public_url
+                .get_or_insert_with(|| format!("http://{addr}"));
+            for i in 1..CLUSTER_NODES {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let mut node = config.clone();
+                node.listen = listener.local_addr().expect("local addr");
+                node.node_id = Some(format!("t{db}-{i}"));
+                others
+                    .push(Self::serve(listener, node, tempfile::tempdir().expect("tempdir")).await);
+            }
+        }
+        let mut first = Self::serve(listener, config, dir).await;
+        first.others = others;
+        first.addr = addr;
+        first
+    }
+
+    /// Runs one node with `config` on `listener`, data in `dir`; returns
+    /// once it answers `/readyz` (a cluster node has joined).
+    async fn serve(listener: TcpListener, mut config: Config, dir: tempfile::TempDir) -> Self {
+        config.data_dir = dir.path().to_path_buf();
+        let bound = listener.local_addr().expect("local addr");
+        let addr = SocketAddr::from(([127, 0, 0, 1], bound.port()));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(pairgate::run(listener, config.clone(), async move {
             let _ = rx.await;
         }));
+        if config.redis.is_some() {
+            let deadline = tokio::time::Instant::now() + T;
+            while http_get(addr, "/readyz", &[]).await.status != 200 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cluster node {addr} not ready"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         TestGateway {
             addr,
             config,
             dir: Some(dir),
             shutdown: Some(tx),
             handle: Some(handle),
+            others: Vec::new(),
+            turn: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -177,6 +261,9 @@ impl TestGateway {
 
     /// Resolves the shutdown future and waits (5 s) for `run` to return.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        for other in &mut self.others {
+            Box::pin(other.shutdown()).await?;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
