@@ -715,3 +715,92 @@ async fn on_a_redis_cluster_nodes_link_and_relay_across() {
     assert_eq!(again.expect_close().await, 4001);
     assert_logged_out_everywhere(&c, &s.token).await;
 }
+
+// ---------------------------------------------------------------------------
+// the operator API
+
+/// The operator API on any node answers for the whole cluster: an account's
+/// sessions with the node of each live socket, an operator's logout of a
+/// session whose socket is on another node (torn down before the answer, the
+/// phone told `session_removed` `admin`), `logout_all`, and every live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_api_on_any_node_answers_for_the_cluster() {
+    const TOKEN: &str = "cluster-operator";
+    let bearer = ("Authorization", "Bearer cluster-operator");
+    let c = Cluster::start(3, LEASE_MS, &["--admin-token", TOKEN]).await;
+    let acc = account("cl-admin");
+    let phone = c.on(0).phone(&acc).await;
+    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let b = c.on(2).pair(&phone, &PairOpts::new()).await;
+    let mut raw_a = raw_on(&c, 1, &phone, &a).await;
+
+    let r = c
+        .on(2)
+        .http(
+            "GET",
+            &format!("/admin/accounts/{acc}/sessions"),
+            &[bearer],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    assert_eq!(doc["phone_online"], true, "{doc}");
+    let node_of = |sid: &str| {
+        doc["sessions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["session_id"] == sid))
+            .map(|s| s["node"].clone())
+            .unwrap_or_else(|| panic!("{sid} not listed: {doc}"))
+    };
+    assert_eq!(node_of(&a.session_id), json!(c.node_id(1)), "{doc}");
+    assert_eq!(node_of(&b.session_id), json!(c.node_id(2)), "{doc}");
+
+    // one session, its socket on node 1, ended through node 2
+    let r = c
+        .on(2)
+        .http(
+            "DELETE",
+            &format!("/admin/accounts/{acc}/sessions/{}", a.session_id),
+            &[bearer],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["closed"], 1);
+    ping_after_ok(&mut [&mut raw_a]).await;
+    assert_torn_down_before(&mut raw_a, "admin").await;
+    let removed = phone
+        .expect_field("session_removed", "session_id", &json!(a.session_id))
+        .await;
+    assert_eq!(removed["reason"], "admin", "{removed}");
+    assert_logged_out_everywhere(&c, &a.token).await;
+
+    // the rest, through node 0
+    let r = c
+        .on(0)
+        .http(
+            "POST",
+            &format!("/admin/accounts/{acc}/logout_all"),
+            &[bearer],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["closed"], 1);
+    assert_eq!(b.web.expect_close().await, 4001);
+    assert_logged_out_everywhere(&c, &b.token).await;
+
+    let r = c.on(1).http("GET", "/admin/nodes", &[bearer], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut ids: Vec<String> = r.json()["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..3).map(|i| c.node_id(i).to_owned()).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
