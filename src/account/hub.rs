@@ -144,6 +144,37 @@ impl Hub {
         (accounts.len(), requests)
     }
 
+    /// Cluster mode: whether the account needs nothing from the node serving
+    /// it (no phone, no live or ephemeral session, nothing pending), so it
+    /// may be released; an account not held is settled.
+    pub fn is_settled(&self, account: &str) -> bool {
+        let Some(acc) = self.accounts.get(account).map(|a| a.clone()) else {
+            return true;
+        };
+        let state = acc.state.lock();
+        state.phone.is_none()
+            && state.linking.is_empty()
+            && state.requests.is_empty()
+            && state.misses.is_quiet()
+            && state
+                .sessions
+                .values()
+                .all(|s| s.live.is_none() && s.record.remember)
+    }
+
+    /// Drops the account, whatever it holds (cluster mode: released by this
+    /// node); returns how many sessions it held.
+    pub fn drop_account(&self, account: &str) -> usize {
+        match self.accounts.remove(account) {
+            Some((_, acc)) => {
+                let mut state = acc.state.lock();
+                state.retired = true;
+                state.sessions.len()
+            }
+            None => 0,
+        }
+    }
+
     /// Drops every account (cluster mode: this node is no longer home for
     /// any). Timers that come later find nothing.
     pub fn clear(&self) {

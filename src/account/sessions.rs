@@ -121,6 +121,13 @@ impl Gateway {
         }
     }
 
+    /// Cluster mode: this node no longer serves the account; its sessions
+    /// stay in the store for the next node that does.
+    pub fn release_account(&self, account: &str) {
+        let sessions = self.hub.drop_account(account);
+        self.metrics.sessions.dec_by(sessions as i64);
+    }
+
     /// Makes `peer` the live socket of the session; an older one is replaced
     /// (4009). `logged_out` if the session no longer exists.
     pub fn resume(

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::bus::Msg;
-use super::homes::Home;
+use super::homes::Homed;
 use super::remote::{RemotePeer, remote_conn_id};
 use super::{CALL_TIMEOUT, Cluster};
 use crate::account::admin::AccountSessions;
@@ -152,11 +152,11 @@ impl Cluster {
         account: &str,
         call: Call,
     ) -> Reply {
-        match self.home_of(gw, account).await {
-            Ok(Home::Here) => {}
-            Ok(Home::Remote(_)) => return Reply::NotHome,
+        let _serving = match self.home_of(gw, account).await {
+            Ok(Homed::Here(serving)) => serving,
+            Ok(Homed::Remote(_)) => return Reply::NotHome,
             Err(code) => return Reply::Failed(code),
-        }
+        };
         let remote = |conn| remote_conn_id(from, conn);
         match call {
             Call::PhoneOnline { conn } => {

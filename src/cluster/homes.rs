@@ -23,12 +23,30 @@ pub enum Home {
 }
 
 /// What this node knows of one account's home; `claiming` lets one task at a
-/// time look it up in Redis.
+/// time look it up in Redis, and `serving` keeps an account this node is home
+/// for from being released while a request about it runs.
 #[derive(Default)]
 pub struct HomeSlot {
     known: Mutex<Option<Home>>,
     claiming: tokio::sync::Mutex<()>,
+    serving: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// The account's home as a request sees it: here (held for the request, see
+/// `HomeSlot::serving`) or on another node.
+pub enum Homed {
+    Here(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    Remote(Arc<str>),
+}
+
+/// Releases the home key if this node holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
 
 /// Claims the home key: for this node (ARGV[1]) when nobody holds it, when it
 /// already does, or when it is held by ARGV[2], a node found dead. Returns the
@@ -49,21 +67,79 @@ impl Cluster {
         self: &Arc<Self>,
         gw: &Arc<Gateway>,
         account: &str,
-    ) -> Result<Home, ErrorCode> {
-        let slot = match self.homes.get(account) {
-            Some(slot) => slot.clone(),
-            None => self.homes.entry(Arc::from(account)).or_default().clone(),
-        };
-        if let Some(home) = self.usable(&slot) {
-            return Ok(home);
+    ) -> Result<Homed, ErrorCode> {
+        loop {
+            let slot = match self.homes.get(account) {
+                Some(slot) => slot.clone(),
+                None => self.homes.entry(Arc::from(account)).or_default().clone(),
+            };
+            let home = match self.usable(&slot) {
+                Some(home) => home,
+                None => {
+                    let _claiming = slot.claiming.lock().await;
+                    match self.usable(&slot) {
+                        Some(home) => home,
+                        None => {
+                            let home = self.claim(gw, account).await?;
+                            *slot.known.lock() = Some(home.clone());
+                            home
+                        }
+                    }
+                }
+            };
+            match home {
+                Home::Remote(node) => return Ok(Homed::Remote(node)),
+                Home::Here => {
+                    let serving = slot.serving.clone().read_owned().await;
+                    // Released while this request waited: look again.
+                    if *slot.known.lock() == Some(Home::Here) {
+                        return Ok(Homed::Here(serving));
+                    }
+                }
+            }
         }
-        let _claiming = slot.claiming.lock().await;
-        if let Some(home) = self.usable(&slot) {
-            return Ok(home);
+    }
+
+    /// Releases the accounts this node is home for that need nothing from
+    /// it now (no socket anywhere, nothing pending, no grace running): their
+    /// state leaves this node's memory and the home key is freed, so the next
+    /// node that needs one claims it. A request in flight keeps its account.
+    pub(super) async fn release_idle_homes(&self, gw: &Gateway) {
+        let candidates: Vec<(Arc<str>, Arc<HomeSlot>)> = self
+            .homes
+            .iter()
+            .filter(|e| *e.value().known.lock() == Some(Home::Here))
+            .filter(|e| gw.hub.is_settled(e.key()))
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let me = self.me();
+        let script = Script::new(RELEASE);
+        let mut cmd = self.cmd.clone();
+        for (account, slot) in candidates {
+            let Ok(_serving) = slot.serving.clone().try_write_owned() else {
+                continue;
+            };
+            if !gw.hub.is_settled(&account) {
+                continue;
+            }
+            // Freed in Redis first: until then this node still serves it.
+            let released: redis::RedisResult<i64> = script
+                .key(keys::home(&account))
+                .arg(&*me)
+                .invoke_async(&mut cmd)
+                .await;
+            match released {
+                Ok(_) => {
+                    gw.release_account(&account);
+                    *slot.known.lock() = None;
+                    self.homes.remove_if(&account, |_, s| Arc::ptr_eq(s, &slot));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "home not released (Redis)");
+                    return;
+                }
+            }
         }
-        let home = self.claim(gw, account).await?;
-        *slot.known.lock() = Some(home.clone());
-        Ok(home)
     }
 
     /// The known home, unless it is a node no longer alive.

@@ -442,6 +442,7 @@ async fn lease_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         if let Err(e) = cluster.scan(&gw).await {
             tracing::debug!(error = %e, "lease scan failed");
         }
+        cluster.release_idle_homes(&gw).await;
         let stale = Instant::now() - Duration::from_secs(60);
         cluster.gone.retain(|_, at| *at > stale);
         let old = Instant::now() - 3 * super::TEARDOWN_TIMEOUT;

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::LocalSocket;
 use super::calls::{Call, Reply};
-use super::homes::Home;
+use super::homes::{Home, Homed};
 use crate::account::admin::{AccountSessions, NodeInfo};
 use crate::account::pairing::{Attempt, Issued};
 use crate::account::presence::{PhonePeer, WebPeer};
@@ -36,11 +36,11 @@ impl Gateway {
         let mut here = Some(here);
         for _ in 0..ROUTE_TRIES {
             match cluster.home_of(self, account).await? {
-                Home::Here => match here.take() {
+                Homed::Here(_serving) => match here.take() {
                     Some(here) => return here().await,
                     None => break,
                 },
-                Home::Remote(node) => match cluster.call(&node, account, call()).await {
+                Homed::Remote(node) => match cluster.call(&node, account, call()).await {
                     // Unanswered because that node is gone: its accounts are
                     // claimed anew, so ask again.
                     Err(ErrorCode::Unavailable) if !cluster.still_alive(&node).await => {
@@ -72,7 +72,7 @@ impl Gateway {
                 let cluster = cluster.clone();
                 let account = account.to_owned();
                 self.tasks.spawn(async move {
-                    if let Ok(Home::Remote(node)) = cluster.home_of(&gw, &account).await {
+                    if let Ok(Homed::Remote(node)) = cluster.home_of(&gw, &account).await {
                         cluster.tell(&node, &account, call);
                     }
                 });

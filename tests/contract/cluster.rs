@@ -804,3 +804,45 @@ async fn the_operator_api_on_any_node_answers_for_the_cluster() {
     want.sort();
     assert_eq!(ids, want);
 }
+
+/// A node holds an account only while it is needed: once its phone and web
+/// sockets are gone (sessions kept, none ephemeral), the node serving it lets
+/// it go (it leaves that node's memory and the home key in Redis), and the
+/// next socket, through another node, finds every session where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_nobody_needs_leaves_the_node_serving_it() {
+    let c = three_nodes().await;
+    let acc = account("cl-release");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let before = metric_now(c.node_addr(0), "pairgate_accounts_in_memory").await;
+    assert!(before >= 1.0, "the account is held by node 0 ({before})");
+    s.web.close().await;
+    phone.close().await;
+    wait_for_metric(
+        c.node_addr(0),
+        "pairgate_accounts_in_memory",
+        dead_within(&c),
+        |n| n == 0.0,
+    )
+    .await;
+    let mut redis = redis::Client::open(c.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let home: Option<String> = redis::cmd("GET")
+        .arg(format!("pg:{{{acc}}}:home"))
+        .query_async(&mut redis)
+        .await
+        .expect("GET");
+    assert_eq!(home, None, "the home key is freed");
+
+    let web = c.on(2).resume_ok(&s.token, &s.session_id).await;
+    let phone = c.on(1).phone(&acc).await;
+    assert_eq!(
+        session_ids(&list_sessions(&phone).await),
+        vec![s.session_id.clone()]
+    );
+    web.close().await;
+}
