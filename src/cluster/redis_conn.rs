@@ -98,8 +98,9 @@ impl Target {
 pub enum RedisClient {
     Single(redis::Client),
     Cluster {
-        /// Commands and the store (RESP2, no pushes).
-        client: redis::cluster::ClusterClient,
+        /// Commands and the store (RESP2, no pushes). Boxed: much larger
+        /// than a single Redis's client.
+        client: Box<redis::cluster::ClusterClient>,
         /// The seed nodes, for the subscriber's own client (RESP3 with a
         /// push sender, built per subscription).
         nodes: Vec<String>,
@@ -117,7 +118,10 @@ impl RedisClient {
                 let client = cluster_builder(&nodes)
                     .build()
                     .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
-                Ok(RedisClient::Cluster { client, nodes })
+                Ok(RedisClient::Cluster {
+                    client: Box::new(client),
+                    nodes,
+                })
             }
         }
     }
@@ -187,7 +191,7 @@ impl RedisClient {
                 let conn = client.get_connection()?;
                 conn.set_read_timeout(Some(timeout))?;
                 conn.set_write_timeout(Some(timeout))?;
-                Ok(SyncConn::Cluster(conn))
+                Ok(SyncConn::Cluster(Box::new(conn)))
             }
         }
     }
@@ -319,19 +323,16 @@ impl Subscription {
 /// The store writer thread's blocking connection.
 pub enum SyncConn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    /// Boxed: much larger than a single Redis's connection.
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl SyncConn {
     pub fn as_dyn(&mut self) -> &mut dyn redis::ConnectionLike {
         match self {
             SyncConn::Single(c) => c,
-            SyncConn::Cluster(c) => c,
+            SyncConn::Cluster(c) => &mut **c,
         }
-    }
-
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, SyncConn::Cluster(_))
     }
 }
 

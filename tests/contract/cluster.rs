@@ -528,7 +528,18 @@ async fn every_node_killed_and_restarted_keeps_sessions_and_endings() {
 /// and every node is ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_kill9_and_restart_loses_nothing_acknowledged() {
-    let mut c = three_nodes().await;
+    kill9_and_restart_loses_nothing_acknowledged(three_nodes().await).await;
+}
+
+/// The same on a Redis Cluster: every master `kill -9`ed right after the
+/// acknowledgements and restarted on its AOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_kill9_of_every_master_loses_nothing_acknowledged() {
+    let c = Cluster::start_on_redis_cluster(3, LEASE_MS, &[]).await;
+    kill9_and_restart_loses_nothing_acknowledged(c).await;
+}
+
+async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
     let acc = account("cl-redis-kill");
     let phone = c.on(0).phone(&acc).await;
     let live = c.on(1).pair(&phone, &PairOpts::new()).await;
