@@ -170,9 +170,13 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         if let Some(old) = old.take() {
             // In a task of its own: its calls' replies come through this loop.
             let (gw, cluster) = (gw.clone(), cluster.clone());
+            let name = cluster.me();
             tokio::spawn(async move {
                 cluster.clone().resync(&gw, old).await;
-                cluster.resyncing.store(false, Ordering::Release);
+                // Lost again meanwhile: the newer resync says when it is done.
+                if *cluster.me() == *name {
+                    cluster.resyncing.store(false, Ordering::Release);
+                }
             });
         }
         tracing::info!(%channel, "bus subscribed");

@@ -119,6 +119,9 @@ pub struct Cluster {
     attempts: DashMap<u64, Weak<Attempt>>,
     /// Asks the subscriber to move to this node's current channel.
     resubscribe: tokio::sync::Notify,
+    /// This node's bus names given up at a loss (see `rename`), until a
+    /// resync has told the others and dropped their leases.
+    retired: parking_lot::Mutex<Vec<Arc<str>>>,
     /// Nodes already handled as dead, so a death is acted on once.
     gone: DashMap<Arc<str>, std::time::Instant>,
     /// Stops the bus and the lease once the node's sockets are gone.
@@ -160,6 +163,7 @@ impl Cluster {
             resubscribe: tokio::sync::Notify::new(),
             pending_bus: parking_lot::Mutex::new(None),
             gone: DashMap::new(),
+            retired: parking_lot::Mutex::new(Vec::new()),
             stop: tokio_util::sync::CancellationToken::new(),
         });
         cluster.check_persistence().await;

@@ -261,31 +261,59 @@ impl Cluster {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.me.write() = Arc::from(format!("{}#{generation}", self.node_id));
         self.registered.store(false, Ordering::Release);
+        self.retired.lock().push(old.clone());
         old
     }
 
     /// Starts over under the new bus name `rename` gave (see the module
-    /// docs); the bus is subscribed under it already.
+    /// docs); the bus is subscribed under it already. Returns early, leaving
+    /// the rest to the next resync, if the node lost its bus again meanwhile.
     pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>) {
         tracing::warn!(old = %old, new = %self.me(), "resync: this node starts over under a new name");
         gw.metrics.cluster_resyncs.inc();
-        let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
-        for node in &peers {
-            self.post(
-                node,
-                Msg::Gone {
-                    node: old.to_string(),
-                },
-            );
+        // Redis may take the subscription before it takes writes (a Redis
+        // Cluster whose masters are still coming back answers CLUSTERDOWN
+        // until all of them are): registering the sockets anew then would
+        // fail and close them. Wait a while for the lease to be written.
+        let new = self.me();
+        let deadline = Instant::now() + 2 * super::CALL_TIMEOUT;
+        loop {
+            if *self.me() != *new || self.stop.is_cancelled() {
+                // Lost again (renamed): that loss's resync takes over,
+                // retired names included.
+                return;
+            }
+            match self.register(gw).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "resync: cannot register yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync: cannot register yet");
+                    break;
+                }
+            }
         }
+        // Every name given up since the last resync completed (more than one
+        // when losses came in a row): its sockets are gone, its lease too.
+        let retired: Vec<Arc<str>> = std::mem::take(&mut *self.retired.lock());
+        let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
         let mut cmd = self.cmd.clone();
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg(keys::NODES)
-            .arg(&*old)
-            .query_async(&mut cmd)
-            .await;
-        if let Err(e) = self.register(gw).await {
-            tracing::warn!(error = %e, "resync: cannot register yet");
+        for name in &retired {
+            for node in &peers {
+                self.post(
+                    node,
+                    Msg::Gone {
+                        node: name.to_string(),
+                    },
+                );
+            }
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg(keys::NODES)
+                .arg(&**name)
+                .query_async(&mut cmd)
+                .await;
         }
         // Other nodes may have started over too: look at the leases afresh.
         self.nodes.clear();
