@@ -172,7 +172,7 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
             let (gw, cluster) = (gw.clone(), cluster.clone());
             let name = cluster.me();
             tokio::spawn(async move {
-                cluster.clone().resync(&gw, old).await;
+                cluster.clone().resync(&gw, old, name.clone()).await;
                 // Lost again meanwhile: the newer resync says when it is done.
                 if *cluster.me() == *name {
                     cluster.resyncing.store(false, Ordering::Release);

@@ -133,6 +133,7 @@ impl Cluster {
         // `pg:nodes` in one pipeline, the info key in another (see
         // `write_lease`).
         let mut lease_cmd = cmd.clone();
+        let name = me.clone();
         let lease = async move {
             redis::pipe()
                 .cmd("ZADD")
@@ -147,8 +148,7 @@ impl Cluster {
                 .query_async::<(Option<f64>,)>(&mut lease_cmd)
                 .await
         };
-        let me = self.me();
-        let (lease, info) = tokio::join!(lease, self.write_info(gw, &me, &mut cmd));
+        let (lease, info) = tokio::join!(lease, self.write_info(gw, &name, &mut cmd));
         let (still,) = lease?;
         info?;
         Ok(still.is_some())
@@ -266,16 +266,16 @@ impl Cluster {
     }
 
     /// Starts over under the new bus name `rename` gave (see the module
-    /// docs); the bus is subscribed under it already. Returns early, leaving
-    /// the rest to the next resync, if the node lost its bus again meanwhile.
-    pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>) {
-        tracing::warn!(old = %old, new = %self.me(), "resync: this node starts over under a new name");
+    /// docs), `new`; the bus is subscribed under it already. Returns early,
+    /// leaving the rest to the next resync, if the node lost its bus again
+    /// meanwhile (it is no longer `new`).
+    pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>, new: Arc<str>) {
+        tracing::warn!(old = %old, new = %new, "resync: this node starts over under a new name");
         gw.metrics.cluster_resyncs.inc();
         // Redis may take the subscription before it takes writes (a Redis
         // Cluster whose masters are still coming back answers CLUSTERDOWN
         // until all of them are): registering the sockets anew then would
         // fail and close them. Wait a while for the lease to be written.
-        let new = self.me();
         let deadline = Instant::now() + 2 * super::CALL_TIMEOUT;
         loop {
             if *self.me() != *new || self.stop.is_cancelled() {
