@@ -146,28 +146,40 @@ async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> redis:
 /// Listens on this node's channel, reconnecting after every loss; after a
 /// reconnect (messages may have been missed) the node resyncs.
 pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
-    // The name this node had before the last loss, until the resync under
-    // the new one starts.
-    let mut old: Option<Arc<str>> = None;
+    let mut first = true;
     loop {
         if cluster.stop.is_cancelled() {
             return;
         }
-        // The channel of this node's current name (renamed after a loss or
-        // when its lease was taken away); a failed attempt is retried under
-        // the same name, as nothing was received under it yet.
-        let channel = keys::bus(&cluster.me());
-        let mut subscription = match cluster.client.subscribe(&channel).await {
+        let subscriber = match cluster.client.subscriber().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "bus: cannot subscribe");
+                tracing::debug!(error = %e, "bus: cannot connect");
                 cluster.subscribed.store(false, Ordering::Release);
                 retry_pause(&cluster).await;
                 continue;
             }
         };
+        // After a loss, messages may have been missed: start over under a
+        // new name, so nothing meant for the old one is taken for ours.
+        let old = (!first).then(|| {
+            cluster.resyncing.store(true, Ordering::Release);
+            cluster.rename()
+        });
+        // The channel of this node's current name (renamed after a loss or
+        // when its lease was taken away).
+        let channel = keys::bus(&cluster.me());
+        let mut subscription = match subscriber.subscribe(&channel).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "bus: cannot subscribe");
+                retry_pause(&cluster).await;
+                continue;
+            }
+        };
+        first = false;
         cluster.subscribed.store(true, Ordering::Release);
-        if let Some(old) = old.take() {
+        if let Some(old) = old {
             // In a task of its own: its calls' replies come through this loop.
             let (gw, cluster) = (gw.clone(), cluster.clone());
             let name = cluster.me();
@@ -195,10 +207,6 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         }
         cluster.subscribed.store(false, Ordering::Release);
         tracing::warn!("bus subscription lost; reconnecting");
-        // Messages may have been missed: start over under a new name, so
-        // nothing meant for the old one is taken for ours.
-        cluster.resyncing.store(true, Ordering::Release);
-        old = Some(cluster.rename());
     }
 }
 

@@ -272,31 +272,9 @@ impl Cluster {
     pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>, new: Arc<str>) {
         tracing::warn!(old = %old, new = %new, "resync: this node starts over under a new name");
         gw.metrics.cluster_resyncs.inc();
-        // Redis may take the subscription before it takes writes (a Redis
-        // Cluster whose masters are still coming back answers CLUSTERDOWN
-        // until all of them are): registering the sockets anew then would
-        // fail and close them. Wait a while for the lease to be written.
-        let deadline = Instant::now() + 2 * super::CALL_TIMEOUT;
-        loop {
-            if *self.me() != *new || self.stop.is_cancelled() {
-                // Lost again (renamed): that loss's resync takes over,
-                // retired names included.
-                return;
-            }
-            match self.register(gw).await {
-                Ok(()) => break,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "resync: cannot register yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "resync: cannot register yet");
-                    break;
-                }
-            }
-        }
-        // Every name given up since the last resync completed (more than one
-        // when losses came in a row): its sockets are gone, its lease too.
+        // Every name given up since the last resync (more than one when
+        // losses came in a row): its sockets are gone, its lease too. Best
+        // effort: a lease not dropped now runs out.
         let retired: Vec<Arc<str>> = std::mem::take(&mut *self.retired.lock());
         let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
         let mut cmd = self.cmd.clone();
@@ -314,6 +292,28 @@ impl Cluster {
                 .arg(&**name)
                 .query_async(&mut cmd)
                 .await;
+        }
+        // Redis may take the subscription before it takes writes (a Redis
+        // Cluster whose masters are still coming back answers CLUSTERDOWN
+        // until all of them are): registering the sockets anew then would
+        // fail and close them. Wait a while for the lease to be written.
+        let deadline = Instant::now() + 2 * super::CALL_TIMEOUT;
+        loop {
+            if *self.me() != *new || self.stop.is_cancelled() {
+                // Lost again (renamed): that loss's resync takes over.
+                return;
+            }
+            match self.register(gw).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "resync: cannot register yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync: cannot register yet");
+                    break;
+                }
+            }
         }
         // Other nodes may have started over too: look at the leases afresh.
         self.nodes.clear();

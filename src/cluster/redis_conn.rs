@@ -11,7 +11,7 @@
 //!   command goes to the master of its key's slot; a pipeline must keep to
 //!   one slot (redis-rs refuses a cross-slot pipeline), so callers split
 //!   theirs per slot.
-//! - [`Subscription`]: this node's bus channel. On a single Redis,
+//! - [`Subscriber`], [`Subscription`]: this node's bus channel. On a single Redis,
 //!   SUBSCRIBE; on a Redis Cluster, SSUBSCRIBE (sharded pub/sub, Redis 7),
 //!   so each node's traffic stays on the shard owning its channel's slot
 //!   instead of being broadcast to every shard.
@@ -148,31 +148,18 @@ impl RedisClient {
         }
     }
 
-    /// Subscribes to `channel` on a connection of its own. The subscription
-    /// ends (`next` answers `None`) at the first sign that a message may
-    /// have been missed; it is never silently restored.
-    pub async fn subscribe(&self, channel: &str) -> RedisResult<Subscription> {
+    /// A connection of its own for the bus subscriber, not subscribed yet.
+    pub async fn subscriber(&self) -> RedisResult<Subscriber> {
         match self {
-            RedisClient::Single(client) => {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(channel).await?;
-                // Split rather than consumed: the sink is kept, or the
-                // connection would close with it.
-                let (sink, stream) = pubsub.split();
-                Ok(Subscription::Single {
-                    _sink: sink,
-                    stream,
-                })
-            }
+            RedisClient::Single(client) => Ok(Subscriber::Single(client.get_async_pubsub().await?)),
             RedisClient::Cluster { nodes, .. } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let client = cluster_builder(nodes)
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(tx)
                     .build()?;
-                let mut conn = client.get_async_connection().await?;
-                conn.ssubscribe(channel).await?;
-                Ok(Subscription::Cluster { _conn: conn, rx })
+                let conn = client.get_async_connection().await?;
+                Ok(Subscriber::Cluster { conn, rx })
             }
         }
     }
@@ -272,7 +259,40 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// A bus subscription (see [`RedisClient::subscribe`]).
+/// The bus subscriber's connection, before it subscribes.
+pub enum Subscriber {
+    Single(redis::aio::PubSub),
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+    },
+}
+
+impl Subscriber {
+    /// Subscribes to `channel`. The subscription ends (`next` answers
+    /// `None`) at the first sign that a message may have been missed; it is
+    /// never silently restored.
+    pub async fn subscribe(self, channel: &str) -> RedisResult<Subscription> {
+        match self {
+            Subscriber::Single(mut pubsub) => {
+                pubsub.subscribe(channel).await?;
+                // Split rather than consumed: the sink is kept, or the
+                // connection would close with it.
+                let (sink, stream) = pubsub.split();
+                Ok(Subscription::Single {
+                    _sink: sink,
+                    stream,
+                })
+            }
+            Subscriber::Cluster { mut conn, rx } => {
+                conn.ssubscribe(channel).await?;
+                Ok(Subscription::Cluster { _conn: conn, rx })
+            }
+        }
+    }
+}
+
+/// A bus subscription (see [`Subscriber::subscribe`]).
 pub enum Subscription {
     Single {
         _sink: redis::aio::PubSubSink,
