@@ -64,7 +64,9 @@ pub struct Config {
     /// accounts: for trying pairgate, never for production.
     #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
     pub demo: bool,
-    /// Join the cluster that shares this Redis (`redis://host:port/db`).
+    /// Join the cluster that shares this Redis (`redis://host:port/db`), or
+    /// this Redis Cluster (`redis+cluster://host:port,host:port,...`: some
+    /// of its masters, the rest are found).
     /// Requires `--secret`: every node signs and checks tokens with it.
     #[arg(long, env = "PAIRGATE_REDIS", requires = "secret")]
     pub redis: Option<String>,

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tungstenite::Utf8Bytes;
 
 use super::calls::{Call, Reply};
+use super::redis_conn::RedisConn;
 use super::remote::WireEvent;
 use super::{Cluster, LocalSocket, keys};
 use crate::gateway::Gateway;
@@ -94,25 +94,53 @@ pub(super) async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(
             });
             per_node[i].1.push(msg);
         }
-        let mut pipe = redis::pipe();
+        let mut packets: Vec<(String, String)> = Vec::with_capacity(per_node.len());
         for (node, msgs) in per_node {
             let packet = Packet {
                 from: from.clone(),
                 msgs,
             };
             match serde_json::to_string(&packet) {
-                Ok(json) => {
-                    pipe.cmd("PUBLISH").arg(keys::bus(&node)).arg(json).ignore();
-                }
+                Ok(json) => packets.push((keys::bus(&node), json)),
                 Err(e) => tracing::error!(error = %e, "bus packet not encodable"),
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        if let Err(e) = publish(&mut conn, packets).await {
             // Lost: whoever waits for an answer times out and says
             // `unavailable`; the health check notices the outage.
             tracing::warn!(error = %e, "bus publish failed");
         }
     }
+}
+
+/// Publishes one flush's packets, each to its channel. One Redis: one
+/// pipeline of PUBLISHes. A Redis Cluster: one SPUBLISH per channel, to the
+/// shard owning the channel's slot (a pipeline may not span slots), all at
+/// once; this flush completes before the next starts, so packets to one node
+/// still go out in order.
+async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> redis::RedisResult<()> {
+    if !conn.is_cluster() {
+        let mut pipe = redis::pipe();
+        for (channel, json) in packets {
+            pipe.cmd("PUBLISH").arg(channel).arg(json).ignore();
+        }
+        return pipe.query_async::<()>(conn).await;
+    }
+    let sends = packets.into_iter().map(|(channel, json)| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("SPUBLISH")
+                .arg(channel)
+                .arg(json)
+                .query_async::<()>(&mut conn)
+                .await
+        }
+    });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect::<redis::RedisResult<Vec<()>>>()
+        .map(drop)
 }
 
 /// Listens on this node's channel, reconnecting after every loss; after a
@@ -123,8 +151,8 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         if cluster.stop.is_cancelled() {
             return;
         }
-        let pubsub = match cluster.client.get_async_pubsub().await {
-            Ok(p) => p,
+        let subscriber = match cluster.client.subscriber().await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "bus: cannot connect");
                 cluster.subscribed.store(false, Ordering::Release);
@@ -132,37 +160,43 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
                 continue;
             }
         };
-        let mut pubsub = pubsub;
         // After a loss, messages may have been missed: start over under a
         // new name, so nothing meant for the old one is taken for ours.
         let old = (!first).then(|| {
             cluster.resyncing.store(true, Ordering::Release);
             cluster.rename()
         });
+        // The channel of this node's current name (renamed after a loss or
+        // when its lease was taken away).
         let channel = keys::bus(&cluster.me());
-        if let Err(e) = pubsub.subscribe(&channel).await {
-            tracing::debug!(error = %e, "bus: cannot subscribe");
-            retry_pause(&cluster).await;
-            continue;
-        }
+        let mut subscription = match subscriber.subscribe(&channel).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "bus: cannot subscribe");
+                retry_pause(&cluster).await;
+                continue;
+            }
+        };
         first = false;
         cluster.subscribed.store(true, Ordering::Release);
         if let Some(old) = old {
             // In a task of its own: its calls' replies come through this loop.
             let (gw, cluster) = (gw.clone(), cluster.clone());
+            let name = cluster.me();
             tokio::spawn(async move {
-                cluster.clone().resync(&gw, old).await;
-                cluster.resyncing.store(false, Ordering::Release);
+                cluster.clone().resync(&gw, old, name.clone()).await;
+                // Lost again meanwhile: the newer resync says when it is done.
+                if *cluster.me() == *name {
+                    cluster.resyncing.store(false, Ordering::Release);
+                }
             });
         }
         tracing::info!(%channel, "bus subscribed");
-        let mut stream = pubsub.on_message();
         loop {
             tokio::select! {
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
-                    let payload: &[u8] = msg.get_payload_bytes();
-                    match serde_json::from_slice::<Packet>(payload) {
+                payload = subscription.next() => {
+                    let Some(payload) = payload else { break };
+                    match serde_json::from_slice::<Packet>(&payload) {
                         Ok(packet) => dispatch(&gw, &cluster, packet),
                         Err(e) => tracing::warn!(error = %e, "bus: unreadable packet"),
                     }

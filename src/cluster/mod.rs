@@ -24,12 +24,19 @@
 //! - `nodes.rs`: leases, the live-node table, node death and the resync after
 //!   a lost lease or a Redis outage.
 //! - `route.rs`: the account API the socket tasks call: here, or at the home.
+//! - [`redis_conn`]: a single Redis or a Redis Cluster (`redis+cluster://`),
+//!   behind one client and connection type. On a Redis Cluster every
+//!   account's keys share a slot (the `{account}` hash tag), each node's bus
+//!   channel is a sharded channel (SSUBSCRIBE/SPUBLISH) on the shard owning
+//!   its slot, and nothing sends keys of different slots in one command or
+//!   pipeline.
 
 mod bus;
 mod calls;
 mod homes;
 pub mod keys;
 mod nodes;
+pub mod redis_conn;
 mod refs;
 mod remote;
 mod route;
@@ -49,6 +56,7 @@ use crate::account::presence::{PhonePeer, WebPeer};
 pub use self::bus::Msg;
 pub use self::calls::{Call, Reply};
 pub use self::homes::Home;
+pub use self::redis_conn::{RedisClient, RedisConn};
 pub use self::refs::RefRecord;
 
 /// How long a call to another node may take before it counts as unanswered.
@@ -78,9 +86,9 @@ pub enum LocalSocket {
 
 /// This node's membership of the cluster.
 pub struct Cluster {
-    client: redis::Client,
+    client: RedisClient,
     /// Commands (claims, refs, leases); reconnects by itself.
-    cmd: redis::aio::ConnectionManager,
+    cmd: RedisConn,
     /// This node's name on the bus: `--node-id` and a generation (the start
     /// time in ms, bumped at every resync), so what was addressed to a
     /// previous one is never taken for this one.
@@ -111,6 +119,9 @@ pub struct Cluster {
     attempts: DashMap<u64, Weak<Attempt>>,
     /// Asks the subscriber to move to this node's current channel.
     resubscribe: tokio::sync::Notify,
+    /// This node's bus names given up at a loss (see `rename`), until a
+    /// resync has told the others and dropped their leases.
+    retired: parking_lot::Mutex<Vec<Arc<str>>>,
     /// Nodes already handled as dead, so a death is acted on once.
     gone: DashMap<Arc<str>, std::time::Instant>,
     /// Stops the bus and the lease once the node's sockets are gone.
@@ -123,18 +134,11 @@ impl Cluster {
     /// Connects to Redis (failing start-up when it cannot be reached), and
     /// checks its persistence settings.
     pub async fn connect(url: &str, node_id: String, lease: Duration) -> anyhow::Result<Arc<Self>> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let cmd = tokio::time::timeout(
-            Duration::from_secs(10),
-            redis::aio::ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 10 s"))?
-        .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+        let client = RedisClient::open(url)?;
+        let cmd = tokio::time::timeout(Duration::from_secs(10), client.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 10 s"))?
+            .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
         let (bus_tx, bus_rx) = mpsc::channel(BUS_QUEUE);
         // The first generation is the start time: a node restarted under the
         // same `--node-id` is never taken for the one that died, whose
@@ -163,6 +167,7 @@ impl Cluster {
             resubscribe: tokio::sync::Notify::new(),
             pending_bus: parking_lot::Mutex::new(None),
             gone: DashMap::new(),
+            retired: parking_lot::Mutex::new(Vec::new()),
             stop: tokio_util::sync::CancellationToken::new(),
         });
         cluster.check_persistence().await;
@@ -180,7 +185,7 @@ impl Cluster {
         self.me.clone()
     }
 
-    pub fn redis_client(&self) -> redis::Client {
+    pub fn redis_client(&self) -> RedisClient {
         self.client.clone()
     }
 
@@ -204,36 +209,48 @@ impl Cluster {
         self.is_up() && self.bus_tx.try_send((node.clone(), msg)).is_ok()
     }
 
-    /// Warns when Redis keeps less than the durability promise needs.
+    /// Warns when Redis keeps less than the durability promise needs; on a
+    /// Redis Cluster, every master is asked (each holds some accounts).
     async fn check_persistence(&self) {
         let mut cmd = self.cmd.clone();
-        let got: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("append*")
-            .query_async(&mut cmd)
-            .await;
-        let Ok(pairs) = got else {
-            tracing::warn!(
-                "cannot read Redis's persistence settings (CONFIG GET): durability unchecked"
-            );
-            return;
+        let mut config_get = redis::cmd("CONFIG");
+        config_get.arg("GET").arg("append*");
+        let answers = match cmd.on_every_master(config_get).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot read Redis's persistence settings (CONFIG GET): durability unchecked"
+                );
+                return;
+            }
         };
-        let setting = |name: &str| {
-            pairs
-                .chunks(2)
-                .find(|kv| kv[0] == name)
-                .and_then(|kv| kv.get(1).cloned())
-                .unwrap_or_default()
-        };
-        let (aof, fsync) = (setting("appendonly"), setting("appendfsync"));
-        if aof != "yes" || fsync != "always" {
-            tracing::warn!(
-                appendonly = %aof,
-                appendfsync = %fsync,
-                "Redis is configured weaker than the durability promise needs \
-                 (appendonly yes, appendfsync always): a link or logout acknowledged \
-                 just before Redis crashes may be lost"
-            );
+        for (node, answer) in answers {
+            let Ok(pairs) = redis::from_redis_value::<Vec<String>>(answer) else {
+                tracing::warn!(
+                    node = %node,
+                    "cannot read Redis's persistence settings (CONFIG GET): durability unchecked"
+                );
+                continue;
+            };
+            let setting = |name: &str| {
+                pairs
+                    .chunks(2)
+                    .find(|kv| kv[0] == name)
+                    .and_then(|kv| kv.get(1).cloned())
+                    .unwrap_or_default()
+            };
+            let (aof, fsync) = (setting("appendonly"), setting("appendfsync"));
+            if aof != "yes" || fsync != "always" {
+                tracing::warn!(
+                    node = %node,
+                    appendonly = %aof,
+                    appendfsync = %fsync,
+                    "Redis is configured weaker than the durability promise needs \
+                     (appendonly yes, appendfsync always): a link or logout acknowledged \
+                     just before Redis crashes may be lost"
+                );
+            }
         }
     }
 }

@@ -76,15 +76,32 @@ impl Cluster {
         result
     }
 
+    /// Writes the lease (`pg:nodes`) and the node's info (its own key): two
+    /// pipelines, as on a Redis Cluster the two keys live in different slots
+    /// and a pipeline may not span slots; both go out at once.
     async fn write_lease(&self, gw: &Gateway, me: &Arc<str>) -> redis::RedisResult<()> {
         let expires = now_ms() + self.lease.as_millis() as i64;
-        let mut cmd = self.cmd.clone();
+        let (mut cmd, mut lease_cmd) = (self.cmd.clone(), self.cmd.clone());
+        let lease = async {
+            redis::cmd("ZADD")
+                .arg(keys::NODES)
+                .arg(expires)
+                .arg(&**me)
+                .query_async::<()>(&mut lease_cmd)
+                .await
+        };
+        let (lease, info) = tokio::join!(lease, self.write_info(gw, me, &mut cmd));
+        lease.and(info)
+    }
+
+    /// What the operator API shows of this node, expiring with its lease.
+    async fn write_info(
+        &self,
+        gw: &Gateway,
+        me: &str,
+        cmd: &mut super::RedisConn,
+    ) -> redis::RedisResult<()> {
         redis::pipe()
-            .cmd("ZADD")
-            .arg(keys::NODES)
-            .arg(expires)
-            .arg(&**me)
-            .ignore()
             .cmd("HSET")
             .arg(keys::node_info(me))
             .arg("node_id")
@@ -98,7 +115,7 @@ impl Cluster {
             .arg(keys::node_info(me))
             .arg(2 * self.lease.as_millis() as u64)
             .ignore()
-            .query_async(&mut cmd)
+            .query_async(cmd)
             .await
     }
 
@@ -113,30 +130,27 @@ impl Cluster {
         let me = self.me();
         let expires = now_ms() + self.lease.as_millis() as i64;
         let mut cmd = self.cmd.clone();
-        let (_, still): ((), Option<f64>) = redis::pipe()
-            .cmd("ZADD")
-            .arg(keys::NODES)
-            .arg("XX")
-            .arg(expires)
-            .arg(&*me)
-            .cmd("ZSCORE")
-            .arg(keys::NODES)
-            .arg(&*me)
-            .cmd("HSET")
-            .arg(keys::node_info(&me))
-            .arg("node_id")
-            .arg(&self.node_id)
-            .arg("started_at")
-            .arg(gw.started_at_ms)
-            .arg("sockets")
-            .arg(sockets(gw))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(keys::node_info(&me))
-            .arg(2 * self.lease.as_millis() as u64)
-            .ignore()
-            .query_async(&mut cmd)
-            .await?;
+        // `pg:nodes` in one pipeline, the info key in another (see
+        // `write_lease`).
+        let mut lease_cmd = cmd.clone();
+        let name = me.clone();
+        let lease = async move {
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(keys::NODES)
+                .arg("XX")
+                .arg(expires)
+                .arg(&*me)
+                .ignore()
+                .cmd("ZSCORE")
+                .arg(keys::NODES)
+                .arg(&*me)
+                .query_async::<(Option<f64>,)>(&mut lease_cmd)
+                .await
+        };
+        let (lease, info) = tokio::join!(lease, self.write_info(gw, &name, &mut cmd));
+        let (still,) = lease?;
+        info?;
         Ok(still.is_some())
     }
 
@@ -247,31 +261,59 @@ impl Cluster {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.me.write() = Arc::from(format!("{}#{generation}", self.node_id));
         self.registered.store(false, Ordering::Release);
+        self.retired.lock().push(old.clone());
         old
     }
 
     /// Starts over under the new bus name `rename` gave (see the module
-    /// docs); the bus is subscribed under it already.
-    pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>) {
-        tracing::warn!(old = %old, new = %self.me(), "resync: this node starts over under a new name");
+    /// docs), `new`; the bus is subscribed under it already. Returns early,
+    /// leaving the rest to the next resync, if the node lost its bus again
+    /// meanwhile (it is no longer `new`).
+    pub(super) async fn resync(self: Arc<Self>, gw: &Arc<Gateway>, old: Arc<str>, new: Arc<str>) {
+        tracing::warn!(old = %old, new = %new, "resync: this node starts over under a new name");
         gw.metrics.cluster_resyncs.inc();
+        // Every name given up since the last resync (more than one when
+        // losses came in a row): its sockets are gone, its lease too. Best
+        // effort: a lease not dropped now runs out.
+        let retired: Vec<Arc<str>> = std::mem::take(&mut *self.retired.lock());
         let peers: Vec<Arc<str>> = self.nodes.iter().map(|e| e.key().clone()).collect();
-        for node in &peers {
-            self.post(
-                node,
-                Msg::Gone {
-                    node: old.to_string(),
-                },
-            );
-        }
         let mut cmd = self.cmd.clone();
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg(keys::NODES)
-            .arg(&*old)
-            .query_async(&mut cmd)
-            .await;
-        if let Err(e) = self.register(gw).await {
-            tracing::warn!(error = %e, "resync: cannot register yet");
+        for name in &retired {
+            for node in &peers {
+                self.post(
+                    node,
+                    Msg::Gone {
+                        node: name.to_string(),
+                    },
+                );
+            }
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg(keys::NODES)
+                .arg(&**name)
+                .query_async(&mut cmd)
+                .await;
+        }
+        // Redis may take the subscription before it takes writes (a Redis
+        // Cluster whose masters are still coming back answers CLUSTERDOWN
+        // until all of them are): registering the sockets anew then would
+        // fail and close them. Wait a while for the lease to be written.
+        let deadline = Instant::now() + 2 * super::CALL_TIMEOUT;
+        loop {
+            if *self.me() != *new || self.stop.is_cancelled() {
+                // Lost again (renamed): that loss's resync takes over.
+                return;
+            }
+            match self.register(gw).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "resync: cannot register yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync: cannot register yet");
+                    break;
+                }
+            }
         }
         // Other nodes may have started over too: look at the leases afresh.
         self.nodes.clear();
@@ -307,17 +349,23 @@ impl Cluster {
                 },
             );
         }
-        let mut cmd = self.cmd.clone();
-        let _: redis::RedisResult<()> = redis::pipe()
-            .cmd("ZREM")
-            .arg(keys::NODES)
-            .arg(&*me)
-            .ignore()
-            .cmd("DEL")
-            .arg(keys::node_info(&me))
-            .ignore()
-            .query_async(&mut cmd)
-            .await;
+        // Two commands, not one pipeline: different slots on a Redis Cluster.
+        let (mut cmd, mut lease_cmd) = (self.cmd.clone(), self.cmd.clone());
+        let _ = tokio::join!(
+            async {
+                redis::cmd("ZREM")
+                    .arg(keys::NODES)
+                    .arg(&*me)
+                    .query_async::<()>(&mut lease_cmd)
+                    .await
+            },
+            async {
+                redis::cmd("DEL")
+                    .arg(keys::node_info(&me))
+                    .query_async::<()>(&mut cmd)
+                    .await
+            },
+        );
         // Let the publisher send what is queued.
         for _ in 0..50 {
             if self.bus_tx.capacity() == self.bus_tx.max_capacity() {
@@ -340,12 +388,14 @@ impl Cluster {
             .query_async(&mut cmd)
             .await
             .map_err(|_| ErrorCode::Unavailable)?;
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.cmd("HGETALL").arg(keys::node_info(name));
-        }
-        let infos: Vec<std::collections::HashMap<String, String>> = pipe
-            .query_async(&mut cmd)
+        // One HGETALL per node, all at once: each node's info key is in a
+        // slot of its own on a Redis Cluster, so no pipeline.
+        let infos: Vec<std::collections::HashMap<String, String>> =
+            futures::future::try_join_all(names.iter().map(|name| {
+                let mut cmd = cmd.clone();
+                let key = keys::node_info(name);
+                async move { redis::cmd("HGETALL").arg(key).query_async(&mut cmd).await }
+            }))
             .await
             .map_err(|_| ErrorCode::Unavailable)?;
         Ok(infos

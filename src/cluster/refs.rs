@@ -107,14 +107,18 @@ impl Cluster {
     /// Withdraws a ref (expired, scanned, or its socket left); best effort,
     /// as both keys expire anyway.
     pub fn withdraw_ref(self: &Arc<Self>, gw: &Gateway, issued: &Issued) {
-        let mut cmd = self.cmd.clone();
+        let cmd = self.cmd.clone();
         let keys = [keys::reference(&issued.reference), keys::code(&issued.code)];
         gw.tasks.spawn(async move {
-            let mut pipe = redis::pipe();
-            for key in keys {
-                pipe.cmd("DEL").arg(key).ignore();
-            }
-            if let Err(e) = pipe.query_async::<()>(&mut cmd).await {
+            // One DEL each, not one pipeline: the ref and the code are in
+            // different slots on a Redis Cluster.
+            let dels = keys.map(|key| {
+                let mut cmd = cmd.clone();
+                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut cmd).await }
+            });
+            let [a, b] = dels;
+            let (a, b) = tokio::join!(a, b);
+            if let Err(e) = a.and(b) {
                 tracing::debug!(error = %e, "ref not withdrawn (it expires anyway)");
             }
         });

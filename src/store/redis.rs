@@ -7,16 +7,22 @@
 //! (a fencing check). The batches of one write go out as one pipeline, one
 //! round trip; with `appendfsync always`, Redis answers only once the change
 //! is on its disk.
+//!
+//! On a Redis Cluster an account's two keys share a slot (`{account}`), so
+//! the script runs on that slot's master as on a single Redis; batches of
+//! different accounts may live on different masters, so each goes as its own
+//! request there (a plain pipeline may not span slots).
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use redis::Connection;
+use redis::ConnectionLike;
 
 use super::{Backend, StoreOp, StoredSession, UNREACHABLE};
 use crate::cluster::keys;
+use crate::cluster::redis_conn::{RedisClient, SyncConn};
 
 /// Applies one account's changes if this node is its home.
 /// KEYS: home, sessions. ARGV: this node, then pairs (`P`, json) / (`D`, id).
@@ -39,8 +45,8 @@ return 1
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct RedisBackend {
-    client: redis::Client,
-    conn: Option<Connection>,
+    client: RedisClient,
+    conn: Option<SyncConn>,
     /// This node's bus name (it changes at a resync): what the home key
     /// holds when this node is home.
     me: Arc<RwLock<Arc<str>>>,
@@ -50,7 +56,7 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    pub fn new(client: redis::Client, me: Arc<RwLock<Arc<str>>>) -> Self {
+    pub fn new(client: RedisClient, me: Arc<RwLock<Arc<str>>>) -> Self {
         RedisBackend {
             client,
             conn: None,
@@ -60,26 +66,23 @@ impl RedisBackend {
     }
 
     /// The connection, opened again after a failure.
-    fn conn(&mut self) -> anyhow::Result<&mut Connection> {
+    fn conn(&mut self) -> anyhow::Result<&mut dyn ConnectionLike> {
         if self.conn.is_none() {
-            let conn = self
+            let mut conn = self
                 .client
-                .get_connection_with_timeout(IO_TIMEOUT)
+                .sync_connection(IO_TIMEOUT)
                 .map_err(unreachable)?;
-            conn.set_read_timeout(Some(IO_TIMEOUT))
-                .map_err(unreachable)?;
-            conn.set_write_timeout(Some(IO_TIMEOUT))
-                .map_err(unreachable)?;
-            let mut conn = conn;
+            // On a Redis Cluster, SCRIPT LOAD goes to every node.
             self.commit_sha = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(COMMIT)
-                .query(&mut conn)
+                .query(conn.as_dyn())
                 .map_err(unreachable)?;
             self.conn = Some(conn);
         }
         self.conn
             .as_mut()
+            .map(SyncConn::as_dyn)
             .ok_or_else(|| anyhow::anyhow!("{UNREACHABLE}no connection"))
     }
 }
@@ -89,7 +92,7 @@ impl RedisBackend {
     /// fresh one (a Redis that restarted dropped the old connection).
     fn with_retry<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
     ) -> anyhow::Result<T> {
         for attempt in 0..2 {
             let conn = self.conn()?;
@@ -150,30 +153,40 @@ impl Backend for RedisBackend {
 
     fn commit_each(&mut self, batches: &[&[StoreOp]]) -> Vec<Result<(), String>> {
         let me = self.me.read().clone();
+        // One script call per non-empty batch (one account each).
+        let calls: Vec<Option<redis::Cmd>> = batches
+            .iter()
+            .map(|batch| {
+                let account = batch.first()?.account();
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.commit_sha)
+                    .arg(2)
+                    .arg(keys::home(account))
+                    .arg(keys::sessions(account))
+                    .arg(&*me);
+                for op in batch.iter() {
+                    debug_assert_eq!(op.account(), account, "one batch, one account");
+                    match op {
+                        StoreOp::Put(s) => {
+                            let json = serde_json::to_string(s).unwrap_or_default();
+                            cmd.arg("P").arg(json);
+                        }
+                        StoreOp::Delete { session_id, .. } => {
+                            cmd.arg("D").arg(session_id);
+                        }
+                    }
+                }
+                Some(cmd)
+            })
+            .collect();
+        if self.client.is_cluster() {
+            return self.commit_on_cluster(calls);
+        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut groups = 0;
-        for batch in batches {
-            let Some(first) = batch.first() else { continue };
-            let account = first.account();
-            pipe.cmd("EVALSHA")
-                .arg(&self.commit_sha)
-                .arg(2)
-                .arg(keys::home(account))
-                .arg(keys::sessions(account))
-                .arg(&*me);
-            for op in batch.iter() {
-                debug_assert_eq!(op.account(), account, "one batch, one account");
-                match op {
-                    StoreOp::Put(s) => {
-                        let json = serde_json::to_string(s).unwrap_or_default();
-                        pipe.arg("P").arg(json);
-                    }
-                    StoreOp::Delete { session_id, .. } => {
-                        pipe.arg("D").arg(session_id);
-                    }
-                }
-            }
+        for call in calls.into_iter().flatten() {
+            pipe.add_command(call);
             groups += 1;
         }
         if groups == 0 {
@@ -215,5 +228,51 @@ impl Backend for RedisBackend {
                 }
             })
             .collect()
+    }
+}
+
+impl RedisBackend {
+    /// A Redis Cluster: each account's script call on its own, to the master
+    /// of the account's slot. Once Redis is found unreachable, the batches
+    /// left are answered so at once rather than each waiting out its timeout.
+    fn commit_on_cluster(&mut self, calls: Vec<Option<redis::Cmd>>) -> Vec<Result<(), String>> {
+        let mut unreachable: Option<String> = None;
+        calls
+            .into_iter()
+            .map(|call| {
+                let Some(call) = call else { return Ok(()) };
+                if let Some(e) = &unreachable {
+                    return Err(e.clone());
+                }
+                let result = self.eval_on_cluster(&call);
+                if let Err(e) = &result
+                    && e.starts_with(UNREACHABLE)
+                {
+                    unreachable = Some(e.clone());
+                }
+                result
+            })
+            .collect()
+    }
+
+    fn eval_on_cluster(&mut self, call: &redis::Cmd) -> Result<(), String> {
+        for _ in 0..2 {
+            match self.with_retry(|conn| call.query::<redis::Value>(conn)) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    // A master that restarted has forgotten the script: load
+                    // it again (everywhere) and retry; the SHA1 is the same.
+                    let forgotten = e
+                        .downcast_ref::<redis::RedisError>()
+                        .is_some_and(|e| e.code() == Some("NOSCRIPT"));
+                    if !forgotten {
+                        return Err(format!("{e:#}"));
+                    }
+                    self.conn = None;
+                    self.conn().map_err(|e| format!("{e:#}"))?;
+                }
+            }
+        }
+        Err("the commit script could not be loaded".to_owned())
     }
 }
