@@ -565,7 +565,6 @@ async fn redis_kill9_and_restart_loses_nothing_acknowledged() {
 /// (three masters, three nodes, every one resyncing) makes the 1 s leases of
 /// `redis_stopped_answers_unavailable_and_the_same_sockets_recover` miss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "heavy: run alone with --ignored"]
 async fn on_a_redis_cluster_kill9_of_every_master_loses_nothing_acknowledged() {
     let c = Cluster::start_on_redis_cluster(3, LEASE_MS, &[]).await;
     kill9_and_restart_loses_nothing_acknowledged(c).await;
