@@ -77,7 +77,11 @@ struct Packet {
 const FLUSH_MAX: usize = 4096;
 
 /// Publishes what is queued, gathering per destination node.
-pub(super) async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Arc<str>, Msg)>) {
+pub(super) async fn publish_loop(
+    cluster: Arc<Cluster>,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut rx: mpsc::Receiver<(Arc<str>, Msg)>,
+) {
     let mut conn = cluster.cmd.clone();
     let mut batch: Vec<(Arc<str>, Msg)> = Vec::new();
     loop {
@@ -85,6 +89,7 @@ pub(super) async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(
             return;
         }
         let from = cluster.me();
+        let messages = batch.len() as u64;
         let mut per_node: Vec<(Arc<str>, Vec<Msg>)> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
         for (node, msg) in batch.drain(..) {
@@ -105,10 +110,13 @@ pub(super) async fn publish_loop(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(
                 Err(e) => tracing::error!(error = %e, "bus packet not encodable"),
             }
         }
-        if let Err(e) = publish(&mut conn, packets).await {
+        match publish(&mut conn, packets).await {
+            Ok(()) => {
+                metrics.cluster_bus_published.inc_by(messages);
+            }
             // Lost: whoever waits for an answer times out and says
             // `unavailable`; the health check notices the outage.
-            tracing::warn!(error = %e, "bus publish failed");
+            Err(e) => tracing::warn!(error = %e, "bus publish failed"),
         }
     }
 }
@@ -220,6 +228,9 @@ async fn retry_pause(cluster: &Cluster) {
 /// Acts on one packet's messages, in order.
 fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
     let from = packet.from;
+    gw.metrics
+        .cluster_bus_received
+        .inc_by(packet.msgs.len() as u64);
     for msg in packet.msgs {
         match msg {
             Msg::Call { id, account, call } => {

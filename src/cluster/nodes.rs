@@ -46,7 +46,7 @@ impl Cluster {
             .lock()
             .take()
             .ok_or_else(|| anyhow::anyhow!("cluster started twice"))?;
-        tokio::spawn(bus::publish_loop(self.clone(), rx));
+        tokio::spawn(bus::publish_loop(self.clone(), gw.metrics.clone(), rx));
         tokio::spawn(bus::subscribe_loop(gw.clone(), self.clone()));
         tokio::spawn(lease_loop(gw.clone(), self.clone()));
         let deadline = Instant::now() + Duration::from_secs(10);

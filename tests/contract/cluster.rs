@@ -560,10 +560,7 @@ async fn redis_kill9_and_restart_loses_nothing_acknowledged() {
 }
 
 /// The same on a Redis Cluster: every master `kill -9`ed right after the
-/// acknowledgements and restarted on its AOF. Ignored by default: it passes
-/// alone (`-- --ignored`), but run beside the other cluster tests its load
-/// (three masters, three nodes, every one resyncing) makes the 1 s leases of
-/// `redis_stopped_answers_unavailable_and_the_same_sockets_recover` miss.
+/// acknowledgements and restarted on its AOF.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_kill9_of_every_master_loses_nothing_acknowledged() {
     let c = Cluster::start_on_redis_cluster(3, LEASE_MS, &[]).await;
