@@ -191,6 +191,16 @@ async fn relay_both_ways_counts_webs_on_every_node() {
     assert_eq!(ack["delivered"], 1, "{ack}");
     let ack = phone.send_body(&json!("to a"), Some(&a.session_id)).await;
     assert_eq!(ack["delivered"], 0, "{ack}");
+    // what went between the nodes is counted on both ends
+    for i in 0..3 {
+        for series in [
+            "pairgate_cluster_bus_published_total",
+            "pairgate_cluster_bus_received_total",
+        ] {
+            let n = metric_now(c.node_addr(i), series).await;
+            assert!(n > 0.0, "node {i}: {series} is {n}");
+        }
+    }
 }
 
 /// 200 pipelined messages each way between a phone and a web on different
