@@ -77,7 +77,9 @@ pub struct Peer<E>(Kind<E>);
 
 enum Kind<E> {
     Local(Arc<Inner<E>>),
-    Remote(Arc<dyn RemoteSocket<E>>),
+    /// Boxed inside the `Arc` so both variants are one thin pointer: a
+    /// `Peer` stays 16 bytes, and every socket's handles stay small.
+    Remote(Arc<Box<dyn RemoteSocket<E>>>),
 }
 
 /// A socket on another node, as the node deciding for its account sees it.
@@ -160,8 +162,8 @@ impl<E> Peer<E> {
     }
 
     /// A handle to a socket held by another node.
-    pub fn remote(socket: Arc<dyn RemoteSocket<E>>) -> Peer<E> {
-        Peer(Kind::Remote(socket))
+    pub fn remote(socket: Box<dyn RemoteSocket<E>>) -> Peer<E> {
+        Peer(Kind::Remote(Arc::new(socket)))
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -193,7 +195,7 @@ impl<E> Peer<E> {
     pub fn same(&self, other: &Peer<E>) -> bool {
         match (&self.0, &other.0) {
             (Kind::Local(a), Kind::Local(b)) => Arc::ptr_eq(a, b),
-            (Kind::Remote(a), Kind::Remote(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (Kind::Remote(a), Kind::Remote(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }

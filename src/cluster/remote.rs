@@ -63,7 +63,7 @@ impl RemotePeer {
     where
         RemotePeer: RemoteSocket<E>,
     {
-        Peer::remote(Arc::new(RemotePeer {
+        Peer::remote(Box::new(RemotePeer {
             cluster: cluster.clone(),
             node: node.clone(),
             conn,

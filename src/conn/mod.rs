@@ -210,8 +210,9 @@ impl<E> Conn<E> {
         // that is closing is never counted live.
         let queued = self.queue.shut();
         if let Some(leaving) = handler.on_exit(self) {
-            // Bounded: a home that does not answer is handled as gone.
-            let _ = tokio::time::timeout(crate::cluster::CALL_TIMEOUT, leaving).await;
+            // Bounded: a home that does not answer is handled as gone. Boxed,
+            // so every socket's task is not sized for a timer it rarely needs.
+            let _ = Box::pin(tokio::time::timeout(crate::cluster::CALL_TIMEOUT, leaving)).await;
         }
         match stop {
             Ok(()) | Err(Stop::Gone) => {
