@@ -65,6 +65,9 @@ impl AccountState {
         };
         session.epoch += 1;
         match session.live.replace(peer.clone()) {
+            // The same socket registering again (cluster mode: after its
+            // account moved to another node): nothing changes.
+            Some(old) if old.conn_id() == peer.conn_id() => {}
             Some(old) => old.order_close(CloseCode::Replaced),
             None => self.to_phone(&ServerFrame::SessionOnline { session_id }),
         }
@@ -76,6 +79,9 @@ impl Gateway {
     pub fn phone_online(&self, account: &str, peer: &PhonePeer) {
         self.hub
             .with(account, |state| match state.phone.replace(peer.clone()) {
+                // The same socket registering again (cluster mode: after its
+                // account moved to another node): nothing changes.
+                Some(old) if old.conn_id() == peer.conn_id() => {}
                 // A replacement is no change of online state: nobody is told.
                 Some(old) => {
                     old.order_close(CloseCode::Replaced);
