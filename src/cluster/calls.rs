@@ -98,6 +98,52 @@ pub enum Reply {
     Admin(AccountSessions),
 }
 
+/// Reading an answer of the kind a call expects (`None`: another kind).
+impl Reply {
+    pub fn done(self) -> Option<Result<(), ErrorCode>> {
+        match self {
+            Reply::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn link(self) -> Option<Result<(String, DeviceInfo), ErrorCode>> {
+        match self {
+            Reply::Link(r) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn session(self) -> Option<Result<SessionInfo, ErrorCode>> {
+        match self {
+            Reply::Session(r) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn sessions(self) -> Option<Result<Vec<SessionInfo>, ErrorCode>> {
+        match self {
+            Reply::Sessions(s) => Some(Ok(s)),
+            _ => None,
+        }
+    }
+    pub fn count(self) -> Option<Result<usize, ErrorCode>> {
+        match self {
+            Reply::Count(r) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn admin(self) -> Option<Result<AccountSessions, ErrorCode>> {
+        match self {
+            Reply::Admin(a) => Some(Ok(a)),
+            _ => None,
+        }
+    }
+    pub fn expired(self) -> Option<Result<bool, ErrorCode>> {
+        match self {
+            Reply::Expired(b) => Some(Ok(b)),
+            _ => None,
+        }
+    }
+}
+
 impl Cluster {
     /// Sends `call` about `account` to `node` and waits for the answer.
     /// `unavailable` when the bus is down or the node does not answer in time.

@@ -103,10 +103,7 @@ impl Gateway {
                     Ok(())
                 },
                 || Call::PhoneOnline { conn },
-                |r| match r {
-                    Reply::Done(r) => Some(r),
-                    _ => None,
-                },
+                Reply::done,
             )
             .await;
         if result.is_err()
@@ -144,10 +141,7 @@ impl Gateway {
                         Ok(())
                     },
                     || Call::PhoneOffline { conn },
-                    |r| match r {
-                        Reply::Done(r) => Some(r),
-                        _ => None,
-                    },
+                    Reply::done,
                 )
                 .await;
         }))
@@ -199,10 +193,7 @@ impl Gateway {
                 conn: phone,
                 target: clone_target(&target),
             },
-            |r| match r {
-                Reply::Link(r) => Some(r),
-                _ => None,
-            },
+            Reply::link,
         )
         .await
     }
@@ -240,10 +231,7 @@ impl Gateway {
                 conn: phone,
                 request_id: request_id.to_owned(),
             },
-            |r| match r {
-                Reply::Session(r) => Some(r),
-                _ => None,
-            },
+            Reply::session,
         )
         .await
     }
@@ -261,10 +249,7 @@ impl Gateway {
                 conn: phone,
                 request_id: request_id.to_owned(),
             },
-            |r| match r {
-                Reply::Done(r) => Some(r),
-                _ => None,
-            },
+            Reply::done,
         )
         .await
     }
@@ -277,10 +262,7 @@ impl Gateway {
             account,
             || async { Ok(self.list_sessions(account)) },
             || Call::ListSessions,
-            |r| match r {
-                Reply::Sessions(s) => Some(Ok(s)),
-                _ => None,
-            },
+            Reply::sessions,
         )
         .await
     }
@@ -303,10 +285,7 @@ impl Gateway {
                     session_id: session_id.map(str::to_owned),
                 },
             },
-            |r| match r {
-                Reply::Count(r) => Some(r),
-                _ => None,
-            },
+            Reply::count,
         )
         .await
     }
@@ -320,10 +299,7 @@ impl Gateway {
             account,
             || async { Ok(self.account_sessions(account)) },
             || Call::AdminSessions,
-            |r| match r {
-                Reply::Admin(a) => Some(Ok(a)),
-                _ => None,
-            },
+            Reply::admin,
         )
         .await
     }
@@ -351,10 +327,7 @@ impl Gateway {
                 to: to.map(str::to_owned),
                 body: body.to_owned(),
             },
-            |r| match r {
-                Reply::Count(r) => Some(r),
-                _ => None,
-            },
+            Reply::count,
         )
         .await
     }
@@ -429,10 +402,7 @@ impl Gateway {
                 conn,
                 session_id: session_id.to_owned(),
             },
-            |r| match r {
-                Reply::Done(r) => Some(r),
-                _ => None,
-            },
+            Reply::done,
         )
         .await
     }
@@ -452,10 +422,7 @@ impl Gateway {
                 session_id: session_id.to_owned(),
                 body: body.to_owned(),
             },
-            |r| match r {
-                Reply::Done(r) => Some(r),
-                _ => None,
-            },
+            Reply::done,
         )
         .await
     }
@@ -473,10 +440,7 @@ impl Gateway {
                 conn: web,
                 session_id: session_id.to_owned(),
             },
-            |r| match r {
-                Reply::Done(r) => Some(r),
-                _ => None,
-            },
+            Reply::done,
         )
         .await
     }
@@ -488,10 +452,7 @@ impl Gateway {
             || Call::ExpireRequest {
                 request_id: request_id.to_owned(),
             },
-            |r| match r {
-                Reply::Expired(b) => Some(Ok(b)),
-                _ => None,
-            },
+            Reply::expired,
         )
         .await
         .unwrap_or(false)
@@ -511,10 +472,7 @@ impl Gateway {
             || Call::DropRequest {
                 request_id: request_id.to_owned(),
             },
-            |r| match r {
-                Reply::Done(r) => Some(r),
-                _ => None,
-            },
+            Reply::done,
         )
         .await
     }

@@ -63,6 +63,25 @@ async fn listed_online(phone: &Client, session_id: &str) -> Value {
         .clone()
 }
 
+/// After a restart: each `kept` session resumes (through a node other than
+/// the first), each `ended` one gets 4001 on every node, and the phone of
+/// `account` lists exactly `kept`.
+async fn assert_kept_and_ended(c: &Cluster, account: &str, kept: &[&Session], ended: &[&Session]) {
+    for (i, s) in kept.iter().enumerate() {
+        let web = c
+            .on((i + 1) % c.len())
+            .resume_ok(&s.token, &s.session_id)
+            .await;
+        web.close().await;
+    }
+    for s in ended {
+        assert_logged_out_everywhere(c, &s.token).await;
+    }
+    let phone = c.on(2).phone(account).await;
+    let want: Vec<String> = kept.iter().map(|s| s.session_id.clone()).collect();
+    assert_eq!(session_ids(&list_sessions(&phone).await), want);
+}
+
 /// What is left until `deadline` (zero once past).
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
@@ -544,18 +563,7 @@ async fn every_node_killed_and_restarted_keeps_sessions_and_endings() {
         c.restart(i).await;
     }
 
-    for (i, s) in [&live, &last].into_iter().enumerate() {
-        let web = c.on(i).resume_ok(&s.token, &s.session_id).await;
-        web.close().await;
-    }
-    for s in [&ended, &selfout] {
-        assert_logged_out_everywhere(&c, &s.token).await;
-    }
-    let phone = c.on(2).phone(&acc).await;
-    assert_eq!(
-        session_ids(&list_sessions(&phone).await),
-        vec![live.session_id.clone(), last.session_id.clone()]
-    );
+    assert_kept_and_ended(&c, &acc, &[&live, &last], &[&ended, &selfout]).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -598,18 +606,7 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
         wait_readyz(c.node_addr(i), 200, LONG).await;
     }
 
-    for (i, s) in [&live, &last].into_iter().enumerate() {
-        let web = c.on(i + 1).resume_ok(&s.token, &s.session_id).await;
-        web.close().await;
-    }
-    for s in [&ended, &all1, &all2] {
-        assert_logged_out_everywhere(&c, &s.token).await;
-    }
-    let phone = c.on(2).phone(&acc).await;
-    assert_eq!(
-        session_ids(&list_sessions(&phone).await),
-        vec![live.session_id.clone(), last.session_id.clone()]
-    );
+    assert_kept_and_ended(&c, &acc, &[&live, &last], &[&ended, &all1, &all2]).await;
 }
 
 /// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
