@@ -228,6 +228,13 @@ async fn retry_pause(cluster: &Cluster) {
 /// Acts on one packet's messages, in order.
 fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
     let from = packet.from;
+    // A node heard from is one whose death must be noticed, even if it
+    // joined and died between two looks at the leases (the next look finds
+    // it gone and handles it).
+    if !cluster.nodes.contains_key(&from) && !cluster.gone.contains_key(&from) {
+        let until = crate::time::now_ms() + cluster.lease.as_millis() as i64;
+        cluster.nodes.insert(from.clone(), until);
+    }
     gw.metrics
         .cluster_bus_received
         .inc_by(packet.msgs.len() as u64);

@@ -37,10 +37,6 @@ impl Cluster {
     /// Registers this node and starts the bus, the lease and the death
     /// watch. Returns once the bus is subscribed (or start-up fails).
     pub async fn start(self: &Arc<Self>, gw: &Arc<Gateway>) -> anyhow::Result<()> {
-        self.register(gw)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot register this node in Redis: {e}"))?;
-        self.up.store(true, Ordering::Release);
         let rx = self
             .pending_bus
             .lock()
@@ -48,7 +44,8 @@ impl Cluster {
             .ok_or_else(|| anyhow::anyhow!("cluster started twice"))?;
         tokio::spawn(bus::publish_loop(self.clone(), gw.metrics.clone(), rx));
         tokio::spawn(bus::subscribe_loop(gw.clone(), self.clone()));
-        tokio::spawn(lease_loop(gw.clone(), self.clone()));
+        // Subscribed before the lease is written: a node with a lease and no
+        // subscriber is taken for dead (see `scan`).
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.subscribed.load(Ordering::Acquire) {
             anyhow::ensure!(
@@ -57,6 +54,10 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.register(gw)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register this node in Redis: {e}"))?;
+        tokio::spawn(lease_loop(gw.clone(), self.clone()));
         tracing::info!(node = %self.me(), lease_ms = self.lease.as_millis() as u64, "joined the cluster");
         Ok(())
     }
@@ -123,8 +124,15 @@ impl Cluster {
     /// (declared dead) meanwhile.
     async fn renew(&self, gw: &Gateway) -> redis::RedisResult<bool> {
         if !self.registered.load(Ordering::Acquire) {
-            // A new name not written yet: write it, nothing to renew.
-            self.register(gw).await?;
+            // A new name not written yet: the resync writes it once its
+            // channel is subscribed (a lease with nobody listening is taken
+            // for a dead node); written here only if that resync gave up.
+            if self.subscribed.load(Ordering::Acquire) && !self.resyncing.load(Ordering::Acquire) {
+                self.register(gw).await?;
+            } else {
+                let mut cmd = self.cmd.clone();
+                redis::cmd("PING").query_async::<()>(&mut cmd).await?;
+            }
             return Ok(true);
         }
         let me = self.me();
@@ -182,6 +190,31 @@ impl Cluster {
             } else {
                 self.nodes.insert(node.clone(), expires as i64);
                 alive.insert(node);
+            }
+        }
+        // A single Redis also says at once whose process died: its
+        // connections closed, so nobody listens on its channel any more.
+        // Removed (it resyncs, should it be alive after all) and handled as
+        // dead now rather than when its lease runs out.
+        if !self.cmd.is_cluster() {
+            let others: Vec<Arc<str>> = alive.iter().filter(|n| **n != me).cloned().collect();
+            if !others.is_empty() {
+                let mut numsub = redis::cmd("PUBSUB");
+                numsub.arg("NUMSUB");
+                for node in &others {
+                    numsub.arg(keys::bus(node));
+                }
+                let counts: Vec<(String, i64)> = numsub.query_async(&mut cmd).await?;
+                for (node, (_, listeners)) in others.iter().zip(counts) {
+                    if listeners == 0 {
+                        let _: i64 = redis::cmd("ZREM")
+                            .arg(keys::NODES)
+                            .arg(&**node)
+                            .query_async(&mut cmd)
+                            .await?;
+                        alive.remove(node);
+                    }
+                }
             }
         }
         // Removed by someone else (or gone by its own word) since the last look.

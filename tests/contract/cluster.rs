@@ -864,3 +864,31 @@ async fn an_account_nobody_needs_leaves_the_node_serving_it() {
     );
     web.close().await;
 }
+
+/// On a single Redis a `kill -9`ed node is known dead at once (its
+/// connections closed, nobody listens on its channel), not only when its
+/// lease runs out: with a 60 s lease, the webs elsewhere read its phone
+/// offline within seconds, and the phone reconnecting through another node is
+/// served at once (the dead node was home for the account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_known_dead_before_its_lease_runs_out() {
+    let mut c = Cluster::start(3, 60_000, &[]).await;
+    let acc = account("cl-fast-death");
+    let phone = c.on(0).phone(&acc).await;
+    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let b = c.on(2).pair(&phone, &PairOpts::new()).await;
+
+    c.kill9(0).await;
+    for web in [&a.web, &b.web] {
+        let st = web
+            .expect_within("phone_status", Duration::from_secs(5))
+            .await;
+        assert_eq!(st["online"], false, "{}: {st}", web.name);
+    }
+    let phone = c.on(1).phone(&acc).await;
+    for web in [&a.web, &b.web] {
+        assert_eq!(web.expect("phone_status").await["online"], true);
+    }
+    let ack = phone.send_body(&json!("here"), None).await;
+    assert_eq!(ack["delivered"], 2, "{ack}");
+}
