@@ -66,6 +66,21 @@ pub struct AccountState {
 }
 
 impl AccountState {
+    /// A session read from the store, offline; `false` if it is held already.
+    pub fn insert_stored(&mut self, record: StoredSession) -> bool {
+        match self.sessions.entry(record.session_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(SessionState {
+                    record,
+                    live: None,
+                    epoch: 0,
+                });
+                true
+            }
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.phone.is_none()
             && self.sessions.is_empty()
@@ -194,14 +209,7 @@ impl Hub {
         for record in sessions {
             let account = record.account.clone();
             self.with(&account, |state| {
-                state.sessions.insert(
-                    record.session_id.clone(),
-                    SessionState {
-                        record,
-                        live: None,
-                        epoch: 0,
-                    },
-                );
+                state.insert_stored(record);
             });
         }
     }

@@ -98,21 +98,13 @@ impl Gateway {
         let ephemeral: Vec<String> = self.hub.with(account, |state| {
             let mut ephemeral = Vec::new();
             for record in stored {
-                if state.sessions.contains_key(&record.session_id) {
-                    continue;
+                let (session_id, remember) = (record.session_id.clone(), record.remember);
+                if state.insert_stored(record) {
+                    self.metrics.sessions.inc();
+                    if !remember {
+                        ephemeral.push(session_id);
+                    }
                 }
-                if !record.remember {
-                    ephemeral.push(record.session_id.clone());
-                }
-                self.metrics.sessions.inc();
-                state.sessions.insert(
-                    record.session_id.clone(),
-                    SessionState {
-                        record,
-                        live: None,
-                        epoch: 0,
-                    },
-                );
             }
             ephemeral
         });

@@ -123,45 +123,44 @@ impl RemotePeer {
     }
 }
 
+/// What a remote socket does alike whatever events its role takes.
+macro_rules! remote_socket_common {
+    () => {
+        fn conn_id(&self) -> u64 {
+            self.id
+        }
+        fn node(&self) -> &str {
+            &self.node
+        }
+        fn send(&self, text: &Utf8Bytes) -> bool {
+            self.deliver(text)
+        }
+        fn place_order(
+            &self,
+            code: CloseCode,
+            farewell: Option<Utf8Bytes>,
+            done: Option<oneshot::Sender<()>>,
+        ) {
+            self.order(code, farewell, done)
+        }
+        fn is_close_ordered(&self) -> bool {
+            self.ordered.load(Ordering::Acquire)
+        }
+        fn reachable(&self) -> bool {
+            self.cluster.is_up()
+        }
+    };
+}
+
 impl RemoteSocket<Infallible> for RemotePeer {
-    fn conn_id(&self) -> u64 {
-        self.id
-    }
-    fn node(&self) -> &str {
-        &self.node
-    }
-    fn send(&self, text: &Utf8Bytes) -> bool {
-        self.deliver(text)
-    }
+    remote_socket_common!();
     fn send_event(&self, event: Infallible) -> bool {
         match event {}
-    }
-    fn place_order(
-        &self,
-        code: CloseCode,
-        farewell: Option<Utf8Bytes>,
-        done: Option<oneshot::Sender<()>>,
-    ) {
-        self.order(code, farewell, done)
-    }
-    fn is_close_ordered(&self) -> bool {
-        self.ordered.load(Ordering::Acquire)
-    }
-    fn reachable(&self) -> bool {
-        self.cluster.is_up()
     }
 }
 
 impl RemoteSocket<PairingEvent> for RemotePeer {
-    fn conn_id(&self) -> u64 {
-        self.id
-    }
-    fn node(&self) -> &str {
-        &self.node
-    }
-    fn send(&self, text: &Utf8Bytes) -> bool {
-        self.deliver(text)
-    }
+    remote_socket_common!();
     fn send_event(&self, event: PairingEvent) -> bool {
         self.event(match event {
             PairingEvent::Scanned {
@@ -180,20 +179,6 @@ impl RemoteSocket<PairingEvent> for RemotePeer {
                 phone_online: l.phone_online,
             },
         })
-    }
-    fn place_order(
-        &self,
-        code: CloseCode,
-        farewell: Option<Utf8Bytes>,
-        done: Option<oneshot::Sender<()>>,
-    ) {
-        self.order(code, farewell, done)
-    }
-    fn is_close_ordered(&self) -> bool {
-        self.ordered.load(Ordering::Acquire)
-    }
-    fn reachable(&self) -> bool {
-        self.cluster.is_up()
     }
 }
 
