@@ -77,17 +77,19 @@ impl Gateway {
                 }
                 // Nothing is delivered unless every target can be reached:
                 // a send is never half done for want of the bus.
-                let unreachable = match to {
-                    None => state
-                        .sessions
-                        .values()
-                        .any(|s| s.live.as_ref().is_some_and(|p| !p.reachable())),
-                    Some(sid) => state
-                        .sessions
-                        .get(sid)
-                        .and_then(|s| s.live.as_ref())
-                        .is_some_and(|p| !p.reachable()),
-                };
+                // (Cluster mode only: on one node every socket is reachable.)
+                let unreachable = self.cluster.is_some()
+                    && match to {
+                        None => state
+                            .sessions
+                            .values()
+                            .any(|s| s.live.as_ref().is_some_and(|p| !p.reachable())),
+                        Some(sid) => state
+                            .sessions
+                            .get(sid)
+                            .and_then(|s| s.live.as_ref())
+                            .is_some_and(|p| !p.reachable()),
+                    };
                 if unreachable {
                     return Err(ErrorCode::Unavailable);
                 }

@@ -34,15 +34,7 @@ async fn three_nodes() -> Cluster {
 /// told to, so the order of what it got can be read off it), with the phone
 /// told offline then online.
 async fn raw_on(c: &Cluster, i: usize, phone: &Client, s: &Session) -> RawWs {
-    s.web.close().await;
-    phone
-        .expect_field("session_offline", "session_id", &json!(s.session_id))
-        .await;
-    let raw = raw_resume(c.node_addr(i), &s.token, None).await;
-    phone
-        .expect_field("session_online", "session_id", &json!(s.session_id))
-        .await;
-    raw
+    raw_session(c.node_addr(i), phone, s).await
 }
 
 /// `token` gets `logged_out` and 4001 through every live node.

@@ -275,14 +275,7 @@ async fn deleting_a_session_tears_its_socket_down_before_the_answer() {
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
     // a's web on a raw socket, which shows the order of what it reads
-    a.web.close().await;
-    phone
-        .expect_field("session_offline", "session_id", &json!(a.session_id))
-        .await;
-    let mut web_a = raw_resume(gw.addr, &a.token, None).await;
-    phone
-        .expect_field("session_online", "session_id", &json!(a.session_id))
-        .await;
+    let mut web_a = raw_session(gw.addr, &phone, &a).await;
 
     let r = admin(&gw, "DELETE", &session_path(&acc, &a.session_id), 200).await;
     ping_after_ok(&mut [&mut web_a]).await;

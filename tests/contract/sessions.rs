@@ -127,14 +127,7 @@ async fn logout_tears_the_web_down_before_ok_and_ends_the_token() {
     let a = gw.pair(&phone, &PairOpts::new()).await;
     let b = gw.pair(&phone, &PairOpts::new()).await;
     // a's web on a raw socket, which shows the order of what it reads
-    a.web.close().await;
-    phone
-        .expect_field("session_offline", "session_id", &json!(a.session_id))
-        .await;
-    let mut web_a = raw_resume(gw.addr, &a.token, None).await;
-    phone
-        .expect_field("session_online", "session_id", &json!(a.session_id))
-        .await;
+    let mut web_a = raw_session(gw.addr, &phone, &a).await;
 
     let logout = ClientFrame::Logout {
         session_id: Some(a.session_id.clone()),

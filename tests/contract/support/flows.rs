@@ -261,3 +261,26 @@ pub async fn expect_expired(phone: &Client, session_id: &str) {
     assert_eq!(removed["session_id"], session_id, "{removed}");
     assert_eq!(removed["reason"], "expired", "{removed}");
 }
+
+/// Moves session `s` from its client onto a raw socket at `addr`, which reads
+/// nothing unless told to, so the order of what it got can be read off it;
+/// waits for the phone to hear it go offline and come back.
+pub async fn raw_session(addr: SocketAddr, phone: &Client, s: &Session) -> super::RawWs {
+    s.web.close().await;
+    phone
+        .expect_field(
+            "session_offline",
+            "session_id",
+            &serde_json::json!(s.session_id),
+        )
+        .await;
+    let raw = super::raw_resume(addr, &s.token, None).await;
+    phone
+        .expect_field(
+            "session_online",
+            "session_id",
+            &serde_json::json!(s.session_id),
+        )
+        .await;
+    raw
+}
