@@ -192,31 +192,6 @@ impl Cluster {
                 alive.insert(node);
             }
         }
-        // A single Redis also says at once whose process died: its
-        // connections closed, so nobody listens on its channel any more.
-        // Removed (it resyncs, should it be alive after all) and handled as
-        // dead now rather than when its lease runs out.
-        if !self.cmd.is_cluster() {
-            let others: Vec<Arc<str>> = alive.iter().filter(|n| **n != me).cloned().collect();
-            if !others.is_empty() {
-                let mut numsub = redis::cmd("PUBSUB");
-                numsub.arg("NUMSUB");
-                for node in &others {
-                    numsub.arg(keys::bus(node));
-                }
-                let counts: Vec<(String, i64)> = numsub.query_async(&mut cmd).await?;
-                for (node, (_, listeners)) in others.iter().zip(counts) {
-                    if listeners == 0 {
-                        let _: i64 = redis::cmd("ZREM")
-                            .arg(keys::NODES)
-                            .arg(&**node)
-                            .query_async(&mut cmd)
-                            .await?;
-                        alive.remove(node);
-                    }
-                }
-            }
-        }
         // Removed by someone else (or gone by its own word) since the last look.
         let vanished: Vec<Arc<str>> = self
             .nodes

@@ -610,7 +610,6 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
 /// (both ways) answer `error` `unavailable`, never a false `ack`, and nothing
 /// refused is delivered. Redis back: `/readyz` 200 and the same sockets (no
 /// reconnect) relay across nodes again within 10 s, with `phone_status` true.
-#[ignore = "intermittent beside a busy build: a socket can stay unregistered after Redis is back (open defect, issue 9)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
     let mut c = three_nodes().await;
@@ -871,32 +870,4 @@ async fn an_account_nobody_needs_leaves_the_node_serving_it() {
         vec![s.session_id.clone()]
     );
     web.close().await;
-}
-
-/// On a single Redis a `kill -9`ed node is known dead at once (its
-/// connections closed, nobody listens on its channel), not only when its
-/// lease runs out: with a 60 s lease, the webs elsewhere read its phone
-/// offline within seconds, and the phone reconnecting through another node is
-/// served at once (the dead node was home for the account).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_is_known_dead_before_its_lease_runs_out() {
-    let mut c = Cluster::start(3, 60_000, &[]).await;
-    let acc = account("cl-fast-death");
-    let phone = c.on(0).phone(&acc).await;
-    let a = c.on(1).pair(&phone, &PairOpts::new()).await;
-    let b = c.on(2).pair(&phone, &PairOpts::new()).await;
-
-    c.kill9(0).await;
-    for web in [&a.web, &b.web] {
-        let st = web
-            .expect_within("phone_status", Duration::from_secs(5))
-            .await;
-        assert_eq!(st["online"], false, "{}: {st}", web.name);
-    }
-    let phone = c.on(1).phone(&acc).await;
-    for web in [&a.web, &b.web] {
-        assert_eq!(web.expect("phone_status").await["online"], true);
-    }
-    let ack = phone.send_body(&json!("here"), None).await;
-    assert_eq!(ack["delivered"], 2, "{ack}");
 }
