@@ -26,7 +26,8 @@
 //!   [`account::admin`] (what the operator API reads).
 //! - [`store`]: durable session records behind a batching writer (redb).
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
-//! - [`tokens`]: phone and session JWTs and the secret.
+//! - [`tokens`]: phone and session JWTs.
+//! - [`secret`]: the generated secret and the data dir, private to their owner.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
 
 pub mod account;
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod qr;
+pub mod secret;
 pub mod store;
 pub mod time;
 pub mod tokens;

@@ -54,14 +54,20 @@ struct TokenArgs {
     ttl_secs: u64,
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let outcome = match cli.command {
         Some(Command::Token(args)) => token(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve(config)) => serve(config).map(|()| ExitCode::SUCCESS),
         Some(Command::Phone(args)) => phone(args),
         None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
-    }
+    };
+    // What failed and why, on one line: an operator's error (a path, a lock,
+    // a bad option), not a programmer's backtrace.
+    outcome.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {

@@ -6,18 +6,14 @@
 //! the gateway and carry no expiry: a session token is valid exactly as long as
 //! its session exists, which the caller checks against the store.
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 pub const PHONE_AUDIENCE: &str = "pairgate-phone";
 pub const SESSION_AUDIENCE: &str = "pairgate-session";
-/// Name of the generated secret inside the data dir.
-pub const SECRET_FILE: &str = "secret";
+pub use crate::secret::{SECRET_FILE, resolve_secret};
 
 /// True when `id` matches `^[A-Za-z0-9_.-]{1,64}$`.
 pub fn valid_account_id(id: &str) -> bool {
@@ -139,39 +135,6 @@ impl Tokens {
             session_id: data.claims.sid,
         })
     }
-}
-
-/// The secret in force: `--secret` if given (no file written), else the one kept
-/// in `<data_dir>/secret`, generated on first use.
-pub fn resolve_secret(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(s) = explicit {
-        anyhow::ensure!(!s.is_empty(), "--secret must not be empty");
-        return Ok(s.to_owned());
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join(SECRET_FILE);
-    let mut fresh = [0u8; 32];
-    rand::fill(&mut fresh);
-    let generated = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh);
-    // Written aside and hard-linked into place: if `serve` and `token` race on
-    // a new data dir, exactly one secret wins, complete, and both read it.
-    if !path.exists() {
-        let aside = data_dir.join(format!(".{SECRET_FILE}.{}.tmp", std::process::id()));
-        let mut file = std::fs::File::create(&aside)?;
-        file.write_all(format!("{generated}\n").as_bytes())?;
-        file.sync_all()?;
-        let linked = std::fs::hard_link(&aside, &path);
-        let _ = std::fs::remove_file(&aside);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let text = std::fs::read_to_string(&path)?;
-    let secret = text.trim().to_owned();
-    anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
-    Ok(secret)
 }
 
 #[cfg(test)]

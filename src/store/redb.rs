@@ -17,8 +17,16 @@ pub struct RedbBackend {
 
 impl RedbBackend {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
-        let db = Database::create(data_dir.join(FILE_NAME))?;
+        crate::secret::create_private_dir(data_dir)?;
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
+                "{} is in use: another pairgate runs on the data dir {}",
+                path.display(),
+                data_dir.display()
+            ),
+            e => anyhow::anyhow!("cannot open the store {}: {e}", path.display()),
+        })?;
         // Create the table on a fresh file so reads never find it missing.
         let txn = db.begin_write()?;
         txn.open_table(SESSIONS)?;

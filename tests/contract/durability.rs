@@ -159,6 +159,39 @@ async fn serve_generates_the_secret_once() {
         .await;
 }
 
+/// Anyone who can read the secret mints phone tokens for every account: the
+/// data dir and the secret `serve` creates are its user's alone.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_and_secret_serve_creates_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let _g = BinGateway::serve(&dir, &[], &[]).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("secret")), 0o600);
+}
+
+/// A second gateway on a data dir in use says so, naming the dir, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_data_dir_names_the_dir_in_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = BinGateway::serve(dir.path(), &[], &[]).await;
+    let data_dir = dir.path().to_str().unwrap();
+    let (status, _, err) =
+        run_cli(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another pairgate") && err.contains(data_dir),
+        "{err}"
+    );
+    assert!(
+        !err.contains("backtrace"),
+        "an operator's error, not a backtrace: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_file_white_space_is_not_part_of_the_key() {
     let dir = tempfile::tempdir().unwrap();
