@@ -28,6 +28,7 @@
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs.
 //! - [`secret`]: the generated secret and the data dir, private to their owner.
+//! - [`process_metrics`]: the process's own series (memory, files, CPU) and build info.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
 
 pub mod account;
@@ -43,6 +44,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod peer;
+pub mod process_metrics;
 pub mod protocol;
 pub mod qr;
 pub mod secret;

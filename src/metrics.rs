@@ -177,6 +177,8 @@ impl Metrics {
             "Cluster mode: other nodes handled as dead or gone",
         );
 
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+
         Metrics {
             cluster_bus_published,
             cluster_bus_received,

@@ -27,6 +27,7 @@ mod concurrency;
 mod durability;
 mod http;
 mod limits;
+mod observability;
 mod operator;
 mod pairing;
 mod redis_harness;
