@@ -87,15 +87,15 @@ mod linux {
                 fds as f64,
             )?;
         }
-        if let Ok(limits) = me.limits() {
-            if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
-                gauge(
-                    encoder,
-                    "process_max_fds",
-                    "The open-files limit (soft)",
-                    max as f64,
-                )?;
-            }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            gauge(
+                encoder,
+                "process_max_fds",
+                "The open-files limit (soft)",
+                max as f64,
+            )?;
         }
         Ok(())
     }
