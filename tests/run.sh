@@ -50,6 +50,13 @@ need_redis() {
   apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 }
 
+# deploy/check.sh verifies the systemd unit with Debian's systemd-analyze.
+need_systemd_analyze() {
+  command -v systemd-analyze >/dev/null && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd >/dev/null
+}
+
 conformance() {
   local suite="$root/../shared/conformance/run.sh"
   if [ ! -x "$suite" ] && [ ! -f "$suite" ]; then
@@ -78,12 +85,13 @@ contract_on_clusters() {
   return $rc
 }
 
-step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis); need_python_packages && need_chromium && need_redis"
+step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis need_systemd_analyze); need_python_packages && need_chromium && need_redis && need_systemd_analyze"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test" cargo test --workspace --release
 step "contract suite on 3-node clusters" contract_on_clusters
 step "conformance smoke suite" conformance
+step "deploy files (systemd unit)" deploy/check.sh target/release/pairgate
 if [ -f tests/browser/run.sh ]; then
   step "browser tests" bash tests/browser/run.sh
 fi
