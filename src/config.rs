@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use crate::contract::{self, defaults};
 
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`, `spans`.
+    Json,
+}
+
 /// Options of `pairgate serve`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
@@ -17,6 +27,9 @@ pub struct Config {
     /// Embedded store and the generated secret.
     #[arg(long, env = "PAIRGATE_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Log lines as text for people or as JSON objects for a log pipeline.
+    #[arg(long, env = "PAIRGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// HS256 key for every token (default: generated once, kept in the data dir).
     #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -116,6 +129,7 @@ impl Default for Config {
                 .parse()
                 .expect("the default listen address parses"),
             data_dir: PathBuf::from(defaults::DATA_DIR),
+            log_format: LogFormat::Text,
             secret: None,
             public_url: None,
             allowed_origins: None,
@@ -140,6 +154,26 @@ impl Default for Config {
 }
 
 impl Config {
+    /// This configuration with every secret replaced, for logs and `pairgate
+    /// config`: what is set shows, never what it is set to.
+    pub fn redacted(&self) -> Config {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| "<redacted>".to_owned());
+        // A Redis URL may carry a password (`redis://user:pass@host`).
+        let redis = self.redis.as_ref().map(|url| match url.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once("://") {
+                Some((scheme, _)) => format!("{scheme}://<redacted>@{host}"),
+                None => format!("<redacted>@{host}"),
+            },
+            None => url.clone(),
+        });
+        Config {
+            secret: hide(&self.secret),
+            admin_token: hide(&self.admin_token),
+            redis,
+            ..self.clone()
+        }
+    }
+
     pub fn qr_ttl(&self) -> Duration {
         Duration::from_millis(self.qr_ttl_ms)
     }
@@ -180,6 +214,27 @@ mod tests {
     struct Serve {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn redacted_hides_every_secret_and_keeps_the_rest() {
+        let config = Serve::try_parse_from([
+            "serve",
+            "--secret",
+            "s3cret-value",
+            "--admin-token",
+            "t0ken-value",
+            "--max-devices",
+            "7",
+            "--redis",
+            "redis://user:pa55word@redis.internal:6379/0",
+        ])
+        .expect("parses")
+        .config;
+        let shown = format!("{:?}", config.redacted());
+        assert!(!shown.contains("s3cret-value") && !shown.contains("t0ken-value"));
+        assert!(!shown.contains("pa55word") && shown.contains("redis.internal:6379/0"));
+        assert!(shown.contains("<redacted>") && shown.contains("max_devices: 7"));
     }
 
     /// `Config::default()` is what `pairgate serve` gets with no options: both

@@ -80,6 +80,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %addr,
+        config = ?config.redacted(),
+        "pairgate starting"
+    );
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
     let node_id = config

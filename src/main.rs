@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pairgate::Config;
+use pairgate::config::LogFormat;
 use pairgate::tokens::{Tokens, resolve_secret};
 use tracing_subscriber::EnvFilter;
 
@@ -97,13 +98,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(config.log_format);
     if let Err(e) = pairgate::raise_open_files_limit() {
         tracing::warn!(error = %e, "could not raise the open-files limit");
     }
@@ -116,6 +111,19 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         pairgate::run(listener, config, shutdown_signal()).await
     })
+}
+
+/// The gateway's log on stderr: `RUST_LOG` filters (default `info`), in
+/// the format asked for.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -43,3 +43,45 @@ async fn metrics_carry_process_series_and_build_info() {
         "{fds_before} -> {fds_during} with {SOCKETS} more sockets"
     );
 }
+
+/// `--log-format json`: every line a JSON object a log pipeline can take,
+/// the first saying which version starts with which options, no secret in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_name_the_version_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(
+        dir.path(),
+        &[
+            "--log-format",
+            "json",
+            "--secret",
+            "a-secret-never-logged",
+            "--admin-token",
+            "an-admin-token-never-logged",
+        ],
+        &[],
+    )
+    .await;
+    let acc = account("jsonlog");
+    let token = mint("a-secret-never-logged", &phone_claims(&acc));
+    drop(g.phone_with(&acc, &token).await);
+    g.signal("TERM");
+    assert!(
+        g.wait_exit(std::time::Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+    let log = g.log_text();
+    assert!(!log.contains("never-logged"), "a secret in the log:\n{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = &lines[0];
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["fields"]["message"], "pairgate starting");
+    assert_eq!(start["fields"]["version"], env!("CARGO_PKG_VERSION"));
+    let options = start["fields"]["config"].as_str().unwrap();
+    assert!(options.contains("log_format: Json") && options.contains("<redacted>"));
+    assert!(lines.iter().all(|l| l["timestamp"].is_string()));
+}
