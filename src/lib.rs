@@ -34,6 +34,7 @@
 pub mod account;
 pub mod admin;
 pub mod client;
+mod close_summary;
 pub mod cluster;
 pub mod config;
 mod conn;
@@ -136,6 +137,7 @@ pub async fn run(
         gw.spawn_idle_sweeper(idle);
     }
     spawn_memory_trimmer(&gw);
+    let close_summary = close_summary::spawn(&gw);
 
     let app = http::router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(|tcp| {
@@ -170,6 +172,7 @@ pub async fn run(
         Ok(_) => {}
         Err(_) => tracing::debug!("http connections still open at exit"),
     }
+    close_summary.log(&gw.metrics, "since the last summary (shutdown)");
     if let Some(c) = &cluster {
         c.leave().await;
     }

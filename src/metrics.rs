@@ -245,6 +245,18 @@ impl Metrics {
         self.logouts[kind as usize].inc_by(n as u64);
     }
 
+    /// Sockets closed by the gateway so far, by close code label (those
+    /// never used left out): for the log's periodic summary.
+    pub fn closes_by_code(&self) -> Vec<(&'static str, u64)> {
+        CloseCode::ALL
+            .iter()
+            .filter_map(|c| {
+                let n = self.closes.get(&c.code())?.get();
+                (n > 0).then(|| (c.label(), n))
+            })
+            .collect()
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);

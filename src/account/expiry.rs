@@ -40,7 +40,7 @@ impl Gateway {
                 remove(&gw.store, state, &session_id)
             });
             if let Some(Some(removal)) = removal {
-                tracing::debug!(%account, %session_id, "ephemeral session expired");
+                tracing::info!(%account, %session_id, "ephemeral session expired");
                 let _ = gw
                     .finish_removal(&account, removal, RemovedReason::Expired)
                     .await;
@@ -77,7 +77,7 @@ impl Gateway {
                     .collect::<Vec<_>>()
             });
             for removal in removed.unwrap_or_default() {
-                tracing::debug!(%account, session_id = %removal.0.record.session_id, "idle session expired");
+                tracing::info!(%account, session_id = %removal.0.record.session_id, "idle session expired");
                 let _ = self
                     .finish_removal(&account, removal, RemovedReason::Expired)
                     .await;

@@ -69,8 +69,13 @@ impl Handler for Phone {
         // socket's task is not sized for them.
         let result = match req.frame {
             ClientFrame::Link(target) => {
-                let (LinkTarget::Ref(r) | LinkTarget::Code(r)) = &target;
-                tracing::debug!(prefix = %r.chars().take(6).collect::<String>(), "link");
+                // Never a ref or code in the log, not even part of one: a
+                // log reader could link with it while it lives.
+                let by = match &target {
+                    LinkTarget::Ref(_) => "ref",
+                    LinkTarget::Code(_) => "code",
+                };
+                tracing::debug!(by, "link");
                 Box::pin(gw.link_routed(&account, me, target))
                     .await
                     .map(|(request_id, device)| {
@@ -116,6 +121,7 @@ impl Handler for Phone {
             ))
             .await
             .map(|closed| {
+                tracing::info!(closed, "phone logged a session out");
                 ServerFrame::Ok {
                     id,
                     closed: Some(closed),
@@ -125,6 +131,7 @@ impl Handler for Phone {
             ClientFrame::LogoutAll => Box::pin(gw.logout_routed(&account, Actor::Phone(me), None))
                 .await
                 .map(|closed| {
+                    tracing::info!(closed, "phone logged every session out");
                     ServerFrame::Ok {
                         id,
                         closed: Some(closed),

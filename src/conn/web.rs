@@ -198,7 +198,7 @@ impl Web {
             account: claim.account,
             session_id: claim.session_id,
         });
-        tracing::debug!("web session resumed");
+        tracing::info!("web session resumed");
         conn.write_texts([ready, status]).await
     }
 
@@ -291,7 +291,7 @@ impl Web {
             }
             .to_text(),
         ];
-        tracing::debug!("web session linked");
+        tracing::info!("web session linked");
         conn.write_texts(frames).await
     }
 }
@@ -366,7 +366,7 @@ impl Handler for Web {
                     Err(ErrorCode::LoggedOut) => {}
                     Err(code) => return conn.error(id, code, code.describe()).await,
                 }
-                tracing::debug!("web session logged itself out");
+                tracing::info!("web session logged itself out");
                 let farewell = ServerFrame::LoggedOut {
                     id,
                     reason: LogoutReason::SelfLogout,

@@ -85,3 +85,69 @@ async fn json_logs_are_one_object_per_line_and_name_the_version_and_options() {
     assert!(options.contains("log_format: Json") && options.contains("<redacted>"));
     assert!(lines.iter().all(|l| l["timestamp"].is_string()));
 }
+
+/// Links, resumes and logouts are at info with the socket's account; closes
+/// are counted by code at info (here in the shutdown summary); and no pairing
+/// code, ref or token shows in the log, not in part, not even at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tells_links_resumes_logouts_and_closes_but_never_a_code_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(dir.path(), &[], &[("RUST_LOG", "pairgate=debug")]).await;
+    let acc = account("infolog");
+    let phone = g.phone(&acc).await;
+    let (web, qr) = start_pairing(g.addr, &PairOpts::new()).await;
+    let lr = phone.request_frame(&link_code(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    let dl = phone.request_frame(&confirm(&lr)).await;
+    assert_eq!(dl["type"], "device_linked", "{dl}");
+    let linked = web.expect("linked").await;
+    let token = linked["token"].as_str().unwrap().to_owned();
+    drop(web);
+    let resumed = g
+        .resume_ok(&token, linked["session_id"].as_str().unwrap())
+        .await;
+    let ok = phone.request_frame(&ClientFrame::LogoutAll).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    assert_eq!(resumed.expect_close().await, 4001);
+    g.signal("TERM");
+    assert!(
+        g.wait_exit(std::time::Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+
+    let log = g.log_text();
+    let info_lines = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains(what))
+            .collect::<Vec<_>>()
+    };
+    for what in [
+        "web session linked",
+        "web session resumed",
+        "phone logged every session out",
+    ] {
+        let lines = info_lines(what);
+        assert!(
+            lines.iter().any(|l| l.contains(&acc)),
+            "no info line {what:?} naming the account:\n{log}"
+        );
+    }
+    assert!(
+        info_lines("sockets closed")
+            .iter()
+            .any(|l| l.contains("4001=1")),
+        "no close count at info:\n{log}"
+    );
+    let code: String = qr["code"].as_str().unwrap().replace('-', "");
+    let r#ref = qr["ref"].as_str().unwrap();
+    for secret in [
+        &code[..4],
+        &code[4..],
+        r#ref,
+        &token,
+        &token[token.len() - 20..],
+    ] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+}
