@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -60,6 +60,8 @@ pub struct ConnectOptions {
     /// The socket's receive buffer (`SO_RCVBUF`), set before connecting: a
     /// small one plays a client that reads slowly or not at all.
     pub recv_buffer: Option<u32>,
+    /// More request headers for the upgrade (a proxy's, an API gateway's).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for ConnectOptions {
@@ -70,6 +72,7 @@ impl Default for ConnectOptions {
             bind: None,
             timeout: Duration::from_secs(10),
             recv_buffer: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -106,6 +109,13 @@ impl Client {
                     HeaderValue::from_str(v).map_err(|e| ClientError::Connect(e.to_string()))?;
                 headers.insert(name, v);
             }
+        }
+        for (name, value) in &opts.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Connect(format!("header {name:?}: {e}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| ClientError::Connect(e.to_string()))?;
+            headers.append(name, value);
         }
         let host = request
             .uri()

@@ -50,6 +50,13 @@ need_redis() {
   apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 }
 
+# The proxy tests run Debian's nginx with deploy/nginx/pairgate.conf.
+need_nginx() {
+  [ -x /usr/sbin/nginx ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+}
+
 # deploy/check.sh verifies the systemd unit with Debian's systemd-analyze.
 need_systemd_analyze() {
   command -v systemd-analyze >/dev/null && return 0
@@ -85,7 +92,7 @@ contract_on_clusters() {
   return $rc
 }
 
-step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis need_systemd_analyze); need_python_packages && need_chromium && need_redis && need_systemd_analyze"
+step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis need_nginx need_systemd_analyze); need_python_packages && need_chromium && need_redis && need_nginx && need_systemd_analyze"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test" cargo test --workspace --release

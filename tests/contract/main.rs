@@ -30,6 +30,7 @@ mod limits;
 mod observability;
 mod operator;
 mod pairing;
+mod proxy;
 mod redis_harness;
 mod relay;
 mod sessions;

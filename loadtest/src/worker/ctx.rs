@@ -333,6 +333,7 @@ impl Ctx {
             bind: (!ips.is_empty()).then(|| ips[global % ips.len()]),
             timeout: Duration::from_millis(self.cfg.timeout_ms),
             recv_buffer: None,
+            headers: Vec::new(),
         }
     }
 

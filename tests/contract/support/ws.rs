@@ -174,7 +174,12 @@ pub async fn try_open(
         timeout: T,
         ..ConnectOptions::default()
     };
-    let typed = pairgate::client::Client::connect(url, &opts).await?;
+    try_open_opts(url, &opts).await
+}
+
+/// Like `try_open`, with every connect option (a source address, say).
+pub async fn try_open_opts(url: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
+    let typed = pairgate::client::Client::connect(url, opts).await?;
     let hello = typed.hello.clone();
     let path = url.split_once("//").map(|x| x.1).unwrap_or(url);
     let path = path.find('/').map(|i| &path[i..]).unwrap_or("/");
