@@ -27,10 +27,9 @@ const MIN_HEADROOM_FDS: u64 = 32;
 /// ...or this fraction of the limit, whichever is more.
 const HEADROOM_DIVISOR: u64 = 10;
 
-/// Whether an upgrade from `ip` may go on: its place, or the answer that
-/// refuses it (`503` while draining or at the node's cap, `429` at the
-/// per-IP cap, each with `Retry-After`), counted and logged.
-pub fn admit_upgrade(gw: &Gateway, ip: IpAddr) -> Result<Admitted, Response> {
+/// Whether an upgrade from `ip` may go on: its place, or why not (counted
+/// and logged; its answer is [`Refusal`]'s `IntoResponse`).
+pub fn admit_upgrade(gw: &Gateway, ip: IpAddr) -> Result<Admitted, Refusal> {
     let refusal = if gw.drain.is_draining() {
         Refusal::Draining
     } else {
@@ -49,29 +48,37 @@ pub fn admit_upgrade(gw: &Gateway, ip: IpAddr) -> Result<Admitted, Response> {
             "upgrade refused"
         );
     }
-    let (status, retry_after, text) = match refusal {
-        Refusal::Draining => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            RETRY_AFTER_FULL_SECS,
-            "this node is shutting down",
-        ),
-        Refusal::Cap => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            RETRY_AFTER_FULL_SECS,
-            "this node holds all the sockets it can",
-        ),
-        Refusal::PerIp => (
-            StatusCode::TOO_MANY_REQUESTS,
-            RETRY_AFTER_PER_IP_SECS,
-            "too many sockets from this address",
-        ),
-    };
-    Err((
-        status,
-        [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
-        text,
-    )
-        .into_response())
+    Err(refusal)
+}
+
+/// `503` while draining or at the node's cap, `429` at the per-IP cap, each
+/// with `Retry-After`.
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, retry_after, text) = match self {
+            Refusal::Draining => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                RETRY_AFTER_FULL_SECS,
+                "this node is shutting down",
+            ),
+            Refusal::Cap => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                RETRY_AFTER_FULL_SECS,
+                "this node holds all the sockets it can",
+            ),
+            Refusal::PerIp => (
+                StatusCode::TOO_MANY_REQUESTS,
+                RETRY_AFTER_PER_IP_SECS,
+                "too many sockets from this address",
+            ),
+        };
+        (
+            status,
+            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
+            text,
+        )
+            .into_response()
+    }
 }
 
 /// Why an upgrade was refused; also the `reason` label of
@@ -236,7 +243,7 @@ fn open_files_limit() -> Option<u64> {
             return None;
         }
         // RLIM_INFINITY and other huge values: no practical bound.
-        Some(limit.rlim_cur.min(u32::MAX as libc::rlim_t) as u64)
+        Some(limit.rlim_cur.min(u32::MAX.into()))
     }
     #[cfg(not(unix))]
     None

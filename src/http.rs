@@ -191,7 +191,7 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     let ip = crate::client_ip::client_ip(addr.ip(), headers, &gw.config.trust_proxy);
     let place = match crate::admission::admit_upgrade(&gw, ip) {
         Ok(place) => place,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let client = ClientInfo {
         ip: ip.to_string(),
