@@ -231,6 +231,16 @@ impl<E> Conn<E> {
                 waiters,
             }) => {
                 self.gw.metrics.close(code);
+                // Why the gateway closed it (the span names the socket, its
+                // IP and account). Not for each 1012 of a shutdown: `run`
+                // logs that once for all.
+                if code != CloseCode::Restarting {
+                    tracing::info!(
+                        code = code.code(),
+                        why = code.reason(),
+                        "closing the socket"
+                    );
+                }
                 let sent = if waiters.iter().any(|w| !w.is_closed()) {
                     // Somebody waits (a logout): no waiting on a slow client,
                     // and what was queued for an ended session is dropped.
