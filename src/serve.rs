@@ -8,9 +8,9 @@
 //!   (slowloris), and the wait for the next request on a keep-alive
 //!   connection (hyper restarts the same timer there), so this is also the
 //!   idle keep-alive timeout.
-//! - A connection still speaking HTTP after `HTTP_CONN_LIFE` (a body or a
-//!   response trickled at the pace of a slow client) is asked to finish, and
-//!   dropped `FINISH_GRACE` later. An upgraded WebSocket leaves this loop at
+//! - A connection still speaking HTTP after six header timeouts (60 s by
+//!   default: a body or a response trickled at the pace of a slow client) is
+//!   asked to finish, and dropped half a header timeout later. An upgraded WebSocket leaves this loop at
 //!   the upgrade: its life is its socket task's.
 //! - Accept errors are logged (rate-limited); when the process is out of
 //!   file descriptors (EMFILE, ENFILE) or memory, the loop pauses instead of
@@ -33,12 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-/// Longest an HTTP connection (not yet upgraded) lives before it is asked to
-/// finish: pages, health checks and handshakes take far less.
-const HTTP_CONN_LIFE: Duration = Duration::from_secs(60);
-/// How long a connection asked to finish (life over, or shutdown) may take
-/// to end its request in flight.
-const FINISH_GRACE: Duration = Duration::from_secs(5);
+/// An HTTP connection (not yet upgraded) lives this many header timeouts
+/// before it is asked to finish: pages, health checks and handshakes take
+/// far less.
+const LIFE_IN_HEADER_TIMEOUTS: u32 = 6;
 /// Pause after an accept failed for lack of descriptors or memory: long
 /// enough not to spin, short enough that a freed descriptor is used soon.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,6 +48,18 @@ const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 pub struct HttpTimers {
     /// See the module docs: header read and idle keep-alive.
     pub header_timeout: Duration,
+}
+
+impl HttpTimers {
+    /// Longest life of a connection before it is asked to finish.
+    fn life(&self) -> Duration {
+        self.header_timeout * LIFE_IN_HEADER_TIMEOUTS
+    }
+    /// How long a connection asked to finish (life over, or shutdown) may
+    /// take to end its request in flight.
+    fn finish_grace(&self) -> Duration {
+        self.header_timeout / 2
+    }
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled; then asks every
@@ -115,13 +125,13 @@ async fn connection(
     let ended = tokio::select! {
         ended = conn.as_mut() => Some(ended),
         _ = stop.cancelled() => None,
-        _ = tokio::time::sleep(HTTP_CONN_LIFE) => None,
+        _ = tokio::time::sleep(timers.life()) => None,
     };
     let ended = match ended {
         Some(ended) => ended,
         None => {
             conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(FINISH_GRACE, conn).await {
+            match tokio::time::timeout(timers.finish_grace(), conn).await {
                 Ok(ended) => ended,
                 Err(_) => {
                     tracing::debug!(%peer, "http connection did not finish: dropped");

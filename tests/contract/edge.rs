@@ -188,6 +188,49 @@ async fn connections_that_send_no_full_request_are_cut_off() {
     assert!(healthz_ok(addr, T).await);
 }
 
+/// A client that asks for a page again and again and never reads the answers
+/// holds its connection only for the connection's life (six header timeouts:
+/// 6 s here), not until it has taken every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_answers_is_cut_off() {
+    let gw = TestGateway::spawn(|c| c.http_header_timeout_ms = 1000).await;
+    const REQUESTS: usize = 3000;
+    let page = http_get(gw.addr, "/static/phone.js", &[]).await.body.len();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let one = b"GET /static/phone.js HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..REQUESTS {
+            if wr.write_all(one).await.is_err() {
+                return;
+            }
+        }
+        // keep the write side open: the server is not told we are done
+        std::future::pending::<()>().await;
+    });
+    // the contract here is about time: past the connection's life and grace
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(LONG, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(ended.is_ok(), "the connection is still open");
+    assert!(
+        total < REQUESTS * page,
+        "every answer went out ({total} bytes): the slow reader was not cut off"
+    );
+}
+
 /// `--max-sockets 3`: the fourth upgrade gets 503 with Retry-After and is
 /// not upgraded; the sockets already open keep relaying; once one leaves,
 /// upgrades are taken again; refusals are counted by reason.
