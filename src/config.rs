@@ -73,6 +73,25 @@ pub struct Config {
     /// Outbound bytes queued for one socket before it is closed 4030.
     #[arg(long, env = "PAIRGATE_MAX_QUEUE_BYTES", default_value_t = defaults::MAX_QUEUE_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_queue_bytes: u64,
+    /// WebSocket sockets this node holds; an upgrade beyond gets 503 (0: what
+    /// the open-files limit allows, with headroom).
+    #[arg(long, env = "PAIRGATE_MAX_SOCKETS", default_value_t = defaults::MAX_SOCKETS)]
+    pub max_sockets: usize,
+    /// WebSocket sockets one client IP (IPv6: one /64) holds on this node; an
+    /// upgrade beyond gets 429 (0: off).
+    #[arg(long, env = "PAIRGATE_MAX_SOCKETS_PER_IP", default_value_t = defaults::MAX_SOCKETS_PER_IP)]
+    pub max_sockets_per_ip: usize,
+    /// Comma-separated IPs or CIDRs of reverse proxies whose
+    /// `X-Forwarded-For` names the client.
+    #[arg(long, env = "PAIRGATE_TRUST_PROXY", value_delimiter = ',', value_parser = crate::client_ip::parse_trusted)]
+    pub trust_proxy: Vec<crate::client_ip::TrustedNet>,
+    /// On SIGTERM, spread the 1012 closes of live sockets over this long.
+    #[arg(long, env = "PAIRGATE_DRAIN_MS", default_value_t = defaults::DRAIN_MS, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_ms: u64,
+    /// Time a client has to send a request's head, and an idle keep-alive
+    /// connection's life (for tests; the default suits production).
+    #[arg(long, env = "PAIRGATE_HTTP_HEADER_TIMEOUT_MS", default_value_t = defaults::HTTP_HEADER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=600_000), hide = true)]
+    pub http_header_timeout_ms: u64,
     /// Serve `POST /demo/phone`, which mints phone tokens for throw-away
     /// accounts: for trying pairgate, never for production.
     #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
@@ -144,6 +163,11 @@ impl Default for Config {
             max_frames_per_sec: defaults::MAX_FRAMES_PER_SEC,
             max_errors_per_sec: defaults::MAX_ERRORS_PER_SEC,
             max_queue_bytes: defaults::MAX_QUEUE_BYTES,
+            max_sockets: defaults::MAX_SOCKETS,
+            max_sockets_per_ip: defaults::MAX_SOCKETS_PER_IP,
+            trust_proxy: Vec::new(),
+            drain_ms: defaults::DRAIN_MS,
+            http_header_timeout_ms: defaults::HTTP_HEADER_TIMEOUT_MS,
             demo: false,
             redis: None,
             node_id: None,
@@ -194,6 +218,12 @@ impl Config {
     pub fn session_idle(&self) -> Option<Duration> {
         (self.session_idle_days > 0.0)
             .then(|| Duration::from_secs_f64(self.session_idle_days * 86_400.0))
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms)
     }
     pub fn node_lease(&self) -> Duration {
         Duration::from_millis(self.node_lease_ms)

@@ -20,6 +20,14 @@ pub mod defaults {
     pub const MAX_FRAMES_PER_SEC: u32 = 1000;
     pub const MAX_ERRORS_PER_SEC: u32 = 10;
     pub const MAX_QUEUE_BYTES: u64 = 1_048_576;
+    /// 0: what the open-files limit allows, with headroom.
+    pub const MAX_SOCKETS: usize = 0;
+    /// 0: off.
+    pub const MAX_SOCKETS_PER_IP: usize = 0;
+    pub const DRAIN_MS: u64 = 0;
+    /// pairgate's own: a request head's deadline, and an idle keep-alive
+    /// connection's life.
+    pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
     pub const NODE_LEASE_MS: u64 = 10_000;
 }
 
@@ -54,3 +62,8 @@ pub const MAX_PENDING_REQUESTS: usize = 8;
 pub const MAX_DEVICE_NAME_CHARS: usize = 100;
 /// Longest User-Agent kept, in bytes.
 pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// `Retry-After` (seconds) of an upgrade refused for the node's socket cap
+/// or a drain: another node, or this one a moment later, will take it.
+pub const RETRY_AFTER_FULL_SECS: u32 = 5;
+/// `Retry-After` (seconds) of an upgrade refused for the per-IP cap.
+pub const RETRY_AFTER_PER_IP_SECS: u32 = 30;

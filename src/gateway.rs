@@ -11,8 +11,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::account::hub::Hub;
 use crate::account::pairing::Pairing;
+use crate::admission::Admission;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens::Tokens;
@@ -30,6 +32,10 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every socket task and timer, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// SIGTERM's drain: when each socket closes, whether upgrades are taken.
+    pub drain: Drain,
+    /// The socket caps (`--max-sockets`, `--max-sockets-per-ip`).
+    pub admission: Arc<Admission>,
     /// Cluster mode: this node's membership (`None` on a single node).
     pub cluster: Option<Arc<Cluster>>,
     /// This node's name (`--node-id`, or generated at start).
@@ -55,8 +61,9 @@ impl Gateway {
             metrics,
             hub: Hub::default(),
             pairing: Pairing::default(),
-            shutdown,
             tasks: TaskTracker::new(),
+            drain: Drain::new(&shutdown),
+            admission: Admission::new(config.max_sockets, config.max_sockets_per_ip),
             cluster: None,
             node_id: config
                 .node_id
@@ -64,13 +71,16 @@ impl Gateway {
                 .unwrap_or_else(|| crate::ids::random_id::<6>("node-")),
             started_at_ms: crate::time::now_ms(),
             next_conn_id: AtomicU64::new(1),
+            shutdown,
             config,
         }
     }
 
     /// Whether this node takes new sockets: `/readyz`.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled() && self.cluster.as_ref().is_none_or(|c| c.is_ready())
+        !self.drain.is_draining()
+            && !self.shutdown.is_cancelled()
+            && self.cluster.as_ref().is_none_or(|c| c.is_ready())
     }
 
     pub fn next_conn_id(&self) -> u64 {

@@ -152,7 +152,7 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
         None => !headers.contains_key(header::ORIGIN),
     };
     if !origin_ok {
-        gw.metrics.upgrades_refused_origin.inc();
+        gw.metrics.upgrade_refused("origin");
         tracing::debug!(?origin, "upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -187,8 +187,15 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
+    // Admission before the handshake: a refused upgrade costs no socket task.
+    let ip = crate::client_ip::client_ip(addr.ip(), headers, &gw.config.trust_proxy);
+    let place = match crate::admission::admit_upgrade(&gw, ip) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let client = ClientInfo {
-        ip: addr.ip().to_canonical().to_string(),
+        ip: ip.to_string(),
+        place,
         // Only a pairing web socket shows its User-Agent to the phone.
         user_agent: match role {
             Role::Web => headers

@@ -6,7 +6,12 @@
 //! - [`config`]: every option, its environment variable and validation.
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
-//! - [`http`]: pages, health and readiness, metrics, and the WebSocket upgrades.
+//! - [`serve`]: the accept loop and HTTP/1.1 connections (timeouts, accept
+//!   errors); [`http`]: pages, health and readiness, metrics, and the
+//!   WebSocket upgrades.
+//! - [`admission`]: the socket caps (per node, per client IP) checked before
+//!   a handshake; [`client_ip`]: the client's address behind trusted proxies;
+//!   [`drain`]: SIGTERM's spread 1012 closes.
 //! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
 //!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
@@ -33,13 +38,16 @@
 
 pub mod account;
 pub mod admin;
+pub mod admission;
 pub mod client;
+pub mod client_ip;
 mod close_summary;
 pub mod cluster;
 pub mod config;
 mod conn;
 pub mod contract;
 pub mod device;
+pub mod drain;
 pub mod gateway;
 pub mod http;
 pub mod ids;
@@ -49,16 +57,15 @@ pub mod process_metrics;
 pub mod protocol;
 pub mod qr;
 pub mod secret;
+pub mod serve;
 pub mod store;
 pub mod time;
 pub mod tokens;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -139,26 +146,27 @@ pub async fn run(
     spawn_memory_trimmer(&gw);
     let close_summary = close_summary::spawn(&gw);
 
-    let app = http::router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        // Small frames should leave at once, not wait for Nagle.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let stop_http = cancel.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_http.cancelled().await })
-            .into_future(),
-    );
+    let app = http::router(gw.clone());
+    let timers = serve::HttpTimers {
+        header_timeout: gw.config.http_header_timeout(),
+    };
+    let server = tokio::spawn(serve::serve(listener, app, timers, cancel.clone()));
     tracing::info!(
         "listening on http://{addr} (open http://{addr}/ in a browser; data dir {})",
         gw.config.data_dir.display()
     );
 
     shutdown.await;
-    tracing::info!("shutting down: closing every socket with 1012");
+    let sockets = gw.admission.open();
+    let drain = gw.config.drain();
+    tracing::info!(
+        sockets,
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: taking no new sockets; closing every socket with 1012"
+    );
+    // New upgrades and `/readyz` get 503 from here on; the sockets close in
+    // waves over the drain time (at once without one).
+    gw.drain.run(drain).await;
     cancel.cancel();
     gw.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, gw.tasks.wait())
@@ -167,10 +175,11 @@ pub async fn run(
     {
         tracing::warn!("some sockets did not finish closing in time");
     }
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
-        Ok(_) => {}
-        Err(_) => tracing::debug!("http connections still open at exit"),
+    if tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .is_err()
+    {
+        tracing::debug!("http connections still open at exit");
     }
     close_summary.log(&gw.metrics, "since the last summary (shutdown)");
     if let Some(c) = &cluster {

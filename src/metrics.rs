@@ -59,7 +59,8 @@ pub struct Metrics {
     errors: HashMap<ErrorCode, Counter>,
     closes: HashMap<u16, Counter>,
     logouts: [Counter; 5],
-    pub upgrades_refused_origin: Counter,
+    /// `pairgate_upgrades_refused_total{reason}`: see `upgrade_refused`.
+    upgrades_refused: Family<Labels, Counter>,
     pub store_commit_seconds: Histogram,
     /// Cluster mode: bus messages published to other nodes.
     pub cluster_bus_published: Counter,
@@ -212,7 +213,13 @@ impl Metrics {
                 family_member(&logouts, "kind", "expired"),
                 family_member(&logouts, "kind", "admin"),
             ],
-            upgrades_refused_origin: family_member(&refused, "reason", "origin"),
+            upgrades_refused: {
+                // Shown at 0 before the first refusal.
+                for reason in ["origin", "cap", "per_ip", "draining"] {
+                    family_member(&refused, "reason", reason);
+                }
+                refused
+            },
             store_commit_seconds,
             registry,
         }
@@ -255,6 +262,15 @@ impl Metrics {
                 (n > 0).then(|| (c.label(), n))
             })
             .collect()
+    }
+
+    /// Counts an upgrade refused before the handshake, by `reason` (a fixed
+    /// word: "origin", "cap", "per_ip", "draining"...). Refusals are rare, so
+    /// the label lookup is fine here.
+    pub fn upgrade_refused(&self, reason: &'static str) {
+        self.upgrades_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     /// The Prometheus text exposition of every series.

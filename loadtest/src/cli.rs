@@ -36,6 +36,9 @@ pub enum Command {
     /// Web sockets that stop reading while their phones flood them: the
     /// gateway's memory before, at the peak and after the 4030 closes.
     Stalled(crate::stalled::StalledOpts),
+    /// A reconnect surge: phones connecting at the same instant to a fresh
+    /// gateway, refusals (503) retried with backoff; handshake latency.
+    Surge(crate::surge::SurgeOpts),
 }
 
 /// Which sockets send during the relay phase.

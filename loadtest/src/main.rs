@@ -11,6 +11,7 @@
 //! - [`report`]: exact merge, loss checks, table, JSON, SVG.
 //! - [`soak`]: `--soak`: the gateway's RSS over time, its slope, the verdict.
 //! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
+//! - [`surge`]: `loadtest surge`, a reconnect surge against a fresh node.
 
 mod cli;
 mod clock;
@@ -19,6 +20,7 @@ mod parent;
 mod report;
 mod soak;
 mod stalled;
+mod surge;
 mod wire;
 mod worker;
 
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::Worker { index: _ }) => worker::main().map(|()| true),
         Some(cli::Command::Stalled(opts)) => stalled::main(opts),
+        Some(cli::Command::Surge(opts)) => surge::main(opts),
         None => parent_main(cli.opts),
     };
     match result {

@@ -39,11 +39,15 @@ use crate::protocol::{
 use self::limits::Limits;
 
 /// Who is on the other end, as the HTTP upgrade saw it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ClientInfo {
-    /// IPv4-mapped IPv6 addresses shown as IPv4.
+    /// The client IP (`client_ip.rs`); IPv4-mapped IPv6 addresses shown as IPv4.
     pub ip: String,
     pub user_agent: String,
+    /// The socket's place under the caps (`admission.rs`), given back when
+    /// its task ends.
+    #[expect(dead_code, reason = "held only to be dropped with the socket")]
+    pub place: crate::admission::Admitted,
 }
 
 /// Why a socket task's loop ended.
@@ -227,6 +231,11 @@ impl<E> Conn<E> {
                 waiters,
             }) => {
                 self.gw.metrics.close(code);
+                // Why the gateway closed it (the span names the socket, its
+                // IP and account): detail at debug, since a logout_all of a
+                // big account base would be a line per socket; the counts by
+                // code are at info once a minute (`close_summary.rs`).
+                tracing::debug!(code = code.code(), why = code.reason(), "closing the socket");
                 let sent = if waiters.iter().any(|w| !w.is_closed()) {
                     // Somebody waits (a logout): no waiting on a slow client,
                     // and what was queued for an ended session is dropped.
@@ -293,7 +302,11 @@ impl<E> Conn<E> {
             };
             tokio::select! {
                 biased;
-                _ = self.gw.shutdown.cancelled() => {
+                // Shutdown, or this socket's turn in a drain (`drain.rs`).
+                _ = self.gw.drain.turn(self.peer.conn_id()) => {
+                    // One line per socket would flood the log of a big
+                    // node at every deploy: `run` logs the drain once.
+                    tracing::debug!("closing 1012: the node is shutting down");
                     return Err(Stop::close(CloseCode::Restarting, None));
                 }
                 wake = self.queue.next() => match wake {

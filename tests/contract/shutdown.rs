@@ -178,3 +178,221 @@ async fn sigterm_flushes_the_last_active_times_of_the_closes() {
         );
     }
 }
+
+/// An upgrade request answered with `Connection: close`: its status and
+/// `Retry-After` (it must not upgrade: the answer is read to its end).
+async fn refused_upgrade(addr: std::net::SocketAddr) -> (u16, Option<String>) {
+    let r = http_get(
+        addr,
+        "/ws/phone",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
+    .await;
+    (r.status, r.header("retry-after").map(str::to_owned))
+}
+
+/// `--drain-ms 3000`: on SIGTERM `/readyz` turns 503 and new upgrades get
+/// 503 with Retry-After at once; the live sockets are closed 1012 spread
+/// over the drain (30 sockets: the first and last close are more than a
+/// second apart, where without a drain they all close at once); the
+/// process exits 0 within drain + 5 s, the store flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_drain_refuses_new_sockets_and_spreads_the_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(
+        dir.path(),
+        &["--drain-ms", "3000", "--auth-timeout-ms", "60000"],
+        &[],
+    )
+    .await;
+    let acc = account("drain");
+    let phone = g.phone(&acc).await;
+    let s = g.pair(&phone, &PairOpts::new()).await;
+    let mut closes = Vec::new();
+    for _ in 0..30 {
+        let c = Client::open(&ws_url(g.addr, "/ws/phone")).await;
+        closes.push(tokio::spawn(async move {
+            let code = c.expect_close_within(Duration::from_secs(20)).await;
+            (std::time::Instant::now(), code)
+        }));
+    }
+    assert_eq!(g.http_get("/readyz", &[]).await.status, 200);
+
+    let term = std::time::Instant::now();
+    g.signal("TERM");
+    let deadline = term + T;
+    while g.http_get("/readyz", &[]).await.status != 503 {
+        assert!(std::time::Instant::now() < deadline, "/readyz still 200");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, retry_after) = refused_upgrade(g.addr).await;
+    assert_eq!(status, 503, "a new upgrade while draining");
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    let refused = g.http_get("/metrics", &[]).await.text();
+    assert_eq!(
+        metric_sample(
+            &refused,
+            "pairgate_upgrades_refused_total",
+            &[("reason", "draining")]
+        ),
+        Some(1.0)
+    );
+
+    let mut times = Vec::new();
+    for c in closes {
+        let (at, code) = c.await.unwrap();
+        assert_eq!(code, 1012);
+        times.push(at);
+    }
+    assert_eq!(phone.expect_close_within(LONG).await, 1012);
+    assert_eq!(s.web.expect_close_within(LONG).await, 1012);
+    let first = *times.iter().min().unwrap();
+    let last = *times.iter().max().unwrap();
+    assert!(
+        last - first >= Duration::from_millis(1000),
+        "30 sockets closed within {:?} of each other: not spread over the 3 s drain",
+        last - first
+    );
+    let left = Duration::from_millis(3000 + 5000).saturating_sub(term.elapsed());
+    let status = g.wait_exit(left).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit within drain + 5 s: {status:?}; log:\n{}",
+        g.log_text()
+    );
+    let g = BinGateway::serve(dir.path(), &[], &[]).await;
+    let _w = g.resume_ok(&s.token, &s.session_id).await;
+}
+
+/// Sends `send` frames with ids `{prefix}{n}` and bodies `{"seq":n,"by":prefix}`
+/// in pipelined bursts until the socket is closed.
+async fn flood(c: std::sync::Arc<Client>, prefix: String) {
+    let mut n = 0u64;
+    while !c.is_closed() {
+        for _ in 0..32 {
+            let body =
+                serde_json::value::to_raw_value(&serde_json::json!({"seq": n, "by": prefix}))
+                    .unwrap();
+            let text = ClientFrame::Send {
+                body: &body,
+                to: None,
+            }
+            .to_text(Some(&format!("{prefix}{n}")));
+            if c.try_send_raw(tungstenite::Message::text(text))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Shutdown under load: a phone and three web sessions relay at full speed
+/// both ways when SIGTERM comes. Every socket gets 1012; every `send` the
+/// gateway acknowledged reached its receivers (a phone's `ack` counts
+/// `delivered` webs: at least that many got it; a web's `ack` means the
+/// phone got it); every session resumes after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing_acknowledged() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = BinGateway::serve(
+        dir.path(),
+        &[
+            "--max-frames-per-sec",
+            "1000000",
+            "--max-errors-per-sec",
+            "1000000",
+        ],
+        &[],
+    )
+    .await;
+    let acc = account("termload");
+    let phone = Arc::new(g.phone(&acc).await);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(g.pair(&phone, &PairOpts::new()).await);
+    }
+    let (webs, keys): (Vec<Arc<Client>>, Vec<(String, String)>) = sessions
+        .into_iter()
+        .map(|s| (Arc::new(s.web), (s.token, s.session_id)))
+        .unzip();
+    let mut floods = vec![tokio::spawn(flood(phone.clone(), "p".into()))];
+    for (i, w) in webs.iter().enumerate() {
+        floods.push(tokio::spawn(flood(w.clone(), format!("w{i}-"))));
+    }
+    // under way: every sender has had hundreds of sends acknowledged
+    let deadline = std::time::Instant::now() + LONG;
+    for c in webs.iter().chain([&phone]) {
+        while c.all_of("ack").len() < 300 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: the load did not get going",
+                c.name
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    g.signal("TERM");
+    for c in webs.iter().chain([&phone]) {
+        assert_eq!(c.expect_close_within(LONG).await, 1012, "{}", c.name);
+    }
+    assert!(g.wait_exit(LONG).await.is_some_and(|s| s.success()));
+    for f in floods {
+        f.await.unwrap();
+    }
+
+    let received = |c: &Client, by: &str| -> std::collections::HashSet<u64> {
+        c.all_of("message")
+            .iter()
+            .filter(|m| m["body"]["by"] == by)
+            .filter_map(|m| m["body"]["seq"].as_u64())
+            .collect()
+    };
+    let seq_of = |ack: &serde_json::Value, prefix: &str| -> Option<u64> {
+        ack["id"].as_str()?.strip_prefix(prefix)?.parse().ok()
+    };
+    // the phone's sends
+    let at_webs: Vec<_> = webs.iter().map(|w| received(w, "p")).collect();
+    let mut checked = 0;
+    for ack in phone.all_of("ack") {
+        let Some(seq) = seq_of(&ack, "p") else {
+            continue;
+        };
+        let delivered = ack["delivered"].as_u64().unwrap_or(0) as usize;
+        let got = at_webs.iter().filter(|s| s.contains(&seq)).count();
+        assert!(
+            got >= delivered,
+            "phone send {seq}: ack {ack}, {got} webs got it"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no phone send was acknowledged");
+    // the webs' sends
+    for (i, w) in webs.iter().enumerate() {
+        let prefix = format!("w{i}-");
+        let at_phone = received(&phone, &prefix);
+        for ack in w.all_of("ack") {
+            let Some(seq) = seq_of(&ack, &prefix) else {
+                continue;
+            };
+            assert!(
+                at_phone.contains(&seq),
+                "web {i} send {seq} acked, never reached the phone"
+            );
+        }
+    }
+
+    let g = BinGateway::serve(dir.path(), &[], &[]).await;
+    for (token, session_id) in &keys {
+        let _w = g.resume_ok(token, session_id).await;
+    }
+}

@@ -379,6 +379,20 @@ impl BinGateway {
         Self::start_args_in(None, data_dir, args, env).await
     }
 
+    /// Like `serve`, under an open-files limit of `open_files` (soft and
+    /// hard, so the binary cannot raise it).
+    pub async fn serve_with_open_files(data_dir: &Path, args: &[&str], open_files: u64) -> Self {
+        let mut all = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Self::start(None, data_dir, &all, &[], Some(open_files)).await
+    }
+
     /// Like `start_args`, in the working directory `cwd`.
     pub async fn start_args_in(
         cwd: Option<&Path>,
@@ -386,7 +400,33 @@ impl BinGateway {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start(cwd, data_dir, args, env, None).await
+    }
+
+    async fn start(
+        cwd: Option<&Path>,
+        data_dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Self {
         let mut cmd = clean_command(args);
+        if let Some(n) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `limit`,
+            // a copy owned by the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
