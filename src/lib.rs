@@ -77,6 +77,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
+    anyhow::ensure!(
+        config.previous_secret.len() <= tokens::MAX_PREVIOUS_SECRETS,
+        "--previous-secret: at most {} secrets",
+        tokens::MAX_PREVIOUS_SECRETS
+    );
+    let tokens = Tokens::with_previous(&secret, &config.previous_secret);
     let metrics = Arc::new(Metrics::new());
     let node_id = config
         .node_id
@@ -109,7 +115,7 @@ pub async fn run(
     let mut gw = Gateway::new(
         config,
         public_url,
-        Tokens::new(&secret),
+        tokens,
         store,
         metrics.clone(),
         cancel.clone(),
