@@ -183,9 +183,14 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     }
     let Some(accept) = headers
         .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| crate::handshake::valid_websocket_key(key))
         .map(|key| derive_accept_key(key.as_bytes()))
     else {
-        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing or malformed Sec-WebSocket-Key",
+        )
+            .into_response();
     };
     let client = ClientInfo {
         ip: addr.ip().to_canonical().to_string(),

@@ -7,6 +7,7 @@
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
 //! - [`http`]: pages, health and readiness, metrics, and the WebSocket upgrades.
+//! - [`handshake`]: what an upgrade request must look like (its key).
 //! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
 //!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
@@ -38,6 +39,7 @@ mod conn;
 pub mod contract;
 pub mod device;
 pub mod gateway;
+pub mod handshake;
 pub mod http;
 pub mod ids;
 pub mod metrics;
