@@ -142,7 +142,7 @@ impl KeyRing {
         let decode = |v: &Verifier| jsonwebtoken::decode::<T>(token, &v.key, validation).ok();
         match kid.and_then(|kid| self.verifiers.iter().find(|v| v.kid == kid)) {
             Some(named) => decode(named),
-            None => self.verifiers.iter().find_map(|v| decode(v)),
+            None => self.verifiers.iter().find_map(decode),
         }
         .map(|data| data.claims)
     }

@@ -31,5 +31,7 @@ mod operator;
 mod pairing;
 mod redis_harness;
 mod relay;
+mod secrets;
 mod sessions;
 mod shutdown;
+mod wire_violations;
