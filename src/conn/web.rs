@@ -6,7 +6,7 @@
 //! it needs, and the parser's [`Stage`] is derived from it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tungstenite::Utf8Bytes;
 
@@ -56,11 +56,22 @@ enum Step {
     /// The phone took the ref; its link request runs until `expires`, and
     /// rotation pauses while it decides.
     Scanned { expires: Instant },
-    /// Nothing on screen and no deadline: the request's time ran out but
-    /// somebody (a confirm, a reject, a `logout_all`) took it first, so its
-    /// outcome comes as an event; or the pairing is ending.
+    /// The request's time ran out but somebody (a confirm, a reject, a
+    /// `logout_all`) took it first: its outcome comes as an event, by
+    /// `gives_up` at the latest. If none came by then (a commit that hangs;
+    /// in a cluster, a home that died with the request, or a call or an
+    /// answer lost), the socket gives the request up and starts over: a
+    /// pairing socket is never left waiting with no deadline.
+    Settling { gives_up: Instant },
+    /// Nothing on screen and no deadline: an outcome's event is queued, or
+    /// the pairing is ending.
     Waiting,
 }
+
+/// How long a pairing socket whose request ran out waits at least for the
+/// outcome of whoever took the request (with the request's own time, if
+/// longer): beyond a cluster call's timeout and a commit under load.
+const SETTLE_AT_LEAST: Duration = Duration::from_secs(5);
 
 impl Pairing {
     /// Moves to `step`; a ref that was on screen is withdrawn.
@@ -70,12 +81,41 @@ impl Pairing {
         }
     }
 
-    /// When the ref on screen or the pending request expires.
+    /// When the ref on screen or the pending request expires, or the wait
+    /// for another's outcome ends.
     fn deadline(&self) -> Option<Instant> {
         match self.step {
             Step::Showing { expires, .. } | Step::Scanned { expires } => Some(expires),
+            Step::Settling { gives_up } => Some(gives_up),
             Step::Waiting => None,
         }
+    }
+
+    /// The request ran out, but somebody else took it: wait for their
+    /// outcome, `grace` at most.
+    fn settle(&mut self, grace: Duration) {
+        self.step = Step::Settling {
+            gives_up: Instant::now() + grace,
+        };
+    }
+
+    /// No outcome came while settling: the request, if still pending, is
+    /// given up here and returned (account, request id) so the account drops
+    /// it too. `None`: the attempt moved on (linked, or its request ended)
+    /// and that outcome's event is queued.
+    fn give_up_request(&mut self) -> Option<(String, String)> {
+        let mut a = self.attempt.lock();
+        let AttemptState::Requested {
+            account,
+            request_id,
+        } = a.state.clone()
+        else {
+            drop(a);
+            self.step = Step::Waiting;
+            return None;
+        };
+        a.state.end_request();
+        Some((account, request_id))
     }
 
     /// Ends pairing on this socket: its ref dies, and nothing may link it
@@ -434,8 +474,26 @@ impl Handler for Web {
                     p.attempt.lock().state.end_request();
                     return restart_pairing(conn, p).await;
                 }
-                p.step = Step::Waiting;
+                p.settle(conn.gw.config.request_ttl().max(SETTLE_AT_LEAST));
                 Ok(())
+            }
+            Step::Settling { .. } => {
+                let Some((account, request_id)) = p.give_up_request() else {
+                    return Ok(());
+                };
+                tracing::info!(%request_id, "no outcome for an expired link request: starting over");
+                // A confirm that lands later leaves its session offline, as
+                // for a pairing socket that left.
+                match &conn.gw.cluster {
+                    None => conn.gw.drop_request(&account, &request_id),
+                    Some(_) => {
+                        let gw = conn.gw.clone();
+                        conn.gw.tasks.spawn(async move {
+                            let _ = gw.drop_request_routed(&account, &request_id).await;
+                        });
+                    }
+                }
+                restart_pairing(conn, p).await
             }
             Step::Showing { .. } => {
                 if p.remaining == 0 {
@@ -517,5 +575,42 @@ mod tests {
         assert_eq!(p.end(&gw), Abandoned::Nothing);
         assert!(!gw.pairing.is_valid(&third));
         assert!(!attempt.lock().state.is_alive());
+    }
+
+    /// A scanned socket whose request ran out while somebody else held it
+    /// (a confirm being written) keeps a deadline: if no outcome comes, it
+    /// gives the request up; if one came, its event is queued.
+    #[tokio::test]
+    async fn a_request_taken_by_another_at_expiry_leaves_a_deadline() {
+        let (peer, _queue): (WebPeer, _) = Peer::new(1, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            peer,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        assert!(attempt.lock().state.request("alice", "r1"));
+        let mut p = Pairing {
+            attempt: attempt.clone(),
+            remaining: 0,
+            step: Step::Scanned {
+                expires: Instant::now(),
+            },
+        };
+        p.settle(Duration::from_secs(5));
+        assert!(p.deadline().is_some(), "settling without a deadline");
+        // no outcome came: the request is given up here
+        assert_eq!(
+            p.give_up_request(),
+            Some(("alice".to_owned(), "r1".to_owned()))
+        );
+        assert_eq!(attempt.lock().state, AttemptState::Waiting);
+        // an outcome came (linked): nothing to give up, its event is queued
+        assert!(attempt.lock().state.request("alice", "r2"));
+        assert!(attempt.lock().state.link("alice", "s1"));
+        p.settle(Duration::from_secs(5));
+        assert_eq!(p.give_up_request(), None);
+        assert!(p.deadline().is_none());
     }
 }

@@ -29,6 +29,7 @@ mod http;
 mod limits;
 mod operator;
 mod pairing;
+mod pairing_race;
 mod redis_harness;
 mod relay;
 mod secrets;
