@@ -654,6 +654,11 @@ pub enum ServerFrame<'a> {
         account: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<&'a str>,
+        /// (pairgate) A fresh session token, when the one given was signed
+        /// with a key the gateway no longer signs with (a previous secret):
+        /// the client keeps this one instead.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

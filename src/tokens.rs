@@ -87,6 +87,9 @@ struct SessionClaims {
 pub struct SessionClaim {
     pub account: String,
     pub session_id: String,
+    /// Signed with a key the gateway no longer signs with (a previous
+    /// secret's, or the secret itself in the old form): worth replacing.
+    pub renew: bool,
 }
 
 /// One key a token may be verified with.
@@ -130,21 +133,24 @@ impl KeyRing {
         jsonwebtoken::encode(&header, claims, &self.signing)
     }
 
-    /// The claims of `token` if one of the keys verifies it. A `kid` naming
-    /// one of them picks it; any other (none, or an identity service's own)
-    /// tries each, current first.
+    /// The claims of `token` if one of the keys verifies it, and whether
+    /// that key is the current one. A `kid` naming one of them picks it; any
+    /// other (none, or an identity service's own) tries each, current first.
     fn verify<T: DeserializeOwned>(
         &self,
         token: &str,
         kid: Option<&str>,
         validation: &Validation,
-    ) -> Option<T> {
-        let decode = |v: &Verifier| jsonwebtoken::decode::<T>(token, &v.key, validation).ok();
-        match kid.and_then(|kid| self.verifiers.iter().find(|v| v.kid == kid)) {
+    ) -> Option<(T, bool)> {
+        let decode = |(i, v): (usize, &Verifier)| {
+            let data = jsonwebtoken::decode::<T>(token, &v.key, validation).ok()?;
+            Some((data.claims, i == 0))
+        };
+        let mut keys = self.verifiers.iter().enumerate();
+        match kid.and_then(|kid| keys.clone().find(|(_, v)| v.kid == kid)) {
             Some(named) => decode(named),
-            None => self.verifiers.iter().find_map(decode),
+            None => keys.find_map(decode),
         }
-        .map(|data| data.claims)
     }
 }
 
@@ -260,9 +266,11 @@ impl Tokens {
     /// The account a phone token speaks for, or `None` when it is not valid.
     pub fn verify_phone(&self, token: &str) -> Option<String> {
         let header = check_header(token)?;
-        let claims: PhoneClaims =
-            self.phone
-                .verify(token, header.kid.as_deref(), &self.phone_validation)?;
+        let (claims, _) = self.phone.verify::<PhoneClaims>(
+            token,
+            header.kid.as_deref(),
+            &self.phone_validation,
+        )?;
         valid_account_id(&claims.sub).then_some(claims.sub)
     }
 
@@ -281,28 +289,27 @@ impl Tokens {
     /// is the caller's question.
     pub fn verify_session(&self, token: &str) -> Option<SessionClaim> {
         let header = check_header(token)?;
-        let claims: SessionClaims =
-            match self
-                .session
-                .verify(token, header.kid.as_deref(), &self.session_validation)
-            {
-                Some(claims) => claims,
-                // Only the old form (no `kid`) may be signed with a secret itself.
-                None if header.kid.is_none() => {
-                    let claims = self.legacy_session.iter().find_map(|key| {
-                        jsonwebtoken::decode::<SessionClaims>(token, key, &self.session_validation)
-                            .ok()
-                    })?;
-                    tracing::debug!(
-                        "session token of the old form (signed with the secret itself)"
-                    );
-                    claims.claims
-                }
-                None => return None,
-            };
+        let verified = self.session.verify::<SessionClaims>(
+            token,
+            header.kid.as_deref(),
+            &self.session_validation,
+        );
+        let (claims, current) = match verified {
+            Some(verified) => verified,
+            // Only the old form (no `kid`) may be signed with a secret itself.
+            None if header.kid.is_none() => {
+                let data = self.legacy_session.iter().find_map(|key| {
+                    jsonwebtoken::decode::<SessionClaims>(token, key, &self.session_validation).ok()
+                })?;
+                tracing::debug!("session token of the old form (signed with the secret itself)");
+                (data.claims, false)
+            }
+            None => return None,
+        };
         valid_account_id(&claims.sub).then_some(SessionClaim {
             account: claims.sub,
             session_id: claims.sid,
+            renew: !current,
         })
     }
 }
@@ -447,6 +454,7 @@ mod tests {
         let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
         let old = forge(header, session_claims("alice", "s1"), b"k");
         assert_eq!(t.verify_session(&old).unwrap().session_id, "s1");
+        assert!(t.verify_session(&old).unwrap().renew);
         let with_kid = serde_json::json!({"alg": "HS256", "kid": t.session_kid()});
         let forged = forge(with_kid, session_claims("alice", "s1"), b"k");
         assert!(t.verify_session(&forged).is_none());
@@ -463,6 +471,8 @@ mod tests {
         let rotated = Tokens::with_previous("b", &["a".to_owned()]);
         assert_eq!(rotated.verify_phone(&phone).as_deref(), Some("alice"));
         assert_eq!(rotated.verify_session(&session).unwrap().session_id, "s1");
+        assert!(rotated.verify_session(&session).unwrap().renew);
+        assert!(!old.verify_session(&session).unwrap().renew);
         assert_eq!(rotated.phone_kid(), Tokens::new("b").phone_kid());
         let fresh = rotated.mint_session("alice", "s2");
         assert!(Tokens::new("b").verify_session(&fresh).is_some());

@@ -261,7 +261,7 @@ proptest! {
                 json!({"type": "hello", "protocol": 1, "heartbeat_ms": n64, "max_frame_bytes": n64}),
             ),
             (
-                ServerFrame::Ready { id, role: "web", account: &text, session_id: Some(&other) },
+                ServerFrame::Ready { id, role: "web", account: &text, session_id: Some(&other), token: None },
                 with_id(json!({"type": "ready", "role": "web", "account": text, "session_id": other})),
             ),
             (

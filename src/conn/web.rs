@@ -223,11 +223,20 @@ impl Web {
                 Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
             };
         conn.forget_user_agent();
+        // A token of a previous secret (or of the old form) is swapped for
+        // one of the current key, so the old secret can be dropped later
+        // without logging out the sessions that came back meanwhile.
+        let renewed = claim.renew.then(|| {
+            conn.gw
+                .tokens
+                .mint_session(&claim.account, &claim.session_id)
+        });
         let ready = ServerFrame::Ready {
             id,
             role: "web",
             account: &claim.account,
             session_id: Some(&claim.session_id),
+            token: renewed.as_deref(),
         }
         .to_text();
         let status = ServerFrame::PhoneStatus {

@@ -412,10 +412,20 @@ async fn session_tokens_are_signed_with_their_own_key_and_checked_strictly() {
     assert!(!s.web.is_closed());
     // The form before session keys were derived (no kid, signed with the
     // secret itself) still resumes its session: an upgrade logs nobody out.
+    // It is swapped for a token of the derived key in `ready`.
     let old_form = mint_with_header(secret.as_bytes(), &hs, &claims);
     s.web.close().await;
     phone.expect("session_offline").await;
-    let _web = gw.resume_ok(&old_form, &s.session_id).await;
+    let (web, ready) = gw.resume(&old_form).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let renewed = ready["token"].as_str().expect("a renewed token");
+    assert!(jwt_verifies_key(renewed, &session_key));
+    web.close().await;
+    phone.expect("session_offline").await;
+    // A current token's `ready` carries none.
+    let (_web, ready) = gw.resume(renewed).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert!(ready.get("token").is_none(), "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

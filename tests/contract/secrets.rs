@@ -52,11 +52,27 @@ async fn a_secret_rotates_under_live_sessions() {
     // B signs, A still verifies: the web resumes with its old token, both
     // old phone tokens authenticate, new tokens are B's.
     let g = BinGateway::serve(dir.path(), &["--secret", b, "--previous-secret", a], &[]).await;
-    let _web = g.resume_ok(&s.token, &s.session_id).await;
+    let (web, ready) = g.resume(&s.token).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert_eq!(ready["session_id"], s.session_id.as_str(), "{ready}");
+    // the old token is swapped for one of B's
+    let renewed = ready["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no renewed token in {ready}"))
+        .to_owned();
+    assert_eq!(jwt_kid(&renewed), Some(key_id(&session_key(b))));
+    assert!(jwt_verifies_key(&renewed, &session_key(b)));
+    web.expect("phone_status").await;
+    drop(web);
     let _integrator_phone = g.phone_with(&acc, &integrator_a).await;
     let phone = g.phone_with(&acc, &phone_token_a).await;
     let fresh = g.pair(&phone, &PairOpts::new().remember(true)).await;
     assert_eq!(jwt_kid(&fresh.token), Some(key_id(&session_key(b))));
+    // a token of the current key is not renewed
+    let (current, ready) = g.resume(&renewed).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert!(ready.get("token").is_none(), "{ready}");
+    drop(current);
     assert!(jwt_verifies_key(&fresh.token, &session_key(b)));
     assert!(!jwt_verifies_key(&fresh.token, &session_key(a)));
     let phone_token_b = cli_token(&["--account", &acc, "--secret", b]).await;
@@ -65,9 +81,11 @@ async fn a_secret_rotates_under_live_sessions() {
     stop(g).await;
     drop((phone, fresh.web));
 
-    // B alone: whatever A signed is refused; B's tokens work.
+    // B alone: whatever A signed is refused; B's tokens work, the renewed
+    // one too: the session that came back during the overlap lives on.
     let g = BinGateway::serve(dir.path(), &["--secret", b], &[]).await;
     assert_session_refused(&g, &s.token).await;
+    let _renewed_web = g.resume_ok(&renewed, &s.session_id).await;
     assert_phone_refused(&g, &phone_token_a).await;
     assert_phone_refused(&g, &integrator_a).await;
     let phone = g.phone_with(&acc, &phone_token_b).await;
