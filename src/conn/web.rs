@@ -60,8 +60,8 @@ enum Step {
     /// `logout_all`) took it first: its outcome comes as an event, by
     /// `gives_up` at the latest. If none came by then (a commit that hangs;
     /// in a cluster, a home that died with the request, or a call or an
-    /// answer lost), the socket gives the request up and starts over: a
-    /// pairing socket is never left waiting with no deadline.
+    /// answer lost), the socket times out (4008): a pairing socket is never
+    /// left waiting with no deadline.
     Settling { gives_up: Instant },
     /// Nothing on screen and no deadline: an outcome's event is queued, or
     /// the pairing is ending.
@@ -99,23 +99,15 @@ impl Pairing {
         };
     }
 
-    /// No outcome came while settling: the request, if still pending, is
-    /// given up here and returned (account, request id) so the account drops
-    /// it too. `None`: the attempt moved on (linked, or its request ended)
-    /// and that outcome's event is queued.
-    fn give_up_request(&mut self) -> Option<(String, String)> {
-        let mut a = self.attempt.lock();
-        let AttemptState::Requested {
-            account,
-            request_id,
-        } = a.state.clone()
-        else {
-            drop(a);
-            self.step = Step::Waiting;
-            return None;
-        };
-        a.state.end_request();
-        Some((account, request_id))
+    /// No outcome came while settling: `true` if the request is still
+    /// pending (nobody will finish it), else its outcome's event is queued
+    /// and the socket just waits for it.
+    fn gave_up(&mut self) -> bool {
+        if matches!(self.attempt.lock().state, AttemptState::Requested { .. }) {
+            return true;
+        }
+        self.step = Step::Waiting;
+        false
     }
 
     /// Ends pairing on this socket: its ref dies, and nothing may link it
@@ -487,22 +479,17 @@ impl Handler for Web {
                 Ok(())
             }
             Step::Settling { .. } => {
-                let Some((account, request_id)) = p.give_up_request() else {
+                if !p.gave_up() {
                     return Ok(());
-                };
-                tracing::info!(%request_id, "no outcome for an expired link request: starting over");
-                // A confirm that lands later leaves its session offline, as
-                // for a pairing socket that left.
-                match &conn.gw.cluster {
-                    None => conn.gw.drop_request(&account, &request_id),
-                    Some(_) => {
-                        let gw = conn.gw.clone();
-                        conn.gw.tasks.spawn(async move {
-                            let _ = gw.drop_request_routed(&account, &request_id).await;
-                        });
-                    }
                 }
-                restart_pairing(conn, p).await
+                // The socket times out; leaving, it drops the request, and a
+                // confirm that lands later leaves its session offline, as for
+                // any pairing socket that left. (Starting over on the same
+                // attempt instead could let that late confirm link a newer
+                // request's screen.)
+                tracing::info!("no outcome for an expired link request: closing 4008");
+                conn.gw.metrics.pairing(PairingOutcome::TimedOut);
+                Err(Stop::close(CloseCode::TimedOut, None))
             }
             Step::Showing { .. } => {
                 if p.remaining == 0 {
@@ -588,7 +575,7 @@ mod tests {
 
     /// A scanned socket whose request ran out while somebody else held it
     /// (a confirm being written) keeps a deadline: if no outcome comes, it
-    /// gives the request up; if one came, its event is queued.
+    /// gives up; if one came, its event is queued.
     #[tokio::test]
     async fn a_request_taken_by_another_at_expiry_leaves_a_deadline() {
         let (peer, _queue): (WebPeer, _) = Peer::new(1, 1 << 20);
@@ -609,17 +596,12 @@ mod tests {
         };
         p.settle(Duration::from_secs(5));
         assert!(p.deadline().is_some(), "settling without a deadline");
-        // no outcome came: the request is given up here
-        assert_eq!(
-            p.give_up_request(),
-            Some(("alice".to_owned(), "r1".to_owned()))
-        );
-        assert_eq!(attempt.lock().state, AttemptState::Waiting);
-        // an outcome came (linked): nothing to give up, its event is queued
-        assert!(attempt.lock().state.request("alice", "r2"));
+        // no outcome came: the socket gives up (and times out)
+        assert!(p.gave_up());
+        // an outcome came (linked): its event is queued, nothing to give up
         assert!(attempt.lock().state.link("alice", "s1"));
         p.settle(Duration::from_secs(5));
-        assert_eq!(p.give_up_request(), None);
+        assert!(!p.gave_up());
         assert!(p.deadline().is_none());
     }
 }
