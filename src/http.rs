@@ -184,6 +184,14 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     let Some(accept) = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|key| crate::handshake::valid_websocket_key(key))
+        // One key: with two, which one the client expects is anybody's guess.
+        .filter(|_| {
+            headers
+                .get_all(header::SEC_WEBSOCKET_KEY)
+                .iter()
+                .nth(1)
+                .is_none()
+        })
         .map(|key| derive_accept_key(key.as_bytes()))
     else {
         return (

@@ -284,7 +284,8 @@ async fn a_violation_on_a_live_socket_ends_only_that_socket() {
     phone.expect("session_online").await;
 }
 
-/// `Sec-WebSocket-Key` must be the base64 of 16 bytes (RFC 6455 4.1).
+/// `Sec-WebSocket-Key` must be the base64 of 16 bytes (RFC 6455 4.1), and
+/// given once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_with_a_malformed_key_is_refused_400() {
     let gw = gateway().await;
@@ -309,6 +310,22 @@ async fn an_upgrade_with_a_malformed_key_is_refused_400() {
         .await;
         assert_eq!(r.status, 400, "key {key:?}");
     }
+    // two keys, each well formed
+    let r = http_send(
+        gw.addr,
+        "GET",
+        "/ws/web",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400, "two keys");
     // a good key still upgrades
     assert_eq!(upgrade_status(gw.addr, "/ws/web", &[]).await, 101);
 }
