@@ -113,6 +113,10 @@ pub struct Config {
     /// `Authorization: Bearer <token>`; without it every `/admin/*` path is 404.
     #[arg(long, env = "PAIRGATE_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token)]
     pub admin_token: Option<String>,
+    /// Secrets that verify tokens but sign none, for rotating `--secret`
+    /// without logging anybody out (repeatable or comma-separated; at most 8).
+    #[arg(long, env = "PAIRGATE_PREVIOUS_SECRET", hide_env_values = true, value_delimiter = ',', value_parser = parse_previous_secret)]
+    pub previous_secret: Vec<String>,
 }
 
 fn parse_node_id(s: &str) -> Result<String, String> {
@@ -133,10 +137,27 @@ fn parse_admin_token(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+fn parse_previous_secret(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// Longest idle time accepted, in days: far beyond any use, and small enough
+/// that the idle sweep's arithmetic on `Instant`s and `SystemTime`s cannot
+/// overflow (a `Duration` itself would take 10^14 days).
+pub const MAX_IDLE_DAYS: f64 = 365.0 * 1000.0;
+
 fn parse_idle_days(s: &str) -> Result<f64, String> {
     let days: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if !days.is_finite() || days < 0.0 {
         return Err("must be a number of days >= 0".into());
+    }
+    if days > MAX_IDLE_DAYS {
+        return Err(format!(
+            "must be at most {MAX_IDLE_DAYS} days (0 turns idle expiry off)"
+        ));
     }
     Ok(days)
 }
@@ -173,6 +194,7 @@ impl Default for Config {
             node_id: None,
             node_lease_ms: defaults::NODE_LEASE_MS,
             admin_token: None,
+            previous_secret: Vec::new(),
         }
     }
 }
@@ -193,6 +215,7 @@ impl Config {
         Config {
             secret: hide(&self.secret),
             admin_token: hide(&self.admin_token),
+            previous_secret: vec!["<redacted>".to_owned(); self.previous_secret.len()],
             redis,
             ..self.clone()
         }
@@ -258,12 +281,15 @@ mod tests {
             "7",
             "--redis",
             "redis://user:pa55word@redis.internal:6379/0",
+            "--previous-secret",
+            "0ld-secret-value",
         ])
         .expect("parses")
         .config;
         let shown = format!("{:?}", config.redacted());
         assert!(!shown.contains("s3cret-value") && !shown.contains("t0ken-value"));
         assert!(!shown.contains("pa55word") && shown.contains("redis.internal:6379/0"));
+        assert!(!shown.contains("0ld-secret-value"));
         assert!(shown.contains("<redacted>") && shown.contains("max_devices: 7"));
     }
 
@@ -273,5 +299,36 @@ mod tests {
     fn defaults_equal_an_empty_command_line() {
         let parsed = Serve::try_parse_from(["serve"]).expect("parses").config;
         assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+
+    /// A number of days whose duration does not fit is a clear error, never
+    /// a panic when the duration is made.
+    #[test]
+    fn idle_days_that_do_not_fit_are_refused() {
+        for bad in ["1e300", "1e20", "365001", "inf", "NaN", "-1"] {
+            let r = Serve::try_parse_from(["serve", "--session-idle-days", bad]);
+            assert!(r.is_err(), "{bad} accepted");
+        }
+        for ok in ["0", "0.5", "14", "365000"] {
+            let c = Serve::try_parse_from(["serve", "--session-idle-days", ok])
+                .expect("parses")
+                .config;
+            let _ = c.session_idle();
+        }
+    }
+
+    #[test]
+    fn previous_secrets_are_repeatable_or_comma_separated() {
+        let c = Serve::try_parse_from([
+            "serve",
+            "--previous-secret",
+            "a,b",
+            "--previous-secret",
+            "c",
+        ])
+        .expect("parses")
+        .config;
+        assert_eq!(c.previous_secret, ["a", "b", "c"]);
+        assert!(Serve::try_parse_from(["serve", "--previous-secret", ""]).is_err());
     }
 }

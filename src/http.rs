@@ -183,9 +183,22 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     }
     let Some(accept) = headers
         .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| crate::handshake::valid_websocket_key(key))
+        // One key: with two, which one the client expects is anybody's guess.
+        .filter(|_| {
+            headers
+                .get_all(header::SEC_WEBSOCKET_KEY)
+                .iter()
+                .nth(1)
+                .is_none()
+        })
         .map(|key| derive_accept_key(key.as_bytes()))
     else {
-        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing or malformed Sec-WebSocket-Key",
+        )
+            .into_response();
     };
     // Admission before the handshake: a refused upgrade costs no socket task.
     let ip = crate::client_ip::client_ip(addr.ip(), headers, &gw.config.trust_proxy);

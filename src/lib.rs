@@ -12,6 +12,7 @@
 //! - [`admission`]: the socket caps (per node, per client IP) checked before
 //!   a handshake; [`client_ip`]: the client's address behind trusted proxies;
 //!   [`drain`]: SIGTERM's spread 1012 closes.
+//! - [`handshake`]: what an upgrade request must look like (its key).
 //! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
 //!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
@@ -49,6 +50,7 @@ pub mod contract;
 pub mod device;
 pub mod drain;
 pub mod gateway;
+pub mod handshake;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -95,6 +97,12 @@ pub async fn run(
         "pairgate starting"
     );
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
+    anyhow::ensure!(
+        config.previous_secret.len() <= tokens::MAX_PREVIOUS_SECRETS,
+        "--previous-secret: at most {} secrets",
+        tokens::MAX_PREVIOUS_SECRETS
+    );
+    let tokens = Tokens::with_previous(&secret, &config.previous_secret);
     let metrics = Arc::new(Metrics::new());
     let node_id = config
         .node_id
@@ -127,7 +135,7 @@ pub async fn run(
     let mut gw = Gateway::new(
         config,
         public_url,
-        Tokens::new(&secret),
+        tokens,
         store,
         metrics.clone(),
         cancel.clone(),

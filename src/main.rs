@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the gateway (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Print a phone token for an account, signed with the gateway's secret.
     Token(TokenArgs),
     /// An interactive phone client for operators and scripts.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Token(args)) => token(args).map(|()| ExitCode::SUCCESS),
-        Some(Command::Serve(config)) => serve(config).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(config)) => serve(*config).map(|()| ExitCode::SUCCESS),
         Some(Command::Phone(args)) => phone(args),
         None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
     };

@@ -133,9 +133,14 @@ impl<'de> Deserialize<'de> for ErrorCode {
     }
 }
 
-/// The contract's close codes, with the reason text sent in the close frame.
+/// The contract's close codes, and RFC 6455's for broken framing, with the
+/// reason text sent in the close frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CloseCode {
+    /// RFC 6455's 1002: the client broke the WebSocket framing rules.
+    ProtocolError,
+    /// RFC 6455's 1007: text (or a close reason) that is not UTF-8.
+    InvalidData,
     TooLarge,
     Restarting,
     LoggedOut,
@@ -147,7 +152,9 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 8] = [
+    pub const ALL: [CloseCode; 10] = [
+        CloseCode::ProtocolError,
+        CloseCode::InvalidData,
         CloseCode::TooLarge,
         CloseCode::Restarting,
         CloseCode::LoggedOut,
@@ -160,6 +167,8 @@ impl CloseCode {
 
     pub fn code(self) -> u16 {
         match self {
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidData => 1007,
             CloseCode::TooLarge => 1009,
             CloseCode::Restarting => 1012,
             CloseCode::LoggedOut => 4001,
@@ -179,6 +188,8 @@ impl CloseCode {
     /// The code as text, for metric labels.
     pub fn label(self) -> &'static str {
         match self {
+            CloseCode::ProtocolError => "1002",
+            CloseCode::InvalidData => "1007",
             CloseCode::TooLarge => "1009",
             CloseCode::Restarting => "1012",
             CloseCode::LoggedOut => "4001",
@@ -193,6 +204,8 @@ impl CloseCode {
     /// What it means, for a person (also sent as the close frame's reason).
     pub fn reason(self) -> &'static str {
         match self {
+            CloseCode::ProtocolError => "protocol error",
+            CloseCode::InvalidData => "invalid UTF-8",
             CloseCode::TooLarge => "frame too large",
             CloseCode::Restarting => "gateway restarting",
             CloseCode::LoggedOut => "logged out",
@@ -641,6 +654,11 @@ pub enum ServerFrame<'a> {
         account: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<&'a str>,
+        /// (pairgate) A fresh session token, when the one given was signed
+        /// with a key the gateway no longer signs with (a previous secret):
+        /// the client keeps this one instead.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -197,6 +197,12 @@
   function onReady(frame, ctx) {
     session.account = frame.account;
     session.session_id = frame.session_id;
+    // The gateway swaps a token signed with a secret it is phasing out for a
+    // fresh one: keep it where the old one was kept.
+    if (typeof frame.token === "string" && frame.token) {
+      session.token = frame.token;
+      saveSession(session, safeGet(localStorage, "pairgate.token") !== null);
+    }
     goLive(ctx);
   }
 

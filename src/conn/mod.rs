@@ -235,7 +235,11 @@ impl<E> Conn<E> {
                 // IP and account): detail at debug, since a logout_all of a
                 // big account base would be a line per socket; the counts by
                 // code are at info once a minute (`close_summary.rs`).
-                tracing::debug!(code = code.code(), why = code.reason(), "closing the socket");
+                tracing::debug!(
+                    code = code.code(),
+                    why = code.reason(),
+                    "closing the socket"
+                );
                 let sent = if waiters.iter().any(|w| !w.is_closed()) {
                     // Somebody waits (a logout): no waiting on a slow client,
                     // and what was queued for an ended session is dropped.
@@ -368,13 +372,7 @@ impl<E> Conn<E> {
         let msg = match incoming {
             None => return Err(Stop::Gone),
             Some(Ok(msg)) => msg,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "socket read failed");
-                if is_too_large(&e) {
-                    return Err(Stop::close(CloseCode::TooLarge, None));
-                }
-                return Err(Stop::Gone);
-            }
+            Some(Err(e)) => return Err(read_failed(&e)),
         };
         let now = Instant::now();
         self.last_seen = now;
@@ -476,7 +474,33 @@ impl<E> Conn<E> {
     }
 }
 
-/// Whether a read failed because the client's frame exceeded `max_frame_bytes`.
-fn is_too_large(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Capacity(_))
+/// How a socket whose read failed ends. A client that broke the framing rules
+/// is told why before it is dropped (RFC 6455 section 7.1.7: fail the
+/// connection with a close frame): 1009 for a frame or message larger than
+/// `max_frame_bytes` (a 2^63 length too), 1007 for text or a close reason that
+/// is not UTF-8, 1002 for any other violation. tungstenite stops reading after
+/// the error but can still write, so the close goes out the usual way, with
+/// the usual bounds (`close_patiently`). A connection that failed or ended
+/// has nobody to tell.
+fn read_failed(e: &tungstenite::Error) -> Stop {
+    use tungstenite::error::ProtocolError as P;
+    let code = match e {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::TooLarge),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidData),
+        tungstenite::Error::Protocol(
+            P::ResetWithoutClosingHandshake | P::ReceivedAfterClosing | P::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseCode::ProtocolError),
+        _ => None,
+    };
+    match code {
+        Some(code) => {
+            tracing::debug!(error = %e, code = code.code(), "client broke the WebSocket framing");
+            Stop::close(code, None)
+        }
+        None => {
+            tracing::debug!(error = %e, "socket read failed");
+            Stop::Gone
+        }
+    }
 }

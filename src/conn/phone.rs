@@ -57,6 +57,7 @@ impl Handler for Phone {
                 role: "phone",
                 account: &account,
                 session_id: None,
+                token: None,
             }
             .to_text();
             *self = Phone::Live { account };

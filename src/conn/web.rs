@@ -6,7 +6,7 @@
 //! it needs, and the parser's [`Stage`] is derived from it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tungstenite::Utf8Bytes;
 
@@ -56,11 +56,22 @@ enum Step {
     /// The phone took the ref; its link request runs until `expires`, and
     /// rotation pauses while it decides.
     Scanned { expires: Instant },
-    /// Nothing on screen and no deadline: the request's time ran out but
-    /// somebody (a confirm, a reject, a `logout_all`) took it first, so its
-    /// outcome comes as an event; or the pairing is ending.
+    /// The request's time ran out but somebody (a confirm, a reject, a
+    /// `logout_all`) took it first: its outcome comes as an event, by
+    /// `gives_up` at the latest. If none came by then (a commit that hangs;
+    /// in a cluster, a home that died with the request, or a call or an
+    /// answer lost), the socket times out (4008): a pairing socket is never
+    /// left waiting with no deadline.
+    Settling { gives_up: Instant },
+    /// Nothing on screen and no deadline: an outcome's event is queued, or
+    /// the pairing is ending.
     Waiting,
 }
+
+/// How long a pairing socket whose request ran out waits at least for the
+/// outcome of whoever took the request (with the request's own time, if
+/// longer): beyond a cluster call's timeout and a commit under load.
+const SETTLE_AT_LEAST: Duration = Duration::from_secs(5);
 
 impl Pairing {
     /// Moves to `step`; a ref that was on screen is withdrawn.
@@ -70,12 +81,33 @@ impl Pairing {
         }
     }
 
-    /// When the ref on screen or the pending request expires.
+    /// When the ref on screen or the pending request expires, or the wait
+    /// for another's outcome ends.
     fn deadline(&self) -> Option<Instant> {
         match self.step {
             Step::Showing { expires, .. } | Step::Scanned { expires } => Some(expires),
+            Step::Settling { gives_up } => Some(gives_up),
             Step::Waiting => None,
         }
+    }
+
+    /// The request ran out, but somebody else took it: wait for their
+    /// outcome, `grace` at most.
+    fn settle(&mut self, grace: Duration) {
+        self.step = Step::Settling {
+            gives_up: Instant::now() + grace,
+        };
+    }
+
+    /// No outcome came while settling: `true` if the request is still
+    /// pending (nobody will finish it), else its outcome's event is queued
+    /// and the socket just waits for it.
+    fn gave_up(&mut self) -> bool {
+        if matches!(self.attempt.lock().state, AttemptState::Requested { .. }) {
+            return true;
+        }
+        self.step = Step::Waiting;
+        false
     }
 
     /// Ends pairing on this socket: its ref dies, and nothing may link it
@@ -183,11 +215,20 @@ impl Web {
                 Err(code) => return Err(conn.refuse(id, code, CloseCode::LoggedOut)),
             };
         conn.forget_user_agent();
+        // A token of a previous secret (or of the old form) is swapped for
+        // one of the current key, so the old secret can be dropped later
+        // without logging out the sessions that came back meanwhile.
+        let renewed = claim.renew.then(|| {
+            conn.gw
+                .tokens
+                .mint_session(&claim.account, &claim.session_id)
+        });
         let ready = ServerFrame::Ready {
             id,
             role: "web",
             account: &claim.account,
             session_id: Some(&claim.session_id),
+            token: renewed.as_deref(),
         }
         .to_text();
         let status = ServerFrame::PhoneStatus {
@@ -434,8 +475,21 @@ impl Handler for Web {
                     p.attempt.lock().state.end_request();
                     return restart_pairing(conn, p).await;
                 }
-                p.step = Step::Waiting;
+                p.settle(conn.gw.config.request_ttl().max(SETTLE_AT_LEAST));
                 Ok(())
+            }
+            Step::Settling { .. } => {
+                if !p.gave_up() {
+                    return Ok(());
+                }
+                // The socket times out; leaving, it drops the request, and a
+                // confirm that lands later leaves its session offline, as for
+                // any pairing socket that left. (Starting over on the same
+                // attempt instead could let that late confirm link a newer
+                // request's screen.)
+                tracing::info!("no outcome for an expired link request: closing 4008");
+                conn.gw.metrics.pairing(PairingOutcome::TimedOut);
+                Err(Stop::close(CloseCode::TimedOut, None))
             }
             Step::Showing { .. } => {
                 if p.remaining == 0 {
@@ -517,5 +571,37 @@ mod tests {
         assert_eq!(p.end(&gw), Abandoned::Nothing);
         assert!(!gw.pairing.is_valid(&third));
         assert!(!attempt.lock().state.is_alive());
+    }
+
+    /// A scanned socket whose request ran out while somebody else held it
+    /// (a confirm being written) keeps a deadline: if no outcome comes, it
+    /// gives up; if one came, its event is queued.
+    #[tokio::test]
+    async fn a_request_taken_by_another_at_expiry_leaves_a_deadline() {
+        let (peer, _queue): (WebPeer, _) = Peer::new(1, 1 << 20);
+        let attempt = Arc::new(Attempt::new(
+            peer,
+            "curl/8".into(),
+            "127.0.0.1".into(),
+            "curl".into(),
+            true,
+        ));
+        assert!(attempt.lock().state.request("alice", "r1"));
+        let mut p = Pairing {
+            attempt: attempt.clone(),
+            remaining: 0,
+            step: Step::Scanned {
+                expires: Instant::now(),
+            },
+        };
+        p.settle(Duration::from_secs(5));
+        assert!(p.deadline().is_some(), "settling without a deadline");
+        // no outcome came: the socket gives up (and times out)
+        assert!(p.gave_up());
+        // an outcome came (linked): its event is queued, nothing to give up
+        assert!(attempt.lock().state.link("alice", "s1"));
+        p.settle(Duration::from_secs(5));
+        assert!(!p.gave_up());
+        assert!(p.deadline().is_none());
     }
 }

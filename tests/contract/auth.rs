@@ -238,6 +238,46 @@ async fn bad_phone_tokens_get_invalid_token_and_4003() {
                 b64(&phone_claims(&acc))
             ),
         ),
+        (
+            "RS256 header over an HMAC of the secret (RS/HS confusion)",
+            mint_with_header(
+                secret.as_bytes(),
+                &json!({"alg": "RS256", "typ": "JWT"}),
+                &phone_claims(&acc),
+            ),
+        ),
+        (
+            "a crit header naming an unknown extension",
+            mint_with_header(
+                secret.as_bytes(),
+                &json!({"alg": "HS256", "typ": "JWT", "crit": ["x-pairgate-unknown"]}),
+                &phone_claims(&acc),
+            ),
+        ),
+        (
+            "a crit header naming a registered claim",
+            mint_with_header(
+                secret.as_bytes(),
+                &json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"], "exp": now + 600}),
+                &phone_claims(&acc),
+            ),
+        ),
+        (
+            "signed with the session-token key",
+            mint_with_header(
+                &pairgate::tokens::session_key(&secret),
+                &json!({"alg": "HS256", "typ": "JWT"}),
+                &phone_claims(&acc),
+            ),
+        ),
+        (
+            "a kid naming the secret's key over another key's signature",
+            mint_with_header(
+                b"some-other-secret",
+                &json!({"alg": "HS256", "typ": "JWT", "kid": pairgate::tokens::key_id(secret.as_bytes())}),
+                &phone_claims(&acc),
+            ),
+        ),
     ];
     for (what, token) in &cases {
         assert_phone_token_invalid(&gw, what, token).await;
@@ -299,6 +339,93 @@ async fn token_of_the_wrong_kind_gets_invalid_token_and_4003() {
     }
     // the real session is unaffected
     assert!(!s.web.is_closed());
+}
+
+/// Session tokens: the gateway's own carry a `kid` and are signed with the
+/// key derived for session tokens, not the secret; a `crit` header, a
+/// session-audience token signed with the phone's key under a `kid`, and an
+/// account swapped into a real token are all refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tokens_are_signed_with_their_own_key_and_checked_strictly() {
+    let gw = TestGateway::start().await;
+    let secret = gw.secret();
+    let session_key = pairgate::tokens::session_key(&secret);
+    let acc = account("sesskey");
+    let phone = gw.phone(&acc).await;
+    let s = gw.pair(&phone, &PairOpts::new()).await;
+    assert!(jwt_verifies_key(&s.token, &session_key));
+    assert!(
+        !jwt_verifies(&s.token, &secret),
+        "signed with the secret itself"
+    );
+    assert_eq!(
+        jwt_kid(&s.token),
+        Some(pairgate::tokens::key_id(&session_key))
+    );
+    let claims = jwt_claims(&s.token);
+    let hs = json!({"alg": "HS256", "typ": "JWT"});
+    let cases = [
+        (
+            "crit header",
+            mint_with_header(
+                &session_key,
+                &json!({"alg": "HS256", "typ": "JWT", "crit": ["x-unknown"]}),
+                &claims,
+            ),
+        ),
+        (
+            "RS256 header",
+            mint_with_header(&session_key, &json!({"alg": "RS256"}), &claims),
+        ),
+        (
+            "the phone's key under the session key's kid",
+            mint_with_header(
+                secret.as_bytes(),
+                &json!({"alg": "HS256", "kid": pairgate::tokens::key_id(&session_key)}),
+                &claims,
+            ),
+        ),
+        ("another account swapped in, signature kept", {
+            let mut other = claims.clone();
+            other["sub"] = json!(account("someone-else"));
+            let forged = mint_with_header(&session_key, &hs, &other);
+            let sig = s.token.rsplit('.').next().unwrap();
+            let (head, _) = forged.rsplit_once('.').unwrap();
+            format!("{head}.{sig}")
+        }),
+    ];
+    for (what, token) in cases {
+        let (web, r) = gw.resume(&token).await;
+        assert_eq!(r["code"], "invalid_token", "{what}: {r}");
+        assert_eq!(web.expect_close().await, 4003, "{what}");
+    }
+    // Correctly signed but naming this session under another account: no
+    // such session there, so it is an ended one (the contract's 4001); the
+    // real session is untouched.
+    let mut other = claims.clone();
+    other["sub"] = json!(account("someone-else"));
+    let (web, r) = gw
+        .resume(&mint_with_header(&session_key, &hs, &other))
+        .await;
+    assert_eq!(r["code"], "logged_out", "{r}");
+    assert_eq!(web.expect_close().await, 4001);
+    assert!(!s.web.is_closed());
+    // The form before session keys were derived (no kid, signed with the
+    // secret itself) still resumes its session: an upgrade logs nobody out.
+    // It is swapped for a token of the derived key in `ready`.
+    let old_form = mint_with_header(secret.as_bytes(), &hs, &claims);
+    s.web.close().await;
+    phone.expect("session_offline").await;
+    let (web, ready) = gw.resume(&old_form).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let renewed = ready["token"].as_str().expect("a renewed token");
+    assert!(jwt_verifies_key(renewed, &session_key));
+    web.close().await;
+    phone.expect("session_offline").await;
+    // A current token's `ready` carries none.
+    let (_web, ready) = gw.resume(renewed).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert!(ready.get("token").is_none(), "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,11 @@ impl RawWs {
         self.stream.write_all(&head).await.expect("raw write");
     }
 
+    /// Writes `bytes` as they are (a frame built by hand, or a piece of one).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.send_frame(0x1, text.as_bytes()).await
     }
