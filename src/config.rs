@@ -64,6 +64,19 @@ pub struct Config {
     /// accounts: for trying pairgate, never for production.
     #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
     pub demo: bool,
+    /// Comma-separated host names an upgrade's `Host` may carry besides the
+    /// listen address (and `localhost` on loopback) and `--public-url`'s
+    /// host: DNS rebinding protection. `*` accepts any.
+    #[arg(long, env = "PAIRGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `pair` frames per client IP per minute, on this node (0: no limit).
+    #[arg(long, env = "PAIRGATE_MAX_PAIRS_PER_IP_PER_MIN", default_value_t = defaults::MAX_PAIRS_PER_IP_PER_MIN)]
+    pub max_pairs_per_ip_per_min: u32,
+    /// Failed `link`s by code per sliding minute, all accounts together (the
+    /// whole cluster in cluster mode); beyond it every `link` by code is
+    /// `rate_limited` (0: no limit).
+    #[arg(long, env = "PAIRGATE_MAX_LINK_MISSES_PER_MIN", default_value_t = defaults::MAX_LINK_MISSES_PER_MIN)]
+    pub max_link_misses_per_min: u32,
     /// Join the cluster that shares this Redis (`redis://host:port/db`), or
     /// this Redis Cluster (`redis+cluster://host:port,host:port,...`: some
     /// of its masters, the rest are found).
@@ -131,6 +144,9 @@ impl Default for Config {
             max_errors_per_sec: defaults::MAX_ERRORS_PER_SEC,
             max_queue_bytes: defaults::MAX_QUEUE_BYTES,
             demo: false,
+            allowed_hosts: None,
+            max_pairs_per_ip_per_min: defaults::MAX_PAIRS_PER_IP_PER_MIN,
+            max_link_misses_per_min: defaults::MAX_LINK_MISSES_PER_MIN,
             redis: None,
             node_id: None,
             node_lease_ms: defaults::NODE_LEASE_MS,

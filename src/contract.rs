@@ -21,6 +21,8 @@ pub mod defaults {
     pub const MAX_ERRORS_PER_SEC: u32 = 10;
     pub const MAX_QUEUE_BYTES: u64 = 1_048_576;
     pub const NODE_LEASE_MS: u64 = 10_000;
+    pub const MAX_PAIRS_PER_IP_PER_MIN: u32 = 0;
+    pub const MAX_LINK_MISSES_PER_MIN: u32 = 600;
 }
 
 /// The `protocol` field of `hello`.

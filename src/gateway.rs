@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::account::hub::Hub;
-use crate::account::pairing::Pairing;
+use crate::account::pairing::{GlobalMisses, Pairing};
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::ip_rate::IpRate;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens::Tokens;
@@ -37,6 +38,10 @@ pub struct Gateway {
     /// When this node started (Unix milliseconds).
     pub started_at_ms: i64,
     next_conn_id: AtomicU64,
+    /// `--max-pairs-per-ip-per-min`: `pair` frames per client IP, this node.
+    pub pair_rate: IpRate,
+    /// `--max-link-misses-per-min` on a single node (a cluster counts in Redis).
+    pub link_misses: GlobalMisses,
 }
 
 impl Gateway {
@@ -64,6 +69,11 @@ impl Gateway {
                 .unwrap_or_else(|| crate::ids::random_id::<6>("node-")),
             started_at_ms: crate::time::now_ms(),
             next_conn_id: AtomicU64::new(1),
+            pair_rate: IpRate::new(
+                config.max_pairs_per_ip_per_min,
+                std::time::Duration::from_secs(60),
+            ),
+            link_misses: GlobalMisses::new(config.max_link_misses_per_min),
             config,
         }
     }

@@ -36,14 +36,18 @@ pub mod cluster;
 pub mod config;
 mod conn;
 pub mod contract;
+pub mod demo;
 pub mod device;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod ip_rate;
 pub mod metrics;
+pub mod origin;
 pub mod peer;
 pub mod protocol;
 pub mod qr;
+pub mod security_headers;
 pub mod store;
 pub mod time;
 pub mod tokens;
@@ -126,6 +130,11 @@ pub async fn run(
         gw.spawn_idle_sweeper(idle);
     }
     spawn_memory_trimmer(&gw);
+    origin::warn_if_unprotected(&gw.config);
+    let limits = gw.clone();
+    ip_rate::spawn_sweeper(&gw.tasks, gw.shutdown.clone(), LIMIT_SWEEP, move |now| {
+        limits.pair_rate.sweep(now)
+    });
 
     let app = http::router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = listener.tap_io(|tcp| {
@@ -194,6 +203,9 @@ pub fn raise_open_files_limit() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// How often the per-IP limiters drop expired entries, so they empty when idle.
+const LIMIT_SWEEP: Duration = Duration::from_secs(10);
 
 /// How often the memory trimmer looks at the socket count.
 const TRIM_EVERY: Duration = Duration::from_secs(5);

@@ -59,7 +59,8 @@ pub struct Metrics {
     errors: HashMap<ErrorCode, Counter>,
     closes: HashMap<u16, Counter>,
     logouts: [Counter; 5],
-    pub upgrades_refused_origin: Counter,
+    upgrades_refused: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
     pub store_commit_seconds: Histogram,
     /// Cluster mode: bus messages published to other nodes.
     pub cluster_bus_published: Counter,
@@ -139,6 +140,16 @@ impl Metrics {
             "WebSocket upgrades refused before upgrading, by reason",
             refused.clone(),
         );
+        // Shown at 0 before the first refusal.
+        for reason in ["origin", "host"] {
+            family_member(&refused, "reason", reason);
+        }
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_rate_limited",
+            "Requests refused by a rate limit beyond the per-socket ones, by what was limited",
+            rate_limited.clone(),
+        );
         let store_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "pairgate_store_commit_seconds",
@@ -210,7 +221,8 @@ impl Metrics {
                 family_member(&logouts, "kind", "expired"),
                 family_member(&logouts, "kind", "admin"),
             ],
-            upgrades_refused_origin: family_member(&refused, "reason", "origin"),
+            upgrades_refused: refused,
+            rate_limited,
             store_commit_seconds,
             registry,
         }
@@ -241,6 +253,20 @@ impl Metrics {
 
     pub fn logouts(&self, kind: LogoutKind, n: usize) {
         self.logouts[kind as usize].inc_by(n as u64);
+    }
+
+    /// An upgrade refused before it was upgraded (`origin`, `host`, ...).
+    /// Refusals are rare next to relayed messages: a label lookup is fine.
+    pub fn upgrade_refused(&self, reason: &'static str) {
+        self.upgrades_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// A request refused by a limit beyond the per-socket ones
+    /// (`pair_per_ip`, `link_misses_global`, `demo_tokens`).
+    pub fn rate_limited(&self, what: &'static str) {
+        self.rate_limited.get_or_create(&vec![("what", what)]).inc();
     }
 
     /// The Prometheus text exposition of every series.

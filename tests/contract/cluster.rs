@@ -871,3 +871,28 @@ async fn an_account_nobody_needs_leaves_the_node_serving_it() {
     );
     web.close().await;
 }
+
+/// `--max-link-misses-per-min` counts for the whole cluster: misses by code
+/// of accounts whose phones are on nodes 1 and 2 fill the minute, then a link
+/// by code through node 3, the right code too, is `rate_limited`; by ref it
+/// still links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_misses_by_code_are_counted_cluster_wide() {
+    let c = Cluster::start(3, LEASE_MS, &["--max-link-misses-per-min", "3"]).await;
+    let wrong = || json!({"type": "link", "code": "ZZZZ-ZZZZ"});
+    let (web, qr) = c.on(2).pairing(&PairOpts::new()).await;
+    let a = c.on(0).phone(&account("cl-guess-a")).await;
+    let b = c.on(1).phone(&account("cl-guess-b")).await;
+    a.request_error(wrong(), "unknown_ref").await;
+    a.request_error(wrong(), "unknown_ref").await;
+    b.request_error(wrong(), "unknown_ref").await;
+    let victim = c.on(2).phone(&account("cl-fresh")).await;
+    victim
+        .request_frame_error(&link_code(&qr), "rate_limited")
+        .await;
+    b.request_error(wrong(), "rate_limited").await;
+    web.assert_quiet("scanned").await;
+    let lr = victim.request_frame(&link_ref(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
+}
