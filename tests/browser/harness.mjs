@@ -143,8 +143,9 @@ export function launchBrowser() {
   });
 }
 
-export async function newContext(browser, viewport = WIDE) {
-  const context = await browser.newContext({ viewport, colorScheme: "light" });
+/** `options` go to Playwright's `newContext` (e.g. `bypassCSP`). */
+export async function newContext(browser, viewport = WIDE, options = {}) {
+  const context = await browser.newContext({ viewport, colorScheme: "light", ...options });
   context.setDefaultTimeout(T);
   return context;
 }
