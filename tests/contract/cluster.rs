@@ -606,7 +606,7 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
 }
 
 /// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
-/// still accepted; `auth` (phone and web), `pair` and a cross-node `send`
+/// still accepted; `auth` (phone and web), `pair`, `link` by code and a cross-node `send`
 /// (both ways) answer `error` `unavailable`, never a false `ack`, and nothing
 /// refused is delivered. Redis back: `/readyz` 200 and the same sockets (no
 /// reconnect) relay across nodes again within 10 s, with `phone_status` true.
@@ -643,6 +643,11 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
     assert_eq!(reply["code"], "unavailable", "{reply}");
     let web = c.on(2).web(Some(CHROME_LINUX_UA)).await;
     web.request_frame_error(&PairOpts::new().pair_frame(), "unavailable")
+        .await;
+    // a link by code (counted cluster-wide in Redis) is unavailable, not
+    // let through uncounted
+    phone
+        .request_error(json!({"type": "link", "code": "ZZZZ-ZZZZ"}), "unavailable")
         .await;
 
     // cross-node sends, both ways: unavailable, and not delivered
