@@ -67,7 +67,7 @@ pub struct Config {
     /// Comma-separated host names an upgrade's `Host` may carry besides the
     /// listen address (and `localhost` on loopback) and `--public-url`'s
     /// host: DNS rebinding protection. `*` accepts any.
-    #[arg(long, env = "PAIRGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(long, env = "PAIRGATE_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_allowed_host)]
     pub allowed_hosts: Option<Vec<String>>,
     /// `pair` frames per client IP per minute, on this node (0: no limit).
     #[arg(long, env = "PAIRGATE_MAX_PAIRS_PER_IP_PER_MIN", default_value_t = defaults::MAX_PAIRS_PER_IP_PER_MIN)]
@@ -105,6 +105,19 @@ fn parse_node_id(s: &str) -> Result<String, String> {
         return Err("must match ^[A-Za-z0-9_.-]{1,64}$".into());
     }
     Ok(s.to_owned())
+}
+
+/// A host name (or IP literal, IPv6 in brackets) without scheme, port or
+/// path, lower-cased; or `*`.
+fn parse_allowed_host(s: &str) -> Result<String, String> {
+    let host = s.trim().to_ascii_lowercase();
+    let bad = host.is_empty()
+        || host.contains(['/', '?', '#', '@', ' '])
+        || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']')));
+    if bad {
+        return Err("must be a host name without scheme, port or path (or `*`)".into());
+    }
+    Ok(host)
 }
 
 fn parse_admin_token(s: &str) -> Result<String, String> {
@@ -196,6 +209,29 @@ mod tests {
     struct Serve {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn allowed_hosts_are_bare_names() {
+        let parsed =
+            Serve::try_parse_from(["serve", "--allowed-hosts", "Chat.Example.com,[::1],*"])
+                .expect("parses")
+                .config;
+        assert_eq!(
+            parsed.allowed_hosts,
+            Some(vec!["chat.example.com".into(), "[::1]".into(), "*".into()])
+        );
+        for bad in [
+            "https://chat.example.com",
+            "chat.example.com:443",
+            "a/b",
+            "",
+        ] {
+            assert!(
+                Serve::try_parse_from(["serve", "--allowed-hosts", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     /// `Config::default()` is what `pairgate serve` gets with no options: both

@@ -264,7 +264,8 @@ impl Metrics {
     }
 
     /// A request refused by a limit beyond the per-socket ones
-    /// (`pair_per_ip`, `link_misses_global`, `demo_tokens`).
+    /// (`pair_per_ip`, `link_misses_account`, `link_misses_global`,
+    /// `demo_tokens`).
     pub fn rate_limited(&self, what: &'static str) {
         self.rate_limited.get_or_create(&vec![("what", what)]).inc();
     }

@@ -319,3 +319,52 @@ async fn demo_tokens_have_a_global_cap_across_addresses() {
         Some(3.0)
     );
 }
+
+/// The options of this file from the command line and the environment, in
+/// the built binary; a bad value is a clear start-up error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_limit_options_from_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = BinGateway::serve(
+        dir.path(),
+        &[
+            "--allowed-hosts",
+            "chat.example.test",
+            "--max-pairs-per-ip-per-min",
+            "1",
+        ],
+        &[("PAIRGATE_MAX_LINK_MISSES_PER_MIN", "1")],
+    )
+    .await;
+    assert_upgrade(g.addr, &[("Host", "chat.example.test")], 101).await;
+    assert_upgrade(g.addr, &[("Host", "rebind.evil")], 403).await;
+    let (_web, _qr) = start_pairing(g.addr, &PairOpts::new()).await;
+    let web = open_web(g.addr, None).await;
+    web.request_error(serde_json::json!({"type": "pair"}), "rate_limited")
+        .await;
+    let wrong = || serde_json::json!({"type": "link", "code": "ZZZZ-ZZZZ"});
+    let a = g.phone(&account("flags-a")).await;
+    a.request_error(wrong(), "unknown_ref").await;
+    let b = g.phone(&account("flags-b")).await;
+    b.request_error(wrong(), "rate_limited").await;
+
+    for bad in [
+        ["--allowed-hosts", "https://chat.example.test"],
+        ["--max-pairs-per-ip-per-min", "4294967296"],
+        ["--max-link-misses-per-min", "many"],
+    ] {
+        let d = dir.path().display().to_string();
+        let (status, _out, err) = run_cli(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            bad[0],
+            bad[1],
+        ])
+        .await;
+        assert!(!status.success(), "{bad:?} started");
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
+}

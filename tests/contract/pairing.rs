@@ -770,6 +770,17 @@ async fn five_misses_then_the_sixth_link_is_rate_limited() {
     let lr = other.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     assert!(!phone2.is_closed());
+    if !single_process_only("/metrics counts one node's refusals") {
+        let body = gw.http_get("/metrics", &[]).await.text();
+        assert_eq!(
+            metric_sample(
+                &body,
+                "pairgate_rate_limited_total",
+                &[("what", "link_misses_account")]
+            ),
+            Some(2.0)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -950,6 +961,17 @@ async fn link_misses_by_code_of_all_accounts_together_are_limited() {
     let lr = victim.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     web.expect("scanned").await;
+    if !single_process_only("/metrics counts one node's refusals") {
+        let body = gw.http_get("/metrics", &[]).await.text();
+        assert_eq!(
+            metric_sample(
+                &body,
+                "pairgate_rate_limited_total",
+                &[("what", "link_misses_global")]
+            ),
+            Some(2.0)
+        );
+    }
 }
 
 /// The default is 600 misses by code per minute: a handful of guessing

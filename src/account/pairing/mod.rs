@@ -202,6 +202,7 @@ impl Gateway {
             return Err(SUPERSEDED);
         }
         if !state.misses.allows(now) {
+            self.metrics.rate_limited("link_misses_account");
             return Err(ErrorCode::RateLimited);
         }
         for expired in state.take_expired_requests(now) {
