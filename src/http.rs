@@ -1,6 +1,6 @@
 //! The HTTP side: the embedded pages, `/healthz`, `/readyz`, `/metrics`, the
 //! demo token route, the operator API (in [`crate::admin`]), and the two
-//! WebSocket upgrades behind the Origin check.
+//! WebSocket upgrades behind the Host and Origin checks ([`crate::origin`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,6 +7,10 @@
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
 //! - [`http`]: pages, health and readiness, metrics, and the WebSocket upgrades.
+//! - [`origin`]: who may upgrade: the Host rule (DNS rebinding) and the
+//!   Origin rule; [`security_headers`]: the headers on every answer.
+//! - [`demo`]: `--demo`'s token limits and what `/phone` is without it;
+//!   [`ip_rate`]: the bounded per-client-IP limiter (demo tokens, `pair`s).
 //! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
 //!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
