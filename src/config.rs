@@ -96,6 +96,19 @@ pub struct Config {
     /// accounts: for trying pairgate, never for production.
     #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
     pub demo: bool,
+    /// Comma-separated host names an upgrade's `Host` may carry besides the
+    /// listen address (and `localhost` on loopback) and `--public-url`'s
+    /// host: DNS rebinding protection. `*` accepts any.
+    #[arg(long, env = "PAIRGATE_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_allowed_host)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `pair` frames per client IP per minute, on this node (0: no limit).
+    #[arg(long, env = "PAIRGATE_MAX_PAIRS_PER_IP_PER_MIN", default_value_t = defaults::MAX_PAIRS_PER_IP_PER_MIN)]
+    pub max_pairs_per_ip_per_min: u32,
+    /// Failed `link`s by code per sliding minute, all accounts together (the
+    /// whole cluster in cluster mode); beyond it every `link` by code is
+    /// `rate_limited` (0: no limit).
+    #[arg(long, env = "PAIRGATE_MAX_LINK_MISSES_PER_MIN", default_value_t = defaults::MAX_LINK_MISSES_PER_MIN)]
+    pub max_link_misses_per_min: u32,
     /// Join the cluster that shares this Redis (`redis://host:port/db`), or
     /// this Redis Cluster (`redis+cluster://host:port,host:port,...`: some
     /// of its masters, the rest are found).
@@ -128,6 +141,19 @@ fn parse_node_id(s: &str) -> Result<String, String> {
         return Err("must match ^[A-Za-z0-9_.-]{1,64}$".into());
     }
     Ok(s.to_owned())
+}
+
+/// A host name (or IP literal, IPv6 in brackets) without scheme, port or
+/// path, lower-cased; or `*`.
+fn parse_allowed_host(s: &str) -> Result<String, String> {
+    let host = s.trim().to_ascii_lowercase();
+    let bad = host.is_empty()
+        || host.contains(['/', '?', '#', '@', ' '])
+        || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']')));
+    if bad {
+        return Err("must be a host name without scheme, port or path (or `*`)".into());
+    }
+    Ok(host)
 }
 
 fn parse_admin_token(s: &str) -> Result<String, String> {
@@ -190,6 +216,9 @@ impl Default for Config {
             drain_ms: defaults::DRAIN_MS,
             http_header_timeout_ms: defaults::HTTP_HEADER_TIMEOUT_MS,
             demo: false,
+            allowed_hosts: None,
+            max_pairs_per_ip_per_min: defaults::MAX_PAIRS_PER_IP_PER_MIN,
+            max_link_misses_per_min: defaults::MAX_LINK_MISSES_PER_MIN,
             redis: None,
             node_id: None,
             node_lease_ms: defaults::NODE_LEASE_MS,
@@ -291,6 +320,29 @@ mod tests {
         assert!(!shown.contains("pa55word") && shown.contains("redis.internal:6379/0"));
         assert!(!shown.contains("0ld-secret-value"));
         assert!(shown.contains("<redacted>") && shown.contains("max_devices: 7"));
+    }
+
+    #[test]
+    fn allowed_hosts_are_bare_names() {
+        let parsed =
+            Serve::try_parse_from(["serve", "--allowed-hosts", "Chat.Example.com,[::1],*"])
+                .expect("parses")
+                .config;
+        assert_eq!(
+            parsed.allowed_hosts,
+            Some(vec!["chat.example.com".into(), "[::1]".into(), "*".into()])
+        );
+        for bad in [
+            "https://chat.example.com",
+            "chat.example.com:443",
+            "a/b",
+            "",
+        ] {
+            assert!(
+                Serve::try_parse_from(["serve", "--allowed-hosts", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     /// `Config::default()` is what `pairgate serve` gets with no options: both

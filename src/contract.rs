@@ -29,6 +29,8 @@ pub mod defaults {
     /// connection's life.
     pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
     pub const NODE_LEASE_MS: u64 = 10_000;
+    pub const MAX_PAIRS_PER_IP_PER_MIN: u32 = 0;
+    pub const MAX_LINK_MISSES_PER_MIN: u32 = 600;
 }
 
 /// The `protocol` field of `hello`.

@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::account::hub::Hub;
-use crate::account::pairing::Pairing;
+use crate::account::pairing::{GlobalMisses, Pairing};
 use crate::admission::Admission;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::drain::Drain;
+use crate::ip_rate::IpRate;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens::Tokens;
@@ -43,6 +44,10 @@ pub struct Gateway {
     /// When this node started (Unix milliseconds).
     pub started_at_ms: i64,
     next_conn_id: AtomicU64,
+    /// `--max-pairs-per-ip-per-min`: `pair` frames per client IP, this node.
+    pub pair_rate: IpRate,
+    /// `--max-link-misses-per-min` on a single node (a cluster counts in Redis).
+    pub link_misses: GlobalMisses,
 }
 
 impl Gateway {
@@ -72,6 +77,11 @@ impl Gateway {
             started_at_ms: crate::time::now_ms(),
             next_conn_id: AtomicU64::new(1),
             shutdown,
+            pair_rate: IpRate::new(
+                config.max_pairs_per_ip_per_min,
+                std::time::Duration::from_secs(60),
+            ),
+            link_misses: GlobalMisses::new(config.max_link_misses_per_min),
             config,
         }
     }

@@ -1,8 +1,8 @@
 //! The HTTP side: the embedded pages, `/healthz`, `/readyz`, `/metrics`, the
 //! demo token route, the operator API (in [`crate::admin`]), and the two
-//! WebSocket upgrades behind the Origin check.
+//! WebSocket upgrades behind the Host and Origin checks ([`crate::origin`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,17 +10,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use dashmap::DashMap;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use rust_embed::RustEmbed;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::Role as WsRole;
 
 use crate::conn::{self, ClientInfo};
+use crate::demo::DemoTokens;
 use crate::gateway::Gateway;
 use crate::protocol::Role;
 
@@ -32,22 +31,46 @@ struct Assets;
 #[derive(Clone)]
 struct AppState {
     gw: Arc<Gateway>,
-    demo_limits: Arc<DashMap<IpAddr, Mutex<(Instant, u32)>>>,
+    demo: Arc<DemoTokens>,
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let demo = gw.config.demo;
     let admin = crate::admin::routes(&gw);
     let state = AppState {
+        demo: Arc::default(),
         gw,
-        demo_limits: Arc::default(),
     };
+    if demo {
+        let limiter = state.demo.clone();
+        crate::ip_rate::spawn_sweeper(
+            &state.gw.tasks,
+            state.gw.shutdown.clone(),
+            Duration::from_secs(10),
+            move |now| limiter.sweep(now),
+        );
+    }
     let mut app = Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route("/phone", get(|| async { asset("phone.html") }))
+        .route(
+            "/phone",
+            get(move || async move {
+                if demo {
+                    asset("phone.html")
+                } else {
+                    Html(crate::demo::NO_DEMO_PAGE).into_response()
+                }
+            }),
+        )
         .route(
             "/static/{file}",
-            get(|Path(file): Path<String>| async move { asset(&file) }),
+            get(move |Path(file): Path<String>| async move {
+                // The demo phone's parts exist only with --demo.
+                if !demo && file.starts_with("phone.") {
+                    return (StatusCode::NOT_FOUND, "not found").into_response();
+                }
+                asset(&file)
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -60,7 +83,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     if let Some(admin) = admin {
         app = app.merge(admin);
     }
-    app.with_state(state)
+    app.fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::map_response(crate::security_headers::add))
+        .with_state(state)
 }
 
 fn asset(name: &str) -> Response {
@@ -144,17 +169,16 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 /// write buffer small.
 fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> Response {
     let headers = req.headers();
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_ok = match origin {
-        Some(origin) => origin_allowed(origin, host, gw.config.allowed_origins.as_deref()),
-        // An Origin header that is not even text is not allowed.
-        None => !headers.contains_key(header::ORIGIN),
-    };
-    if !origin_ok {
-        gw.metrics.upgrade_refused("origin");
-        tracing::debug!(?origin, "upgrade refused: origin not allowed");
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if let Err((refusal, why)) = crate::origin::check(&gw.config, headers) {
+        gw.metrics.upgrade_refused(refusal.as_str());
+        tracing::info!(
+            reason = refusal.as_str(),
+            host = ?headers.get(header::HOST),
+            origin = ?headers.get(header::ORIGIN),
+            ip = %addr.ip(),
+            "upgrade refused: {why}"
+        );
+        return (StatusCode::FORBIDDEN, why).into_response();
     }
     let is_upgrade = req.method() == Method::GET
         && header_has(headers, header::CONNECTION, "upgrade")
@@ -250,106 +274,27 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     response
 }
 
-/// `scheme://host[:port]` split into its parts, host lower-cased and the port
-/// defaulted from the scheme.
-fn parse_origin(origin: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = origin.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
-        _ => 0,
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = split_host_port(rest, default_port)?;
-    Some((scheme, host, port))
-}
-
-/// `host[:port]` (IPv6 in brackets) with the given default port.
-fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => default_port,
-            None => return None,
-        };
-        (format!("[{h}]"), port)
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
-            None => (s.to_owned(), default_port),
-        }
-    };
-    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
-}
-
-/// The contract's Origin rule: with no list, the Origin's host and port must
-/// equal the request's `Host`; a list replaces that; `*` allows any, `null` too.
-fn origin_allowed(origin: &str, host: Option<&str>, allowed: Option<&[String]>) -> bool {
-    if let Some(list) = allowed {
-        if list.iter().any(|a| a.trim() == "*") {
-            return true;
-        }
-        if origin == "null" {
-            return false;
-        }
-        let Some(o) = parse_origin(origin) else {
-            return false;
-        };
-        return list
-            .iter()
-            .any(|a| parse_origin(a.trim()).as_ref() == Some(&o));
-    }
-    if origin == "null" {
-        return false;
-    }
-    let (Some((_, o_host, o_port)), Some(host)) = (parse_origin(origin), host) else {
-        return false;
-    };
-    let default_port = if origin.to_ascii_lowercase().starts_with("https") {
-        443
-    } else {
-        80
-    };
-    split_host_port(host, default_port) == Some((o_host, o_port))
-}
-
-/// Demo phone tokens per client IP per minute.
-const DEMO_TOKENS_PER_MINUTE: u32 = 10;
-
 /// `POST /demo/phone` (only with `--demo`): a phone token for a fresh
-/// throw-away account, so a person can try pairing without an identity service.
+/// throw-away account; limits in [`crate::demo`].
 async fn demo_phone(
     State(s): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
-    let ip = addr.ip().to_canonical();
-    let allowed = {
-        let entry = s
-            .demo_limits
-            .entry(ip)
-            .or_insert_with(|| Mutex::new((Instant::now(), 0)));
-        let mut window = entry.lock();
-        if window.0.elapsed() >= Duration::from_secs(60) {
-            *window = (Instant::now(), 0);
-        }
-        window.1 += 1;
-        window.1 <= DEMO_TOKENS_PER_MINUTE
-    };
-    if !allowed {
+    // Behind a trusted proxy every browser shares the proxy's address.
+    let ip = crate::client_ip::client_ip(addr.ip(), &headers, &s.gw.config.trust_proxy);
+    if let Err(limited) = s.demo.allow(ip, Instant::now()) {
+        s.gw.metrics.rate_limited("demo_tokens");
+        tracing::info!(%ip, ?limited, "demo token refused: rate limited");
         return (
             StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from_static("60"))],
             "too many demo accounts; wait a minute",
         )
             .into_response();
     }
     let account = crate::ids::random_id::<5>("demo-");
-    match s
-        .gw
-        .tokens
-        .mint_phone(&account, Duration::from_secs(24 * 3600))
-    {
+    match s.gw.tokens.mint_phone(&account, crate::demo::TOKEN_TTL) {
         Ok(token) => (
             [(
                 header::CONTENT_TYPE,
@@ -362,37 +307,5 @@ async fn demo_phone(
             tracing::error!(error = %e, "demo token failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_allowed;
-
-    #[test]
-    fn default_rule_compares_host_and_port() {
-        let ok = |o, h| origin_allowed(o, Some(h), None);
-        assert!(ok("http://127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(ok("http://LOCALHOST:8080", "localhost:8080"));
-        assert!(ok("http://example.com", "example.com:80"));
-        assert!(ok("https://example.com", "example.com:443"));
-        assert!(!ok("http://example.com", "example.com:8080"));
-        assert!(!ok("http://evil.test:8080", "127.0.0.1:8080"));
-        assert!(!ok("null", "127.0.0.1:8080"));
-        assert!(ok("http://[::1]:8080", "[::1]:8080"));
-    }
-
-    #[test]
-    fn list_replaces_default() {
-        let list = vec!["https://app.example.com".to_owned()];
-        assert!(origin_allowed(
-            "https://APP.example.com:443",
-            Some("x"),
-            Some(&list)
-        ));
-        assert!(!origin_allowed("http://x:1", Some("x:1"), Some(&list)));
-        assert!(!origin_allowed("null", None, Some(&list)));
-        let any = vec!["*".to_owned()];
-        assert!(origin_allowed("null", None, Some(&any)));
     }
 }

@@ -13,6 +13,10 @@
 //!   a handshake; [`client_ip`]: the client's address behind trusted proxies;
 //!   [`drain`]: SIGTERM's spread 1012 closes.
 //! - [`handshake`]: what an upgrade request must look like (its key).
+//! - [`origin`]: who may upgrade: the Host rule (DNS rebinding) and the
+//!   Origin rule; [`security_headers`]: the headers on every answer.
+//! - [`demo`]: `--demo`'s token limits and what `/phone` is without it;
+//!   [`ip_rate`]: the bounded per-client-IP limiter (demo tokens, `pair`s).
 //! - [`admin`]: the operator API (`/admin/*`, with `--admin-token`): its
 //!   authentication, routes and JSON; what it does is in [`account`].
 //! - `conn`: one task per socket (`phone.rs`, `web.rs`: each role's state as
@@ -47,18 +51,22 @@ pub mod cluster;
 pub mod config;
 mod conn;
 pub mod contract;
+pub mod demo;
 pub mod device;
 pub mod drain;
 pub mod gateway;
 pub mod handshake;
 pub mod http;
 pub mod ids;
+pub mod ip_rate;
 pub mod metrics;
+pub mod origin;
 pub mod peer;
 pub mod process_metrics;
 pub mod protocol;
 pub mod qr;
 pub mod secret;
+pub mod security_headers;
 pub mod serve;
 pub mod store;
 pub mod time;
@@ -153,6 +161,11 @@ pub async fn run(
     }
     spawn_memory_trimmer(&gw);
     let close_summary = close_summary::spawn(&gw);
+    origin::warn_if_unprotected(&gw.config);
+    let limits = gw.clone();
+    ip_rate::spawn_sweeper(&gw.tasks, gw.shutdown.clone(), LIMIT_SWEEP, move |now| {
+        limits.pair_rate.sweep(now)
+    });
 
     let app = http::router(gw.clone());
     let timers = serve::HttpTimers {
@@ -224,6 +237,9 @@ pub fn raise_open_files_limit() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// How often the per-IP limiters drop expired entries, so they empty when idle.
+const LIMIT_SWEEP: Duration = Duration::from_secs(10);
 
 /// How often the memory trimmer looks at the socket count.
 const TRIM_EVERY: Duration = Duration::from_secs(5);

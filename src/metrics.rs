@@ -61,6 +61,7 @@ pub struct Metrics {
     logouts: [Counter; 5],
     /// `pairgate_upgrades_refused_total{reason}`: see `upgrade_refused`.
     upgrades_refused: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
     pub store_commit_seconds: Histogram,
     /// Cluster mode: bus messages published to other nodes.
     pub cluster_bus_published: Counter,
@@ -140,6 +141,16 @@ impl Metrics {
             "WebSocket upgrades refused before upgrading, by reason",
             refused.clone(),
         );
+        // Shown at 0 before the first refusal.
+        for reason in ["origin", "host"] {
+            family_member(&refused, "reason", reason);
+        }
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "pairgate_rate_limited",
+            "Requests refused by a rate limit beyond the per-socket ones, by what was limited",
+            rate_limited.clone(),
+        );
         let store_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "pairgate_store_commit_seconds",
@@ -215,11 +226,12 @@ impl Metrics {
             ],
             upgrades_refused: {
                 // Shown at 0 before the first refusal.
-                for reason in ["origin", "cap", "per_ip", "draining"] {
+                for reason in ["origin", "host", "cap", "per_ip", "draining"] {
                     family_member(&refused, "reason", reason);
                 }
                 refused
             },
+            rate_limited,
             store_commit_seconds,
             registry,
         }
@@ -271,6 +283,13 @@ impl Metrics {
         self.upgrades_refused
             .get_or_create(&vec![("reason", reason)])
             .inc();
+    }
+
+    /// A request refused by a limit beyond the per-socket ones
+    /// (`pair_per_ip`, `link_misses_account`, `link_misses_global`,
+    /// `demo_tokens`).
+    pub fn rate_limited(&self, what: &'static str) {
+        self.rate_limited.get_or_create(&vec![("what", what)]).inc();
     }
 
     /// The Prometheus text exposition of every series.

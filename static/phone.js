@@ -15,7 +15,9 @@
 
   let token = readToken();
   let channel = null;
-  let pendingRef = refFromHash(); // a scanned QR's ref, linked once connected
+  // A scanned QR's ref: offered (never sent on its own) once connected. A
+  // page that opens or frames /phone#ref=X must not link with one click.
+  let pendingRef = refFromHash();
   let linkRequest = null; // {request_id, device} awaiting Confirm / Reject
   let sessions = []; // last `sessions` reply, oldest first
   const reconnector = new Reconnector(connect, showReconnectCountdown);
@@ -220,7 +222,7 @@
     $("phone-connection").hidden = true;
     $("phone-account").textContent = frame.account;
     refreshSessions();
-    if (pendingRef) linkByRef();
+    if (pendingRef) showRefPrompt();
   }
 
   function onClose(code) {
@@ -253,10 +255,23 @@
 
   // ---- Linking ------------------------------------------------------------
 
-  function linkByRef() {
-    const ref = pendingRef;
+  /** Shows what opening a QR code's link is about to do; links only on "Link this device". */
+  function showRefPrompt() {
+    $("ref-prompt").hidden = false;
+  }
+
+  function dismissRef() {
     pendingRef = null;
     clearHash();
+    $("ref-prompt").hidden = true;
+  }
+
+  function linkByRef() {
+    const ref = pendingRef;
+    if (!ref) return;
+    pendingRef = null;
+    clearHash();
+    $("ref-prompt").hidden = true;
     requestLink({ ref }, () => {
       pendingRef = ref; // not sent: try again once connected
     });
@@ -310,7 +325,8 @@
     $("link-device-ua").textContent = device.user_agent || "";
     setLinkButtonsDisabled(false);
     $("link-request").hidden = false;
-    $("confirm-link").focus();
+    // The heading, not Confirm: a stray Enter or click must not link.
+    $("link-request-title").focus();
   }
 
   function hideLinkRequest() {
@@ -546,6 +562,8 @@
     $("reconnect-now").addEventListener("click", () => reconnector.now());
     $("phone-notice-close").addEventListener("click", clearNotice);
     $("code-form").addEventListener("submit", onCodeSubmit);
+    $("link-ref").addEventListener("click", linkByRef);
+    $("dismiss-ref").addEventListener("click", dismissRef);
     $("confirm-link").addEventListener("click", () => answerLinkRequest(true));
     $("reject-link").addEventListener("click", () => answerLinkRequest(false));
     $("logout-all").addEventListener("click", askLogoutAll);
@@ -556,7 +574,7 @@
       const ref = refFromHash();
       if (!ref) return;
       pendingRef = ref;
-      if (channel && channel.isOpen && document.body.dataset.state === "ready") linkByRef();
+      if (channel && channel.isOpen && document.body.dataset.state === "ready") showRefPrompt();
       else $("signin-ref-hint").hidden = false;
     });
     setInterval(updateRelativeTimes, 30000);

@@ -36,3 +36,9 @@ pub fn node_info(bus_name: &str) -> String {
 pub fn bus(bus_name: &str) -> String {
     format!("pg:bus:{{{bus_name}}}")
 }
+
+/// Failed `link`s by code in one Unix second, all accounts together; every
+/// second's key shares the hash tag `{misses}`, so one `MGET` reads a minute.
+pub fn link_misses(unix_sec: u64) -> String {
+    format!("pg:{{misses}}:{unix_sec}")
+}

@@ -21,6 +21,7 @@
 //! - `remote.rs`: a socket on another node as the home sees it.
 //! - `refs.rs`: QR refs and pairing codes in Redis, so any node's phone can
 //!   link any node's QR.
+//! - `misses.rs`: `--max-link-misses-per-min` counted cluster-wide.
 //! - `nodes.rs`: leases, the live-node table, node death and the resync after
 //!   a lost lease or a Redis outage.
 //! - `route.rs`: the account API the socket tasks call: here, or at the home.
@@ -35,6 +36,7 @@ mod bus;
 mod calls;
 mod homes;
 pub mod keys;
+mod misses;
 mod nodes;
 pub mod redis_conn;
 mod refs;
@@ -128,6 +130,8 @@ pub struct Cluster {
     stop: tokio_util::sync::CancellationToken,
     /// The publisher's end of the bus queue, until the publisher starts.
     pending_bus: parking_lot::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// The cluster's link misses of the last minute, as last read.
+    seen_misses: misses::SeenMisses,
 }
 
 impl Cluster {
@@ -169,6 +173,7 @@ impl Cluster {
             gone: DashMap::new(),
             retired: parking_lot::Mutex::new(Vec::new()),
             stop: tokio_util::sync::CancellationToken::new(),
+            seen_misses: Default::default(),
         });
         cluster.check_persistence().await;
         *cluster.pending_bus.lock() = Some(bus_rx);

@@ -208,14 +208,27 @@ impl Gateway {
         let Some(cluster) = &self.cluster else {
             return self.link(account, phone, target);
         };
+        let by_code = matches!(target, LinkTarget::Code(_));
+        let limit = self.config.max_link_misses_per_min;
+        if by_code && limit > 0 && cluster.link_misses_full(limit).await? {
+            return Err(self.global_misses_full());
+        }
         // Refused before the ref is taken, so it stays valid.
         let reference = cluster.find_ref(&target).await?;
-        self.link_precheck(account, phone, reference.is_some())?;
+        let checked = self.link_precheck(account, phone, reference.is_some());
+        if checked == Err(ErrorCode::UnknownRef) && by_code && limit > 0 {
+            cluster.note_link_miss().await?;
+        }
+        checked?;
         let attempt = match reference {
             Some(reference) => cluster.take_ref(self, &reference).await?,
             None => None,
         };
-        self.link_taken(account, phone, attempt)
+        let linked = self.link_taken(account, phone, attempt);
+        if matches!(linked, Err(ErrorCode::UnknownRef)) && by_code && limit > 0 {
+            cluster.note_link_miss().await?;
+        }
+        linked
     }
 
     pub async fn link_confirm_routed(

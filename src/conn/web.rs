@@ -250,6 +250,17 @@ impl Web {
         remember: bool,
         name: Option<String>,
     ) -> Result<(), Stop> {
+        // Every `pair` counts, a repeated one too: each may publish a ref.
+        if !conn
+            .gw
+            .pair_rate
+            .allow(client_ip(&conn.client), Instant::now())
+        {
+            conn.gw.metrics.rate_limited("pair_per_ip");
+            tracing::info!("pair refused: --max-pairs-per-ip-per-min reached for this address");
+            let code = ErrorCode::RateLimited;
+            return conn.error(id, code, code.describe()).await;
+        }
         if let Web::Pairing(p) = self {
             // A repeated `pair` updates the options; the rotation goes on.
             {
@@ -335,6 +346,15 @@ impl Web {
         tracing::info!("web session linked");
         conn.write_texts(frames).await
     }
+}
+
+/// The client's address for per-IP limits (unspecified if it does not
+/// parse, so such clients share one budget rather than escape it).
+fn client_ip(client: &super::ClientInfo) -> std::net::IpAddr {
+    client
+        .ip
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 impl Handler for Web {

@@ -275,6 +275,18 @@ mod tests {
         assert_eq!(describe_event(&ev), "message from s1: [1,2]");
     }
 
+    /// Before confirming, the person sees who asks: the device's name and
+    /// the address it asks from (QR login jacking, docs/SECURITY.md).
+    #[test]
+    fn a_link_request_shows_the_device_name_and_address() {
+        let lr = json!({"type": "link_request", "request_id": "r_1", "device": {
+            "name": "Firefox on Windows", "user_agent": "UA", "ip": "203.0.113.9"
+        }});
+        let text = describe_link_request(&lr);
+        assert!(text.contains("device:     Firefox on Windows"), "{text}");
+        assert!(text.contains("ip:         203.0.113.9"), "{text}");
+    }
+
     #[test]
     fn table() {
         let reply = json!({"type": "sessions", "sessions": [{

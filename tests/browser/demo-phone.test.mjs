@@ -113,11 +113,27 @@ test("the demo phone page links, lists, chats with and logs out the web page", {
   const payload = await decodeQr(web);
   assert.equal(payload, frames.last("qr").payload);
   await phone.close();
-  const { page: scanner } = await openPage(phoneContext, payload);
+  const { page: scanner, frames: scannerFrames } = await openPage(phoneContext, payload);
+  // Opening the link sends nothing on its own: it says what would happen
+  // and waits for a deliberate "Link this device".
+  await scanner.locator("#ref-prompt").waitFor({ state: "visible", timeout: T });
+  await waitForState(scanner, "ready");
+  await scannerFrames.waitFor((f) => f.type === "sessions", { what: "the session list" });
+  assert.equal(scannerFrames.sent.filter((f) => f.type === "link").length, 0, "no link before the click");
+  assert.equal(await isVisible(scanner, "#link-request"), false);
+  assert.equal(await web.evaluate(() => document.body.dataset.state), "pairing", "the web page was not scanned");
+  await screenshot(scanner, "demo-ref-prompt");
+  await scanner.locator("#link-ref").click();
   await scanner.locator("#link-request").waitFor({ state: "visible", timeout: T });
   await waitForText(scanner, "#link-device-name", "Chrome on Linux");
+  assert.match(await text(scanner, "#link-device-ip"), /^127\.0\.0\.1$/, "the asking device's address is shown");
+  assert.equal(await isVisible(scanner, "#ref-prompt"), false);
   await waitForState(web, "scanned");
   assert.equal(new URL(scanner.url()).hash, "", "the ref is dropped from the address once used");
+  // Confirm is not focused: a stray Enter does not link.
+  assert.notEqual(await scanner.evaluate(() => document.activeElement && document.activeElement.id), "confirm-link");
+  await scanner.keyboard.press("Enter");
+  assert.equal(await isVisible(scanner, "#link-request"), true, "Enter alone did not answer the request");
   await scanner.locator("#confirm-link").click();
   await waitForState(web, "linked");
   await waitForText(web, "#account", account);
@@ -128,4 +144,68 @@ test("the demo phone page links, lists, chats with and logs out the web page", {
   assertNoPageErrors(scanner);
   await phoneContext.close();
   await webContext.close();
+});
+
+test("a page of another origin cannot frame the demo phone, and Dismiss drops an opened ref", { timeout: 60_000 }, async () => {
+  const other = await startGateway();
+  try {
+    const context = await newContext(browser);
+    // Another origin's page frames /phone#ref=...: the browser refuses to
+    // render it (frame-ancestors 'none', X-Frame-Options: DENY).
+    const { page } = await openPage(context, other.url + "/");
+    const framed = gw.url + "/phone#ref=AAAAAAAAAAAAAAAAAAAAAAAA";
+    await page.evaluate((src) => {
+      const f = document.createElement("iframe");
+      f.id = "framed";
+      f.src = src;
+      document.body.appendChild(f);
+    }, framed);
+    const handle = await page.locator("#framed").elementHandle({ timeout: T });
+    let frame = null;
+    const deadline = Date.now() + T;
+    while (Date.now() < deadline) {
+      frame = await handle.contentFrame();
+      if (frame && frame.url() !== "about:blank") break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(frame, "the iframe has a frame");
+    // Give the blocked navigation time to settle, then look: no demo phone in it.
+    await frame.waitForLoadState("load", { timeout: T }).catch(() => {});
+    assert.equal(await frame.locator("#link-ref").count(), 0, "the demo phone rendered inside another origin's frame");
+    assert.equal(await frame.locator("#create-demo").count(), 0);
+
+    // Opened directly with a ref and signed in: Dismiss drops it, nothing is sent.
+    const { page: phone, frames } = await openPage(context, gw.url + "/phone");
+    await phone.locator("#create-demo").click();
+    await waitForState(phone, "ready");
+    await phone.goto(gw.url + "/phone#ref=BBBBBBBBBBBBBBBBBBBBBBBB", { timeout: T });
+    await phone.locator("#ref-prompt").waitFor({ state: "visible", timeout: T });
+    await phone.locator("#dismiss-ref").click();
+    await phone.locator("#ref-prompt").waitFor({ state: "hidden", timeout: T });
+    assert.equal(new URL(phone.url()).hash, "");
+    assert.equal(frames.sent.filter((f) => f.type === "link").length, 0);
+    assertNoPageErrors(phone);
+    await context.close();
+  } finally {
+    await other.stop();
+  }
+});
+
+test("without --demo, /phone explains what to use instead and asks for no token", { timeout: 60_000 }, async () => {
+  const plain = await startGateway();
+  try {
+    const context = await newContext(browser);
+    const { page } = await openPage(context, plain.url + "/phone#ref=AAAAAAAAAAAAAAAAAAAAAAAA");
+    await page.locator("h1").waitFor({ timeout: T });
+    assert.match(await text(page, "main"), /\/ws\/phone/);
+    assert.equal(await page.locator("textarea, input, form, button").count(), 0);
+    await screenshot(page, "no-demo-phone");
+    const { page: web } = await openPage(context, plain.url + "/");
+    await waitForState(web, "pairing");
+    assert.equal(await web.locator('a[href="/phone"]').count(), 0, "/ links to no demo phone");
+    assertNoPageErrors(web);
+    await context.close();
+  } finally {
+    await plain.stop();
+  }
 });

@@ -143,8 +143,9 @@ export function launchBrowser() {
   });
 }
 
-export async function newContext(browser, viewport = WIDE) {
-  const context = await browser.newContext({ viewport, colorScheme: "light" });
+/** `options` go to Playwright's `newContext` (e.g. `bypassCSP`). */
+export async function newContext(browser, viewport = WIDE, options = {}) {
+  const context = await browser.newContext({ viewport, colorScheme: "light", ...options });
   context.setDefaultTimeout(T);
   return context;
 }
@@ -158,6 +159,13 @@ export async function openPage(context, url) {
   const frames = watchFrames(page);
   page.errors = [];
   page.on("pageerror", (err) => page.errors.push(err));
+  // Whatever the pages' Content-Security-Policy blocks counts as an error:
+  // the policy must fit the pages.
+  page.on("console", (msg) => {
+    if (msg.type() === "error" && /Content Security Policy/i.test(msg.text())) {
+      page.errors.push(new Error("CSP: " + msg.text()));
+    }
+  });
   if (url) await page.goto(url, { timeout: T });
   return { page, frames };
 }
@@ -401,7 +409,7 @@ export async function linkPage(page, frames, phone) {
   return { session_id: linked.session_id, token: linked.token, linked, request, session: confirmed.session };
 }
 
-/** Throws when the page had uncaught script errors. */
+/** Throws when the page had uncaught script errors or CSP violations. */
 export function assertNoPageErrors(page) {
   if (page.errors && page.errors.length) {
     throw new Error(`uncaught errors on ${page.url()}: ${page.errors.map((e) => e.stack || e.message).join("\n")}`);

@@ -606,7 +606,7 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
 }
 
 /// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
-/// still accepted; `auth` (phone and web), `pair` and a cross-node `send`
+/// still accepted; `auth` (phone and web), `pair`, `link` by code and a cross-node `send`
 /// (both ways) answer `error` `unavailable`, never a false `ack`, and nothing
 /// refused is delivered. Redis back: `/readyz` 200 and the same sockets (no
 /// reconnect) relay across nodes again within 10 s, with `phone_status` true.
@@ -643,6 +643,11 @@ async fn redis_stopped_answers_unavailable_and_the_same_sockets_recover() {
     assert_eq!(reply["code"], "unavailable", "{reply}");
     let web = c.on(2).web(Some(CHROME_LINUX_UA)).await;
     web.request_frame_error(&PairOpts::new().pair_frame(), "unavailable")
+        .await;
+    // a link by code (counted cluster-wide in Redis) is unavailable, not
+    // let through uncounted
+    phone
+        .request_error(json!({"type": "link", "code": "ZZZZ-ZZZZ"}), "unavailable")
         .await;
 
     // cross-node sends, both ways: unavailable, and not delivered
@@ -870,4 +875,29 @@ async fn an_account_nobody_needs_leaves_the_node_serving_it() {
         vec![s.session_id.clone()]
     );
     web.close().await;
+}
+
+/// `--max-link-misses-per-min` counts for the whole cluster: misses by code
+/// of accounts whose phones are on nodes 1 and 2 fill the minute, then a link
+/// by code through node 3, the right code too, is `rate_limited`; by ref it
+/// still links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_misses_by_code_are_counted_cluster_wide() {
+    let c = Cluster::start(3, LEASE_MS, &["--max-link-misses-per-min", "3"]).await;
+    let wrong = || json!({"type": "link", "code": "ZZZZ-ZZZZ"});
+    let (web, qr) = c.on(2).pairing(&PairOpts::new()).await;
+    let a = c.on(0).phone(&account("cl-guess-a")).await;
+    let b = c.on(1).phone(&account("cl-guess-b")).await;
+    a.request_error(wrong(), "unknown_ref").await;
+    a.request_error(wrong(), "unknown_ref").await;
+    b.request_error(wrong(), "unknown_ref").await;
+    let victim = c.on(2).phone(&account("cl-fresh")).await;
+    victim
+        .request_frame_error(&link_code(&qr), "rate_limited")
+        .await;
+    b.request_error(wrong(), "rate_limited").await;
+    web.assert_quiet("scanned").await;
+    let lr = victim.request_frame(&link_ref(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
 }

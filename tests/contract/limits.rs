@@ -536,3 +536,47 @@ async fn fields_a_frame_type_does_not_use_are_ignored() {
     gw.assert_logged_out(linked["token"].as_str().unwrap())
         .await;
 }
+
+/// `--max-pairs-per-ip-per-min`: every `pair` from one client IP counts, a
+/// repeated one on the same socket too; beyond the limit `pair` gets
+/// `rate_limited` (the socket stays open), counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_beyond_the_per_ip_limit_are_rate_limited() {
+    if single_process_only("the limit is per node and /metrics is one node's") {
+        return;
+    }
+    let gw = TestGateway::spawn(|c| c.max_pairs_per_ip_per_min = 3).await;
+    let (first, _qr) = start_pairing(gw.addr, &PairOpts::new()).await;
+    let ok = first.request(json!({"type": "pair"})).await;
+    assert_eq!(ok["type"], "ok", "a repeated pair within the limit: {ok}");
+    let (_second, _qr) = start_pairing(gw.addr, &PairOpts::new()).await;
+    // the 4th pair from this address, on a fresh socket and on a pairing one
+    let third = open_web(gw.addr, None).await;
+    third
+        .request_error(json!({"type": "pair"}), "rate_limited")
+        .await;
+    first
+        .request_error(json!({"type": "pair"}), "rate_limited")
+        .await;
+    assert!(!third.is_closed() && !first.is_closed());
+    let body = gw.http_get("/metrics", &[]).await.text();
+    assert_eq!(
+        metric_sample(
+            &body,
+            "pairgate_rate_limited_total",
+            &[("what", "pair_per_ip")]
+        ),
+        Some(2.0)
+    );
+}
+
+/// Off by default: many `pair`s from one address are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_per_ip_are_unlimited_by_default() {
+    let gw = TestGateway::start().await;
+    let (web, _qr) = start_pairing(gw.addr, &PairOpts::new()).await;
+    for _ in 0..30 {
+        let ok = web.request(json!({"type": "pair"})).await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+}

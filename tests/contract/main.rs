@@ -21,6 +21,7 @@ mod support;
 
 mod auth;
 mod backpressure;
+mod browsers;
 mod close_orders;
 mod cluster;
 mod concurrency;

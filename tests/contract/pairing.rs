@@ -770,6 +770,17 @@ async fn five_misses_then_the_sixth_link_is_rate_limited() {
     let lr = other.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "{lr}");
     assert!(!phone2.is_closed());
+    if !single_process_only("/metrics counts one node's refusals") {
+        let body = gw.http_get("/metrics", &[]).await.text();
+        assert_eq!(
+            metric_sample(
+                &body,
+                "pairgate_rate_limited_total",
+                &[("what", "link_misses_account")]
+            ),
+            Some(2.0)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,4 +918,76 @@ async fn pending_link_requests_are_capped_per_account() {
     let lr = phone.request_frame(&link_ref(&qr)).await;
     assert_eq!(lr["type"], "link_request", "the ref stayed valid: {lr}");
     ninth.expect("scanned").await;
+}
+
+/// `--max-link-misses-per-min`: failed `link`s by code of all accounts
+/// together (each under its own limit of 5). Misses by ref do not count.
+/// Once the minute holds N, every `link` by code is `rate_limited`, the right
+/// code too, for an account that never missed; `link` by ref still works.
+/// With `PAIRGATE_TEST_REDIS` the phones are spread over a cluster's nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_misses_by_code_of_all_accounts_together_are_limited() {
+    let gw = TestGateway::spawn(|c| c.max_link_misses_per_min = 2).await;
+    let wrong = || json!({"type": "link", "code": "ZZZZ-ZZZZ"});
+    let (web, qr) = gw.pairing(&PairOpts::new()).await;
+
+    let a = gw.phone(&account("guess-a")).await;
+    a.request_error(wrong(), "unknown_ref").await;
+    let c = gw.phone(&account("guess-ref")).await;
+    c.request_error(
+        json!({"type": "link", "ref": "no-such-ref-AAAAAAAAAAAAAAAAAAAAAAAA"}),
+        "unknown_ref",
+    )
+    .await;
+    // one miss by code so far: a right code still links
+    let victim = gw.phone(&account("fresh")).await;
+    let lr = victim.request_frame(&link_code(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
+    let ok = victim.request_frame(&reject(&lr)).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    web.expect("pair_rejected").await;
+    let qr = web.expect("qr").await;
+
+    let b = gw.phone(&account("guess-b")).await;
+    b.request_error(wrong(), "unknown_ref").await;
+    // two misses by code within the minute: every link by code is refused
+    victim
+        .request_frame_error(&link_code(&qr), "rate_limited")
+        .await;
+    a.request_error(wrong(), "rate_limited").await;
+    web.assert_quiet("scanned").await;
+    // link by ref is not affected
+    let lr = victim.request_frame(&link_ref(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
+    web.expect("scanned").await;
+    if !single_process_only("/metrics counts one node's refusals") {
+        let body = gw.http_get("/metrics", &[]).await.text();
+        assert_eq!(
+            metric_sample(
+                &body,
+                "pairgate_rate_limited_total",
+                &[("what", "link_misses_global")]
+            ),
+            Some(2.0)
+        );
+    }
+}
+
+/// The default is 600 misses by code per minute: a handful of guessing
+/// accounts is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_misses_by_code_default_allows_a_few_guessing_accounts() {
+    let gw = TestGateway::start().await;
+    for i in 0..4 {
+        let p = gw.phone(&account(&format!("guess{i}"))).await;
+        for _ in 0..5 {
+            p.request_error(json!({"type": "link", "code": "ZZZZ-ZZZZ"}), "unknown_ref")
+                .await;
+        }
+    }
+    let (_web, qr) = gw.pairing(&PairOpts::new()).await;
+    let phone = gw.phone(&account("fresh")).await;
+    let lr = phone.request_frame(&link_code(&qr)).await;
+    assert_eq!(lr["type"], "link_request", "{lr}");
 }

@@ -12,7 +12,7 @@ mod misses;
 mod registry;
 
 pub use attempt::{Abandoned, Attempt, AttemptState, LinkRequest};
-pub use misses::LinkMisses;
+pub use misses::{GlobalMisses, LinkMisses};
 pub use registry::{Issued, Pairing};
 
 use std::sync::Arc;
@@ -98,22 +98,31 @@ impl Gateway {
         phone: u64,
         target: LinkTarget,
     ) -> Result<(String, DeviceInfo), ErrorCode> {
+        let by_code = matches!(target, LinkTarget::Code(_));
         let result = self.hub.with(account, |state| {
             let now = Instant::now();
             self.may_link(state, phone, now)?;
+            if by_code && self.link_misses.is_full(now) {
+                return Err(self.global_misses_full());
+            }
+            let miss = |state: &mut AccountState| {
+                state.misses.note(now);
+                if by_code {
+                    self.link_misses.note(now);
+                }
+                ErrorCode::UnknownRef
+            };
             let reference = match &target {
                 LinkTarget::Ref(r) => Some(r.clone()),
                 LinkTarget::Code(c) => self.pairing.ref_for_code(c),
             };
             let Some(reference) = reference.filter(|r| self.pairing.is_valid(r)) else {
-                state.misses.note(now);
-                return Err(ErrorCode::UnknownRef);
+                return Err(miss(state));
             };
             // Checked before taking the ref, so the ref stays valid.
             self.has_room_for_request(state)?;
             let Some(attempt) = self.pairing.take(&reference) else {
-                state.misses.note(now);
-                return Err(ErrorCode::UnknownRef);
+                return Err(miss(state));
             };
             self.request_link(state, account, attempt, now)
         });
@@ -171,6 +180,15 @@ impl Gateway {
         result
     }
 
+    /// `--max-link-misses-per-min` is reached: this `link` by code is refused.
+    pub fn global_misses_full(&self) -> ErrorCode {
+        self.metrics.rate_limited("link_misses_global");
+        tracing::info!(
+            "link by code refused: the gateway's link misses of the last minute reached the limit"
+        );
+        ErrorCode::RateLimited
+    }
+
     /// Whether the asking phone socket may link now: it is the current one
     /// and not rate limited. Sweeps requests nobody answered in time (they
     /// count as rejected).
@@ -184,6 +202,7 @@ impl Gateway {
             return Err(SUPERSEDED);
         }
         if !state.misses.allows(now) {
+            self.metrics.rate_limited("link_misses_account");
             return Err(ErrorCode::RateLimited);
         }
         for expired in state.take_expired_requests(now) {
