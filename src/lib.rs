@@ -75,6 +75,27 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve(listener, config, None::<RedbBackend>, shutdown).await
+}
+
+/// `run` with the store on `backend` instead of the data dir's file (or
+/// Redis): for tests of the gateway on a disk that fails on demand.
+#[doc(hidden)]
+pub async fn run_on_backend(
+    listener: TcpListener,
+    config: Config,
+    backend: impl store::Backend,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve(listener, config, Some(backend), shutdown).await
+}
+
+async fn serve<B: store::Backend>(
+    listener: TcpListener,
+    config: Config,
+    backend: Option<B>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
@@ -92,12 +113,13 @@ pub async fn run(
         }
         None => None,
     };
-    let (store, stored, writer) = match &cluster {
-        Some(c) => Store::start(
+    let (store, stored, writer) = match (&cluster, backend) {
+        (_, Some(b)) => Store::start(b, metrics.clone())?,
+        (Some(c), None) => Store::start(
             RedisBackend::new(c.redis_client(), c.me_handle()),
             metrics.clone(),
         )?,
-        None => Store::start(RedbBackend::open(&config.data_dir)?, metrics.clone())?,
+        (None, None) => Store::start(RedbBackend::open(&config.data_dir)?, metrics.clone())?,
     };
     let public_url = config
         .public_url

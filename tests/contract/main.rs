@@ -25,6 +25,7 @@ mod close_orders;
 mod cluster;
 mod concurrency;
 mod durability;
+mod full_disk;
 mod http;
 mod limits;
 mod operator;
