@@ -24,6 +24,7 @@ mod backpressure;
 mod close_orders;
 mod cluster;
 mod concurrency;
+mod crash_storm;
 mod durability;
 mod full_disk;
 mod http;
