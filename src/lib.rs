@@ -28,6 +28,8 @@
 //! - [`client`]: the client side of the protocol (CLI, tests, load test).
 //! - [`tokens`]: phone and session JWTs and the secret.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
+//! - `fuzzing` (hidden): the fuzz targets' entry points, shared by
+//!   `fuzz/` (cargo-fuzz) and the stable test replaying their inputs.
 
 pub mod account;
 pub mod admin;
@@ -37,6 +39,8 @@ pub mod config;
 mod conn;
 pub mod contract;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod ids;
