@@ -184,9 +184,9 @@ mod tests {
         config: Config,
     }
 
-    /// Found by fuzzing (`fuzz/regressions/config/`): times that cannot be
-    /// a deadline (`1e300` days, `u64::MAX` ms) panicked once used; now
-    /// they are a start-up error, and 100 years still parses.
+    /// Kept as fuzz regressions too (`fuzz/regressions/config/`): times
+    /// that cannot be a deadline (`1e300` days, `u64::MAX` ms) panicked once
+    /// used; now they are a start-up error, and 100 years still parses.
     #[test]
     fn times_too_long_to_be_deadlines_are_refused() {
         for args in [

@@ -111,6 +111,7 @@ async fn fill_refuse_serve_recover(g: &impl Gateway, disk: &Disk, strict: bool) 
     // socket was torn down first: it resumes).
     for frame in [logout(&a.session_id), ClientFrame::LogoutAll] {
         let r = phone.request_frame(&frame).await;
+        eprintln!("full disk: {} answered {r}", frame.frame_type().name());
         if r["type"] == "ok" && !strict {
             ended.push(a.token.clone());
             alive.clear();
