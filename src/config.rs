@@ -41,22 +41,22 @@ pub struct Config {
     #[arg(long, env = "PAIRGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
     /// Life of one QR ref / pairing code.
-    #[arg(long, env = "PAIRGATE_QR_TTL_MS", default_value_t = defaults::QR_TTL_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PAIRGATE_QR_TTL_MS", default_value_t = defaults::QR_TTL_MS, value_parser = clap::value_parser!(u64).range(1..=contract::MAX_OPTION_MS))]
     pub qr_ttl_ms: u64,
     /// QR refs issued per pairing attempt before `pair_timeout`.
     #[arg(long, env = "PAIRGATE_QR_ROTATIONS", default_value_t = defaults::QR_ROTATIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub qr_rotations: u32,
     /// Time after `hello` to send `auth` or `pair`.
-    #[arg(long, env = "PAIRGATE_AUTH_TIMEOUT_MS", default_value_t = defaults::AUTH_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PAIRGATE_AUTH_TIMEOUT_MS", default_value_t = defaults::AUTH_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=contract::MAX_OPTION_MS))]
     pub auth_timeout_ms: u64,
     /// Server ping interval; a socket silent for 2 intervals is closed.
-    #[arg(long, env = "PAIRGATE_HEARTBEAT_MS", default_value_t = defaults::HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PAIRGATE_HEARTBEAT_MS", default_value_t = defaults::HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(1..=contract::MAX_OPTION_MS))]
     pub heartbeat_ms: u64,
     /// Linked web sessions per account.
     #[arg(long, env = "PAIRGATE_MAX_DEVICES", default_value_t = defaults::MAX_DEVICES)]
     pub max_devices: usize,
     /// How long a `remember:false` session survives with no live socket.
-    #[arg(long, env = "PAIRGATE_EPHEMERAL_GRACE_MS", default_value_t = defaults::EPHEMERAL_GRACE_MS)]
+    #[arg(long, env = "PAIRGATE_EPHEMERAL_GRACE_MS", default_value_t = defaults::EPHEMERAL_GRACE_MS, value_parser = clap::value_parser!(u64).range(..=contract::MAX_OPTION_MS))]
     pub ephemeral_grace_ms: u64,
     /// A session not seen for this long is removed (fractions allowed; 0 turns it off).
     #[arg(long, env = "PAIRGATE_SESSION_IDLE_DAYS", default_value_t = defaults::SESSION_IDLE_DAYS, value_parser = parse_idle_days)]
@@ -170,20 +170,12 @@ fn parse_previous_secret(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Longest idle time accepted, in days: far beyond any use, and small enough
-/// that the idle sweep's arithmetic on `Instant`s and `SystemTime`s cannot
-/// overflow (a `Duration` itself would take 10^14 days).
-pub const MAX_IDLE_DAYS: f64 = 365.0 * 1000.0;
-
 fn parse_idle_days(s: &str) -> Result<f64, String> {
     let days: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if !days.is_finite() || days < 0.0 {
-        return Err("must be a number of days >= 0".into());
-    }
-    if days > MAX_IDLE_DAYS {
-        return Err(format!(
-            "must be at most {MAX_IDLE_DAYS} days (0 turns idle expiry off)"
-        ));
+    // (A day count whose time cannot be a deadline would panic later.)
+    let max_days = contract::MAX_OPTION_MS as f64 / 86_400_000.0;
+    if !days.is_finite() || !(0.0..=max_days).contains(&days) {
+        return Err(format!("must be a number of days from 0 to {max_days}"));
     }
     Ok(days)
 }
@@ -345,6 +337,34 @@ mod tests {
         }
     }
 
+    /// Kept as fuzz regressions too (`fuzz/regressions/config/`): times
+    /// that cannot be a deadline (`1e300` days, `u64::MAX` ms) panicked once
+    /// used; now they are a start-up error, and 100 years still parses.
+    #[test]
+    fn times_too_long_to_be_deadlines_are_refused() {
+        for args in [
+            ["--session-idle-days", "1e300"],
+            ["--session-idle-days", "36501"],
+            ["--qr-ttl-ms", "18446744073709551615"],
+            ["--heartbeat-ms", "18446744073709551615"],
+            ["--auth-timeout-ms", "18446744073709551615"],
+            ["--ephemeral-grace-ms", "18446744073709551615"],
+        ] {
+            let err = Serve::try_parse_from(["serve", args[0], args[1]])
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        }
+        let c = Serve::try_parse_from(["serve", "--session-idle-days", "36500"])
+            .expect("100 years parses")
+            .config;
+        assert!(
+            std::time::Instant::now()
+                .checked_add(c.session_idle().expect("on"))
+                .is_some()
+        );
+    }
+
     /// `Config::default()` is what `pairgate serve` gets with no options: both
     /// take their numbers from `contract::defaults`.
     #[test]
@@ -357,11 +377,11 @@ mod tests {
     /// a panic when the duration is made.
     #[test]
     fn idle_days_that_do_not_fit_are_refused() {
-        for bad in ["1e300", "1e20", "365001", "inf", "NaN", "-1"] {
+        for bad in ["1e300", "1e20", "36501", "inf", "NaN", "-1"] {
             let r = Serve::try_parse_from(["serve", "--session-idle-days", bad]);
             assert!(r.is_err(), "{bad} accepted");
         }
-        for ok in ["0", "0.5", "14", "365000"] {
+        for ok in ["0", "0.5", "14", "36500"] {
             let c = Serve::try_parse_from(["serve", "--session-idle-days", ok])
                 .expect("parses")
                 .config;

@@ -58,6 +58,10 @@ pub const RATE_LIMITED_WINDOW: Duration = Duration::from_secs(10);
 
 // pairgate's own (docs/PROTOCOL.md marks them).
 
+/// Longest time any option may set (100 years, in ms): a deadline this far
+/// from now still exists; a larger one would overflow and panic.
+pub const MAX_OPTION_MS: u64 = 100 * 365 * 86_400_000;
+
 /// Link requests one account may have waiting for its phone's answer.
 pub const MAX_PENDING_REQUESTS: usize = 8;
 /// Longest `device_name` kept, in characters.

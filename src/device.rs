@@ -71,9 +71,14 @@ fn browser(ua: &str) -> &str {
     } else if ua.contains("Safari/") {
         "Safari"
     } else {
-        // The product token's name: `curl/8.0` -> `curl`.
+        // The product token's name: `curl/8.0` -> `curl`; the whole first
+        // word when that name is empty (`/x`), so a name is never blank.
         let first = ua.split_whitespace().next().unwrap_or(ua);
-        first.split('/').next().unwrap_or(first)
+        first
+            .split('/')
+            .next()
+            .filter(|name| !name.is_empty())
+            .unwrap_or(first)
     }
 }
 
@@ -100,6 +105,14 @@ fn os(ua: &str) -> Option<&'static str> {
 mod tests {
     use super::{clean_device_name, clean_user_agent, device_name};
     use crate::contract::{MAX_DEVICE_NAME_CHARS, MAX_USER_AGENT_BYTES};
+
+    /// Found by fuzzing (`fuzz/regressions/device/`): a User-Agent whose
+    /// first word starts with `/` gave a blank name.
+    #[test]
+    fn a_product_token_without_a_name_is_shown_whole() {
+        assert_eq!(device_name("  / cu.6.0"), "/");
+        assert_eq!(device_name("/8.0 (X11)"), "/8.0 on Linux");
+    }
 
     #[test]
     fn names_lose_control_and_bidi_characters_and_are_capped() {

@@ -40,6 +40,8 @@
 //! - [`secret`]: the generated secret and the data dir, private to their owner.
 //! - [`process_metrics`]: the process's own series (memory, files, CPU) and build info.
 //! - [`qr`], [`device`], [`ids`], [`metrics`], [`time`]: small helpers.
+//! - `fuzzing` (hidden): the fuzz targets' entry points, shared by
+//!   `fuzz/` (cargo-fuzz) and the stable test replaying their inputs.
 
 pub mod account;
 pub mod admin;
@@ -54,6 +56,8 @@ pub mod contract;
 pub mod demo;
 pub mod device;
 pub mod drain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod handshake;
 pub mod http;
@@ -97,6 +101,27 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve(listener, config, None::<RedbBackend>, shutdown).await
+}
+
+/// `run` with the store on `backend` instead of the data dir's file (or
+/// Redis): for tests of the gateway on a disk that fails on demand.
+#[doc(hidden)]
+pub async fn run_on_backend(
+    listener: TcpListener,
+    config: Config,
+    backend: impl store::Backend,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve(listener, config, Some(backend), shutdown).await
+}
+
+async fn serve<B: store::Backend>(
+    listener: TcpListener,
+    config: Config,
+    backend: Option<B>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -126,12 +151,13 @@ pub async fn run(
         }
         None => None,
     };
-    let (store, stored, writer) = match &cluster {
-        Some(c) => Store::start(
+    let (store, stored, writer) = match (&cluster, backend) {
+        (_, Some(b)) => Store::start(b, metrics.clone())?,
+        (Some(c), None) => Store::start(
             RedisBackend::new(c.redis_client(), c.me_handle()),
             metrics.clone(),
         )?,
-        None => Store::start(RedbBackend::open(&config.data_dir)?, metrics.clone())?,
+        (None, None) => Store::start(RedbBackend::open(&config.data_dir)?, metrics.clone())?,
     };
     let public_url = config
         .public_url

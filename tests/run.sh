@@ -3,6 +3,7 @@
 # is missing (Python test packages, Debian's Chromium, npm packages), then runs
 # formatting and lint checks, every cargo test (one release build serves the
 # tests, the conformance suite, the browser tests and the load-test smoke run),
+# a bounded fuzz run (with the nightly toolchain),
 # the shared conformance smoke suite, the real-browser tests, and a short load
 # test. Prints "steps: N passed, M failed" last; exits non-zero if any failed.
 #
@@ -97,6 +98,10 @@ step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test" cargo test --workspace --release
 step "contract suite on 3-node clusters" contract_on_clusters
+# A bounded fuzz run of every target (fuzz/run.sh: nightly only; says
+# "skipped" and passes without it). Its inputs are replayed on stable by
+# `cargo test` above (tests/fuzz_regressions.rs).
+step "fuzz (20 s per target)" bash fuzz/run.sh 20
 step "conformance smoke suite" conformance
 step "deploy files (systemd unit)" deploy/check.sh target/release/pairgate
 if [ -f tests/browser/run.sh ]; then
