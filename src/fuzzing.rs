@@ -10,8 +10,6 @@
 //! A target is added in three places: a function here and its row in
 //! [`TARGETS`], a file in `fuzz/fuzz_targets/` calling it (and its
 //! `[[bin]]` in `fuzz/Cargo.toml`), and a seed corpus in `fuzz/corpus/<name>/`.
-//! Not yet here: the upgrade request's `Origin`, `Host` and
-//! `X-Forwarded-For` parsers (rewritten separately); they go in the same way.
 
 use clap::Parser;
 
@@ -31,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pairing_code", pairing_code),
     ("device", device),
     ("config", config),
+    ("upgrade_headers", upgrade_headers),
 ];
 
 /// The key every token target verifies with; the corpus's real tokens are
@@ -168,4 +167,93 @@ pub fn config(data: &[u8]) {
         assert!(now.checked_add(d).is_some(), "{d:?} cannot be a deadline");
     }
     let _ = c.max_body_bytes();
+}
+
+/// An upgrade request's headers (`Name: value` lines; lines that are not a
+/// valid header are skipped, as hyper would refuse them), through the Host and
+/// Origin rules under a few configurations and the client-address rule behind
+/// a trusted proxy. No panic; an Origin check that passes saw at most one
+/// Origin; the client address is the peer or an address the headers carry.
+pub fn upgrade_headers(data: &[u8]) {
+    use std::net::IpAddr;
+
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+    let mut headers = HeaderMap::new();
+    for line in data.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.trim_ascii()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    thread_local! {
+        static CONFIGS: Vec<Config> = {
+            let plain = Config::default();
+            let listed = Serve::try_parse_from([
+                "serve",
+                "--allowed-origins",
+                "https://app.example.com,http://[::1]:8080",
+                "--allowed-hosts",
+                "app.example.com,[::1]",
+                "--public-url",
+                "https://pair.example.com/pairgate",
+            ])
+            .expect("fuzz configuration parses")
+            .config;
+            let open = Serve::try_parse_from(["serve", "--listen", "0.0.0.0:8080", "--allowed-origins", "*"])
+                .expect("fuzz configuration parses")
+                .config;
+            vec![plain, listed, open]
+        };
+    }
+    CONFIGS.with(|configs| {
+        for config in configs {
+            if crate::origin::check(config, &headers).is_ok() {
+                assert!(
+                    headers
+                        .get_all(axum::http::header::ORIGIN)
+                        .iter()
+                        .nth(1)
+                        .is_none()
+                );
+            }
+        }
+    });
+    let peer: IpAddr = [127, 0, 0, 1].into();
+    let trusted: Vec<crate::client_ip::TrustedNet> = ["127.0.0.0/8", "10.0.0.0/8", "::1"]
+        .iter()
+        .map(|t| crate::client_ip::parse_trusted(t).expect("fuzz trusted nets parse"))
+        .collect();
+    let ip = crate::client_ip::client_ip(peer, &headers, &trusted);
+    let carried = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|e| {
+            std::str::from_utf8(e.trim_ascii())
+                .ok()?
+                .parse::<IpAddr>()
+                .ok()
+        })
+        .any(|e| e.to_canonical() == ip);
+    assert!(
+        ip == peer || carried,
+        "{ip} is neither the peer nor forwarded"
+    );
+    for text in headers.get_all(axum::http::header::HOST).iter() {
+        if let Ok(text) = text.to_str() {
+            let _ = crate::origin::split_host_port(text, 80);
+        }
+    }
+    for text in headers.get_all(axum::http::header::ORIGIN).iter() {
+        if let Ok(text) = text.to_str() {
+            let _ = crate::origin::parse_origin(text);
+        }
+    }
 }

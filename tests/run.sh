@@ -96,7 +96,7 @@ contract_on_clusters() {
 step "install test tools" bash -c "$(declare -f need_python_packages need_chromium need_redis need_nginx need_systemd_analyze); need_python_packages && need_chromium && need_redis && need_nginx && need_systemd_analyze"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --release -- -D warnings
-step "cargo test" cargo test --workspace --release
+step "cargo test" cargo test --workspace --release --no-fail-fast
 step "contract suite on 3-node clusters" contract_on_clusters
 # A bounded fuzz run of every target (fuzz/run.sh: nightly only; says
 # "skipped" and passes without it). Its inputs are replayed on stable by

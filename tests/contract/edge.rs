@@ -195,13 +195,15 @@ async fn connections_that_send_no_full_request_are_cut_off() {
 async fn a_client_that_does_not_read_its_answers_is_cut_off() {
     let gw = TestGateway::spawn(|c| c.http_header_timeout_ms = 1000).await;
     const REQUESTS: usize = 3000;
-    let page = http_get(gw.addr, "/static/phone.js", &[]).await.body.len();
+    let page = http_get(gw.addr, "/static/app.js", &[]).await;
+    assert_eq!(page.status, 200, "a page served without --demo");
+    let page = page.body.len();
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let stream = sock.connect(gw.addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let one = b"GET /static/phone.js HTTP/1.1\r\nHost: x\r\n\r\n";
+        let one = b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n";
         for _ in 0..REQUESTS {
             if wr.write_all(one).await.is_err() {
                 return;
