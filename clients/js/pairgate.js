@@ -229,7 +229,8 @@ export const CloseCode = Object.freeze({
  *   is forgotten), `invalid_token` (4003, forgotten too), `replaced` (4009:
  *   the session is open elsewhere), `expired` (every QR code ran out)
  * - `reconnecting` ({delayMs, attempt, code}), `close` ({code, reason}) for
- *   every socket that ends, `error` (an `error` frame without `id`),
+ *   every socket that ends, `error` (an `error` frame without `id`, or the
+ *   refusal of the `auth` / `pair` sent on `hello`),
  *   `frame` (every frame), `state` (the new `state`).
  *
  * `state` is `idle`, `connecting`, `pairing`, `live`, `reconnecting` or `closed`.
@@ -386,13 +387,18 @@ export class PairgateClient {
     if (channel !== this.channel) return;
     this.emit("frame", frame);
     switch (frame.type) {
-      case "hello":
-        if (this.token) {
-          channel.request({ type: "auth", token: this.token });
-        } else {
-          this.pair();
-        }
+      case "hello": {
+        const reply = this.token ? channel.request({ type: "auth", token: this.token }) : this.pair();
+        // logged_out and invalid_token are followed by their close (4001,
+        // 4003), which ends the session; other refusals (rate_limited,
+        // internal) are told as `error`.
+        reply.then((r) => {
+          if (r.type === "error" && !r.local && r.code !== "logged_out" && r.code !== "invalid_token") {
+            this.emit("error", r);
+          }
+        });
         break;
+      }
       case "qr":
         this.backoff.reset();
         this.setState("pairing");

@@ -30,9 +30,9 @@ function withTimeout(promise, ms, what) {
 }
 
 /** `pairgate serve` on `listen` (127.0.0.1:0 by default); resolves once it listens. */
-async function startGateway({ listen = "127.0.0.1:0", dataDir } = {}) {
+async function startGateway({ listen = "127.0.0.1:0", dataDir, args = [] } = {}) {
   dataDir ??= mkdtempSync(path.join(tmpdir(), "pairgate-js-"));
-  const child = spawn(BIN, ["serve", "--listen", listen, "--data-dir", dataDir], {
+  const child = spawn(BIN, ["serve", "--listen", listen, "--data-dir", dataDir, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, RUST_LOG: "info" },
   });
@@ -216,6 +216,26 @@ test("the gateway restarts (1012): the client reconnects with backoff and resume
       await again.stop();
     }
   } finally {
+    rmSync(own.dataDir, { recursive: true, force: true });
+  }
+});
+
+test("a refused pair (rate_limited) is told as an error event", async () => {
+  const own = await startGateway({ args: ["--max-pairs-per-ip-per-min", "1"] });
+  try {
+    const first = new PairgateClient({ url: own.webUrl, WebSocket, reconnect: false });
+    const qr = first.once("qr", T);
+    first.connect();
+    await qr;
+    const second = new PairgateClient({ url: own.webUrl, WebSocket, reconnect: false });
+    const refused = second.once("error", T);
+    second.connect();
+    const err = await refused;
+    assert.equal(err.code, "rate_limited", JSON.stringify(err));
+    first.close();
+    second.close();
+  } finally {
+    await own.stop();
     rmSync(own.dataDir, { recursive: true, force: true });
   }
 });
