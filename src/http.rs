@@ -28,6 +28,10 @@ use crate::protocol::Role;
 #[folder = "static/"]
 struct Assets;
 
+/// The JavaScript client library, served as `/static/pairgate.js`: the page
+/// imports the very file integrators use, so the two cannot drift apart.
+const CLIENT_JS: &[u8] = include_bytes!("../clients/js/pairgate.js");
+
 #[derive(Clone)]
 struct AppState {
     gw: Arc<Gateway>,
@@ -89,8 +93,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 fn asset(name: &str) -> Response {
-    let Some(file) = Assets::get(name) else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+    let data = match Assets::get(name) {
+        Some(file) => file.data,
+        None if name == "pairgate.js" => CLIENT_JS.into(),
+        None => return (StatusCode::NOT_FOUND, "not found").into_response(),
     };
     let mime = match name.rsplit('.').next() {
         Some("html") => "text/html; charset=utf-8",
@@ -106,7 +112,7 @@ fn asset(name: &str) -> Response {
             (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        file.data,
+        data,
     )
         .into_response()
 }

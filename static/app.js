@@ -1,14 +1,15 @@
 // The web client page: link this browser to a phone by QR code, then chat
 // through the gateway, following pairgate's wire contract (protocol.md).
 //
-// The page is driven by the frames the server sends (qr, scanned, linked,
-// ready, ...) and by how the socket closes; request promises only handle
-// their errors. `document.body.dataset.state` mirrors the visible screen for
-// tests: connecting, pairing, scanned, expired, linked, replaced, reconnecting.
-"use strict";
+// The protocol is spoken by `PairgateClient` (clients/js/pairgate.js, served
+// as static/pairgate.js): this file turns its events into screens. Every URL
+// is relative to the page, so the pages work under a path prefix.
+// `document.body.dataset.state` mirrors the visible screen for tests:
+// connecting, pairing, scanned, expired, linked, replaced, reconnecting.
+import { PairgateClient, MessageLog, describeError, showOnly, bodyText, webSocketUrl } from "./common.js";
+import { t, errorText, translatePage } from "./i18n.js";
 
 (function () {
-  const { Channel, Reconnector, MessageLog, describeError, showOnly, bodyText } = window.pairgate;
   const $ = (id) => document.getElementById(id);
 
   const SCREENS = [
@@ -19,6 +20,11 @@
     "screen-replaced",
     "screen-linked",
   ];
+
+  /** An error code's text in the page's language. */
+  function describe(code, message) {
+    return errorText(code, describeError(code, message));
+  }
 
   // ---- Stored session -----------------------------------------------------
   // localStorage keeps a "Keep me signed in" session across browser restarts;
@@ -74,11 +80,13 @@
 
   // ---- Page state ---------------------------------------------------------
 
-  let session = loadSession(); // {token, session_id, account} once linked
-  let channel = null; // the current Channel, or null
+  translatePage();
+  const stored = loadSession(); // {token, session_id, account} once linked
   let loggingOut = false; // this window asked to log out
-  const reconnector = new Reconnector(connect, showReconnectCountdown);
-  const log = new MessageLog($("messages"), "No messages yet. Say hello to your phone.");
+  let wasLive = false; // the current socket was live (for the logged-out notice)
+  let reconnectTicker = null;
+  const client = new PairgateClient({ url: webSocketUrl("ws/web"), token: stored && stored.token });
+  const log = new MessageLog($("messages"), t("messages.empty"));
 
   /** Switch the visible screen and the test-facing state. */
   function enter(state, screen, announcement) {
@@ -99,199 +107,150 @@
 
   // ---- Connecting ---------------------------------------------------------
 
-  /** Open a fresh socket; `hello` decides between resuming and pairing. */
-  function connect() {
-    reconnector.cancel();
-    if (channel) channel.dispose();
-    // Facts about this one socket that its close code alone does not tell.
-    const ctx = { pairTimedOut: false, loggedOutReason: null, wasLive: false };
-    channel = new Channel("/ws/web", {
-      idPrefix: "w",
-      onFrame: (frame) => onFrame(frame, ctx),
-      onClose: (code) => onClose(code, ctx),
-    });
-  }
-
   /** Start over from the connecting screen (first load, "Reload QR code", "Use here"). */
   function connectFresh() {
     stopCountdown();
-    $("connecting-text").textContent = "Connecting…";
+    stopReconnectTicker();
+    $("connecting-text").textContent = t("connecting");
     $("retry-now").hidden = true;
-    enter("connecting", "screen-connecting", "Connecting");
-    connect();
+    enter("connecting", "screen-connecting", t("connecting"));
+    wasLive = false;
+    client.remember = $("remember").checked;
+    client.connect();
   }
 
-  function startPairing(ch) {
-    ch.request({ type: "pair", remember: $("remember").checked }).then((reply) => {
-      if (reply.type === "error" && !reply.local) notice(describeError(reply.code, reply.message));
-    });
-  }
-
-  function resumeSession(ch) {
-    ch.request({ type: "auth", token: session.token }).then((reply) => {
-      // `ready` is handled in onFrame; logged_out / invalid_token are
-      // followed by a close (4001 / 4003), handled in onClose.
-      if (reply.type === "error" && !reply.local && !["logged_out", "invalid_token"].includes(reply.code)) {
-        notice(describeError(reply.code, reply.message));
-      }
-    });
-  }
-
-  function onFrame(frame, ctx) {
-    switch (frame.type) {
-      case "hello":
-        if (session) resumeSession(channel);
-        else startPairing(channel);
-        break;
-      case "qr":
-        reconnector.succeeded();
-        showQr(frame);
-        break;
-      case "scanned":
-        stopCountdown();
-        enter("scanned", "screen-scanned", "Confirm on your phone");
-        break;
-      case "pair_rejected":
-        // A fresh qr follows right away and brings the pairing screen back.
-        notice("Link request was rejected");
-        break;
-      case "pair_timeout":
-        ctx.pairTimedOut = true;
-        break;
-      case "linked":
-        onLinked(frame, ctx);
-        break;
-      case "ready":
-        onReady(frame, ctx);
-        break;
-      case "phone_status":
-        setPhoneOnline(frame.online === true);
-        break;
-      case "message":
-        if (frame.from === "phone") log.addIncoming(bodyText(frame.body));
-        break;
-      case "logged_out":
-        ctx.loggedOutReason = frame.reason || null;
-        break;
-      case "error":
-        // Errors with an id belong to a request, which reports them itself.
-        if (typeof frame.id !== "string") notice(describeError(frame.code, frame.message));
-        break;
-      default:
-        // Replies (ok, ack) are handled by their requests; newer frame types
-        // the gateway may add are ignored.
-        break;
-    }
-  }
-
-  function onLinked(frame, ctx) {
-    session = { token: frame.token, session_id: frame.session_id, account: frame.account };
-    saveSession(session, frame.remember !== false);
+  client.on("qr", (frame) => showQr(frame));
+  client.on("scanned", () => {
+    stopCountdown();
+    enter("scanned", "screen-scanned", t("scanned.title"));
+  });
+  // A fresh qr follows right away and brings the pairing screen back.
+  client.on("pair_rejected", () => notice(t("pair.rejected")));
+  client.on("session", (s) => {
+    const remember = "remember" in s ? s.remember : safeGet(localStorage, "pairgate.token") !== null;
+    saveSession(s, remember);
+  });
+  client.on("linked", () => {
     log.clear();
     clearNotice();
-    goLive(ctx);
+    goLive();
     // On touch screens focusing would pop up the keyboard over the new screen.
     if (matchMedia("(pointer: fine)").matches) $("composer-input").focus();
-  }
-
-  function onReady(frame, ctx) {
-    session.account = frame.account;
-    session.session_id = frame.session_id;
-    // The gateway swaps a token signed with a secret it is phasing out for a
-    // fresh one: keep it where the old one was kept.
-    if (typeof frame.token === "string" && frame.token) {
-      session.token = frame.token;
-      saveSession(session, safeGet(localStorage, "pairgate.token") !== null);
-    }
-    goLive(ctx);
-  }
+  });
+  client.on("ready", () => goLive());
+  client.on("phone_status", (frame) => setPhoneOnline(frame.online === true));
+  client.on("message", (frame) => {
+    if (frame.from === "phone") log.addIncoming(bodyText(frame.body));
+  });
+  // Errors with an id belong to a request, which reports them itself.
+  client.on("error", (frame) => notice(describe(frame.code, frame.message)));
+  client.on("close", () => setPhoneOnline(null));
+  client.on("logged_out", ({ reason }) => onLoggedOut(reason));
+  client.on("invalid_token", () => {
+    endSession();
+    notice(t("ended.invalid"));
+    connectFresh();
+  });
+  client.on("replaced", () => {
+    stopCountdown();
+    enter("replaced", "screen-replaced", t("replaced.title"));
+    $("use-here").focus();
+  });
+  client.on("expired", () => {
+    stopCountdown();
+    enter("expired", "screen-expired", t("expired.title"));
+    $("reload-qr").focus();
+  });
+  client.on("reconnecting", ({ dueAt }) => onReconnecting(dueAt));
 
   /** The socket is a live web session (after `linked` or `ready`). */
-  function goLive(ctx) {
-    ctx.wasLive = true;
-    reconnector.succeeded();
+  function goLive() {
+    wasLive = true;
     stopCountdown();
-    $("account").textContent = session.account;
+    stopReconnectTicker();
+    $("account").textContent = client.account;
     $("connection-banner").hidden = true;
-    enter("linked", "screen-linked", "Linked to " + session.account);
+    enter("linked", "screen-linked", t("linked.announce", { account: client.account }));
   }
 
-  function onClose(code, ctx) {
-    channel = null;
-    setPhoneOnline(null);
-    if (code === 4001 && session) return onLoggedOut(ctx);
-    if (code === 4003 && session) {
-      endSession();
-      notice("This browser's saved session is no longer valid. Link it again.");
-      return connectFresh();
-    }
-    if (code === 4009) {
-      stopCountdown();
-      enter("replaced", "screen-replaced", "pairgate is open in another window");
-      $("use-here").focus();
-      return;
-    }
-    if (code === 4008 && ctx.pairTimedOut) {
-      stopCountdown();
-      enter("expired", "screen-expired", "QR code expired");
-      $("reload-qr").focus();
-      return;
-    }
-    // 1012 (gateway restarting), 1006 (network), 4008 (silent socket), ...:
-    // come back with backoff, resuming the session or pairing again.
-    scheduleReconnect();
-  }
-
-  function onLoggedOut(ctx) {
+  function onLoggedOut(reason) {
     let text;
-    if (loggingOut || ctx.loggedOutReason === "self_logout") text = "You logged out.";
-    else if (ctx.loggedOutReason === "admin") text = "Logged out by an administrator";
-    else if (ctx.wasLive) text = "Logged out from your phone";
+    if (loggingOut || reason === "self_logout") text = t("ended.you");
+    else if (reason === "admin") text = t("ended.admin");
+    else if (wasLive) text = t("ended.phone");
     // A stored token the gateway had already ended: logged out from the phone
     // or expired (remember:false grace, idle expiry). 4001 does not say which,
     // so the notice names both.
-    else text = "This session has ended (logged out from your phone or expired). Link this browser again.";
+    else text = t("ended.stored");
     endSession();
     notice(text);
     connectFresh();
   }
 
   function endSession() {
-    session = null;
+    client.forgetSession();
     loggingOut = false;
     clearStoredSession();
     log.clear();
     $("logout").disabled = false;
   }
 
-  function scheduleReconnect() {
+  /** 1012, 1006, a silent socket...: the client comes back after `dueAt`. */
+  function onReconnecting(dueAt) {
     stopCountdown();
-    if (session && !$("screen-linked").hidden) {
+    if (client.token && !$("screen-linked").hidden) {
       // Keep the conversation on screen while the link comes back.
       $("connection-banner").hidden = false;
-      enter("reconnecting", "screen-linked", "Connection lost. Reconnecting.");
+      enter("reconnecting", "screen-linked", t("connection_lost"));
     } else {
       $("retry-now").hidden = false;
-      enter("reconnecting", "screen-connecting", "Connection lost. Reconnecting.");
+      enter("reconnecting", "screen-connecting", t("connection_lost"));
     }
-    reconnector.schedule();
+    stopReconnectTicker();
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((dueAt - Date.now()) / 1000));
+      const text = seconds > 0 ? t("reconnecting_in", { n: seconds }) : t("reconnecting");
+      $("connection-text").textContent = text;
+      $("connecting-text").textContent = text;
+    };
+    tick();
+    reconnectTicker = setInterval(tick, 250);
   }
 
-  function showReconnectCountdown(seconds) {
-    const text = seconds > 0 ? "Reconnecting in " + seconds + " s…" : "Reconnecting…";
-    $("connection-text").textContent = text;
-    $("connecting-text").textContent = text;
+  function stopReconnectTicker() {
+    clearInterval(reconnectTicker);
+    reconnectTicker = null;
+  }
+
+  function reconnectNow() {
+    stopReconnectTicker();
+    client.connect();
   }
 
   // ---- Pairing screen -----------------------------------------------------
 
   let countdown = null; // {deadline, total, remaining, timer}
+  let shownCode = null; // the code on screen
 
   function showQr(frame) {
     renderSvg(frame.svg);
-    $("code").textContent = String(frame.code || "").toUpperCase();
+    const code = String(frame.code || "").toUpperCase();
+    const typing = document.querySelector(".pair-qr").classList.contains("code-mode");
+    const replaced = shownCode !== null && shownCode !== code && document.body.dataset.state === "pairing";
+    $("code").textContent = code;
+    shownCode = code;
     startCountdown(Number(frame.expires_in_ms) || 0, Number(frame.remaining) || 0);
-    enter("pairing", "screen-pair", "New QR code shown. Scan it with your phone.");
+    if (typing && replaced) {
+      // Someone may be typing the old code: say, politely, that it changed.
+      $("code-news").textContent = t("pair.new_code", { code });
+      $("code").classList.add("code-new");
+      $("live").textContent = "";
+      enter("pairing", "screen-pair");
+    } else {
+      $("code-news").textContent = "";
+      $("code").classList.remove("code-new");
+      enter("pairing", "screen-pair", typing ? null : t("pair.new_qr"));
+    }
   }
 
   /**
@@ -303,7 +262,7 @@
     const doc = new DOMParser().parseFromString(String(markup || ""), "image/svg+xml");
     const svg = doc.documentElement;
     if (svg.localName !== "svg" || doc.getElementsByTagName("parsererror").length) {
-      qr.replaceChildren(document.createTextNode("QR code unavailable: use the code below."));
+      qr.replaceChildren(document.createTextNode(t("pair.qr_unavailable")));
       return;
     }
     for (const bad of svg.querySelectorAll("script, foreignObject, iframe")) bad.remove();
@@ -332,11 +291,13 @@
 
   function tickCountdown() {
     const left = Math.max(0, countdown.deadline - Date.now());
-    const seconds = Math.ceil(left / 1000);
+    const n = Math.ceil(left / 1000);
+    const typing = document.querySelector(".pair-qr").classList.contains("code-mode");
     let text;
-    if (left === 0) text = countdown.remaining > 0 ? "Refreshing…" : "Expiring…";
-    else if (countdown.remaining > 0) text = "Refreshes in " + seconds + " s";
-    else text = "Last code: expires in " + seconds + " s";
+    if (left === 0) text = countdown.remaining > 0 ? t("pair.refreshing") : t("pair.expiring");
+    else if (countdown.remaining === 0) text = t("pair.last_code", { n });
+    else if (typing) text = t("pair.code_expires_in", { n });
+    else text = t("pair.refreshes_in", { n });
     $("countdown").textContent = text;
     $("countdown-bar").style.width = (100 * left) / countdown.total + "%";
   }
@@ -351,43 +312,59 @@
     const on = box.classList.toggle("code-mode");
     const button = $("toggle-code");
     button.setAttribute("aria-pressed", String(on));
-    button.textContent = on ? "Scan QR code instead" : "Link with code instead";
-    $("code-label").textContent = on
-      ? "On your phone, tap Link a device and type this code:"
-      : "Or enter this code on your phone";
+    button.textContent = on ? t("pair.with_qr") : t("pair.with_code");
+    $("code-label").textContent = on ? t("pair.code_label_typing") : t("pair.code_label");
+    $("code-news").textContent = "";
+    $("code").classList.remove("code-new");
+    if (countdown) tickCountdown();
   }
 
   /** "Keep me signed in" changed while pairing: tell the server at once. */
   function onRememberChange() {
     const state = document.body.dataset.state;
-    if (!channel || !channel.isOpen || (state !== "pairing" && state !== "scanned")) return;
-    channel.request({ type: "pair", remember: $("remember").checked }).then((reply) => {
-      if (reply.type === "error" && !reply.local) notice(describeError(reply.code, reply.message));
+    if (!client.isOpen || (state !== "pairing" && state !== "scanned")) return;
+    client.pair({ remember: $("remember").checked }).then((reply) => {
+      if (reply.type === "error" && !reply.local) notice(describe(reply.code, reply.message));
     });
   }
 
   // ---- Linked screen ------------------------------------------------------
 
-  /** `online` is true, false, or null while unknown (no live socket). */
+  let phoneOnline = null;
+
+  /**
+   * `online` is true, false, or null while unknown (no live socket). While
+   * the phone is offline the composer says so and keeps the draft: a send
+   * could only fail.
+   */
   function setPhoneOnline(online) {
+    phoneOnline = online;
     const pill = $("phone-status");
-    pill.textContent = online ? "Phone connected" : "Phone not connected";
+    pill.textContent = online ? t("phone.online") : t("phone.offline");
     pill.classList.toggle("online", online === true);
     pill.classList.toggle("offline", online === false);
     $("phone-offline-banner").hidden = online !== false;
+    const offline = online === false;
+    $("composer-offline").hidden = !offline;
+    $("send").disabled = offline;
+    $("composer").classList.toggle("composer-waiting", offline);
+    const input = $("composer-input");
+    input.placeholder = offline ? t("composer.placeholder_offline") : t("composer.placeholder");
+    if (offline) input.setAttribute("aria-describedby", "composer-offline");
+    else input.removeAttribute("aria-describedby");
   }
 
   function sendMessage(text) {
     const message = log.addOutgoing(text);
     const attempt = () => {
       message.pending();
-      if (!channel || !channel.isOpen) {
-        message.failed("Not connected to the gateway.", attempt);
+      if (!client.isOpen) {
+        message.failed(t("msg.not_connected"), attempt);
         return;
       }
-      channel.request({ type: "send", body: { text } }).then((reply) => {
+      client.send({ text }).then((reply) => {
         if (reply.type === "ack") message.sent();
-        else message.failed(describeError(reply.code, reply.message), attempt);
+        else message.failed(describe(reply.code, reply.message), attempt);
       });
     };
     attempt();
@@ -395,6 +372,8 @@
 
   function onComposerSubmit(event) {
     event.preventDefault();
+    // The draft stays in the composer until the phone is back.
+    if (phoneOnline === false) return;
     const input = $("composer-input");
     const text = input.value;
     if (!text.trim()) return;
@@ -420,20 +399,21 @@
   }
 
   function logout() {
-    if (!channel || !channel.isOpen) {
+    if (!client.isOpen) {
       // The gateway cannot be told now; forget the session here at least.
+      client.close();
       endSession();
-      notice("Logged out of this browser. Also remove it from the list of linked devices on your phone.");
+      notice(t("logout.offline"));
       return connectFresh();
     }
     loggingOut = true;
     $("logout").disabled = true;
-    channel.request({ type: "logout" }).then((reply) => {
-      // Success is `logged_out` + close 4001, handled in onClose.
+    client.logout().then((reply) => {
+      // Success is `logged_out` + close 4001, handled by the client.
       if (reply.type !== "error") return;
       loggingOut = false;
       $("logout").disabled = false;
-      if (!reply.local) notice("Could not log out: " + describeError(reply.code, reply.message));
+      if (!reply.local) notice(t("logout.failed", { reason: describe(reply.code, reply.message) }));
     });
   }
 
@@ -446,11 +426,17 @@
     });
     $("use-here").addEventListener("click", () => {
       // Another tab may have logged out or re-linked in the meantime.
-      session = loadSession();
+      const latest = loadSession();
+      if (latest) client.token = latest.token;
+      else client.forgetSession();
       connectFresh();
     });
-    $("retry-now").addEventListener("click", () => reconnector.now());
-    $("reconnect-now").addEventListener("click", () => reconnector.now());
+    $("retry-now").addEventListener("click", reconnectNow);
+    $("reconnect-now").addEventListener("click", reconnectNow);
+    // Going back online skips the wait.
+    window.addEventListener("online", () => {
+      if (client.reconnecting) reconnectNow();
+    });
     $("notice-close").addEventListener("click", clearNotice);
     $("toggle-code").addEventListener("click", toggleCodeMode);
     $("remember").addEventListener("change", onRememberChange);

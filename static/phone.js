@@ -5,10 +5,9 @@
 //
 // `document.body.dataset.state`: signed-out, connecting, ready, or replaced
 // (another phone socket of the account took over; waits for "Use here").
-"use strict";
+import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relativeTime, webSocketUrl } from "./common.js";
 
 (function () {
-  const { Channel, Reconnector, MessageLog, describeError, el, bodyText, relativeTime } = window.pairgate;
   const $ = (id) => document.getElementById(id);
 
   const TOKEN_KEY = "pairgate.phone_token";
@@ -113,7 +112,7 @@
     button.disabled = true;
     showSigninError(null);
     try {
-      const response = await fetch("/demo/phone", { method: "POST" });
+      const response = await fetch("demo/phone", { method: "POST" });
       if (response.status === 404) {
         showSigninError(demoOffMessage());
         return;
@@ -173,7 +172,7 @@
     $("screen-phone").hidden = false;
     $("phone-replaced").hidden = true;
     setConnection("connecting");
-    channel = new Channel("/ws/phone", {
+    channel = new Channel(webSocketUrl("ws/phone"), {
       idPrefix: "p",
       onFrame,
       onClose,

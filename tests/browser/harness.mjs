@@ -4,6 +4,8 @@
 // code off a screenshot. Every wait here has a timeout; nothing sleeps.
 
 import { spawn, execFile } from "node:child_process";
+import http from "node:http";
+import net from "node:net";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -119,6 +121,86 @@ export async function startGateway(extraArgs = [], { listen = "127.0.0.1:0", dat
     },
     /** Resolves to {code, signal} once the process has exited. */
     exited,
+  };
+}
+
+// ---- A reverse proxy under a path prefix ------------------------------------
+
+/**
+ * A reverse proxy on 127.0.0.1:0 serving the gateway under `prefix` and
+ * stripping it (like nginx's `location /pairgate/ { proxy_pass http://gw/; }`),
+ * WebSocket upgrades included; `prefix` alone redirects to `prefix/`. Call
+ * `setUpstream(hostPort)` once the gateway runs. `outside` lists the paths
+ * asked for outside the prefix (a page with an absolute URL would do that).
+ */
+export async function startPrefixProxy(prefix) {
+  let upstream = null;
+  const outside = [];
+  const strip = (url) => {
+    if (url === prefix) return { redirect: prefix + "/" };
+    if (!url.startsWith(prefix + "/")) return null;
+    return { path: url.slice(prefix.length) };
+  };
+  const server = http.createServer((req, res) => {
+    const target = strip(req.url);
+    if (!target) {
+      outside.push(req.url);
+      res.writeHead(404).end("outside the prefix");
+      return;
+    }
+    if (target.redirect) {
+      res.writeHead(301, { location: target.redirect }).end();
+      return;
+    }
+    const [host, port] = upstream.split(":");
+    const forward = http.request(
+      { host, port: Number(port), method: req.method, path: target.path, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forward.on("error", () => res.destroy());
+    req.pipe(forward);
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const target = strip(req.url);
+    if (!target || target.redirect) {
+      outside.push(req.url);
+      socket.end("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+      return;
+    }
+    const [host, port] = upstream.split(":");
+    const back = net.connect(Number(port), host, () => {
+      const lines = [`${req.method} ${target.path} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      back.write(lines.join("\r\n") + "\r\n\r\n");
+      if (head.length) back.write(head);
+      back.pipe(socket);
+      socket.pipe(back);
+    });
+    const end = () => {
+      back.destroy();
+      socket.destroy();
+    };
+    back.on("error", end);
+    socket.on("error", end);
+    back.on("close", end);
+    socket.on("close", end);
+  });
+  await withTimeout(new Promise((resolve) => server.listen(0, "127.0.0.1", resolve)), T, "the proxy to listen");
+  const hostPort = `127.0.0.1:${server.address().port}`;
+  return {
+    hostPort,
+    url: `http://${hostPort}`,
+    outside,
+    setUpstream(hp) {
+      upstream = hp;
+    },
+    close() {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real-browser tests of pairgate: headless Chromium (Debian's) and the real
-# gateway binary, one test file at a time.
+# gateway binary, one test file at a time; then the JavaScript client
+# library's Node tests (clients/js/test/) against the same binary.
 #
 #   tests/browser/run.sh                 # builds target/release/pairgate, then runs
 #   PAIRGATE_BIN=/path/to/pairgate tests/browser/run.sh   # that binary, no build
@@ -40,5 +41,10 @@ if [ ! -d tests/browser/node_modules ]; then
   fi
 fi
 
+# The JavaScript client library's own tests (Node, `ws`) run here too.
+if [ ! -d clients/js/node_modules ]; then
+  (cd clients/js && npm ci --no-audit --no-fund)
+fi
+
 mkdir -p test-artifacts/screenshots
-exec node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs
+exec node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs clients/js/test/*.test.mjs
