@@ -86,7 +86,7 @@ pub const NO_DEMO_PAGE: &str = r#"<!doctype html>
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <meta name="color-scheme" content="light dark">
   <title>pairgate phone</title>
-  <link rel="stylesheet" href="/static/style.css">
+  <link rel="stylesheet" href="static/style.css">
 </head>
 <body>
   <main class="card">
@@ -96,7 +96,7 @@ pub const NO_DEMO_PAGE: &str = r#"<!doctype html>
     on a computer): it signs in to <code>/ws/phone</code> with a phone token issued for your
     account, and scans the QR code (or types the code) the browser shows.</p>
     <p>Never paste a token into a web page because a message or a QR code asked you to.</p>
-    <p><a href="/">Back</a></p>
+    <p><a href="./">Back</a></p>
   </main>
 </body>
 </html>
@@ -104,6 +104,15 @@ pub const NO_DEMO_PAGE: &str = r#"<!doctype html>
 
 #[cfg(test)]
 mod tests {
+
+    /// Served under a path prefix too (`--public-url https://host/pairgate`):
+    /// every link is relative, like the other pages'.
+    #[test]
+    fn the_page_without_demo_has_no_absolute_paths() {
+        for absolute in ["href=\"/", "src=\"/", "action=\"/"] {
+            assert!(!super::NO_DEMO_PAGE.contains(absolute), "{absolute}");
+        }
+    }
     use std::net::Ipv4Addr;
 
     use super::*;
