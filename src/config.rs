@@ -24,6 +24,17 @@ pub struct Config {
     /// HTTP + WebSocket listener.
     #[arg(long, env = "PAIRGATE_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `--tls-key`, the listener speaks HTTPS and
+    /// WSS itself (no proxy needed).
+    #[arg(long, env = "PAIRGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PAIRGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve `/metrics` only on this separate plain-HTTP listener (the main
+    /// listener then answers 404 there), so it need not be public.
+    #[arg(long, env = "PAIRGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Embedded store and the generated secret.
     #[arg(long, env = "PAIRGATE_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
@@ -33,7 +44,8 @@ pub struct Config {
     /// HS256 key for every token (default: generated once, kept in the data dir).
     #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Base of the link put in QR payloads (default: http:// and the listen address).
+    /// Base of the link put in QR payloads (default: http:// and the listen
+    /// address, https:// with `--tls-cert`).
     #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Comma-separated Origins allowed to open sockets; `*` allows any
@@ -186,6 +198,9 @@ impl Default for Config {
             listen: defaults::LISTEN
                 .parse()
                 .expect("the default listen address parses"),
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
             data_dir: PathBuf::from(defaults::DATA_DIR),
             log_format: LogFormat::Text,
             secret: None,

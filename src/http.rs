@@ -1,6 +1,7 @@
-//! The HTTP side: the embedded pages, `/healthz`, `/readyz`, `/metrics`, the
-//! demo token route, the operator API (in [`crate::admin`]), and the two
-//! WebSocket upgrades behind the Host and Origin checks ([`crate::origin`]).
+//! The HTTP side: the embedded pages, `/healthz`, `/readyz`, `/metrics` (here
+//! or on `--metrics-listen`'s own listener), the demo token route, the
+//! operator API (in [`crate::admin`]), and the two WebSocket upgrades behind
+//! the Host and Origin checks ([`crate::origin`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,9 +79,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/ws/web", get(ws_web))
         .route("/ws/phone", get(ws_phone));
+    // With --metrics-listen, `/metrics` is that listener's alone (the
+    // fallback answers 404 here), so the main one may face the internet.
+    if state.gw.config.metrics_listen.is_none() {
+        app = app.route("/metrics", get(metrics));
+    }
     if demo {
         app = app.route("/demo/phone", post(demo_phone));
     }
@@ -88,6 +93,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         app = app.merge(admin);
     }
     app.fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::map_response(crate::security_headers::add))
+        .with_state(state)
+}
+
+/// `--metrics-listen`'s router: `/metrics` only.
+pub fn metrics_router(gw: Arc<Gateway>) -> Router {
+    let state = AppState {
+        demo: Arc::default(),
+        gw,
+    };
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::map_response(crate::security_headers::add))
         .with_state(state)
 }

@@ -74,12 +74,14 @@ pub mod security_headers;
 pub mod serve;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +131,17 @@ async fn serve<B: store::Backend>(
         config = ?config.redacted(),
         "pairgate starting"
     );
+    // First, so a wrong path fails the start before anything is created.
+    let tls = tls::from_config(&config)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
     anyhow::ensure!(
         config.previous_secret.len() <= tokens::MAX_PREVIOUS_SECRETS,
@@ -162,7 +175,7 @@ async fn serve<B: store::Backend>(
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
         .trim_end_matches('/')
         .to_owned();
     let cancel = CancellationToken::new();
@@ -197,9 +210,22 @@ async fn serve<B: store::Backend>(
     let timers = serve::HttpTimers {
         header_timeout: gw.config.http_header_timeout(),
     };
-    let server = tokio::spawn(serve::serve(listener, app, timers, cancel.clone()));
+    if let Some(metrics_listener) = metrics_listener {
+        let at = metrics_listener.local_addr()?;
+        // Plain HTTP: it is meant for a private network, and scrapers
+        // rarely carry a client certificate store for it.
+        tokio::spawn(serve::serve(
+            metrics_listener,
+            http::metrics_router(gw.clone()),
+            None,
+            timers,
+            cancel.clone(),
+        ));
+        tracing::info!("metrics on http://{at}/metrics (not on the main listener)");
+    }
+    let server = tokio::spawn(serve::serve(listener, app, tls, timers, cancel.clone()));
     tracing::info!(
-        "listening on http://{addr} (open http://{addr}/ in a browser; data dir {})",
+        "listening on {scheme}://{addr} (open {scheme}://{addr}/ in a browser; data dir {})",
         gw.config.data_dir.display()
     );
 

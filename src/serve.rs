@@ -16,6 +16,10 @@
 //!   file descriptors (EMFILE, ENFILE) or memory, the loop pauses instead of
 //!   spinning on an accept that fails at once.
 //! - Connections are tracked, so shutdown can ask each to finish and wait.
+//! - With TLS ([`crate::tls`]), each connection's handshake runs in its own
+//!   task and must finish within the header timeout too, so a client that
+//!   opens TCP and never sends a ClientHello is cut off like a silent one.
+//!   A plain HTTP request on the TLS port gets a readable 400.
 
 use std::convert::Infallible;
 use std::io;
@@ -28,7 +32,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -43,10 +49,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one accept-error line per this long (with the count since the last).
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Most a plain HTTP client on the TLS port may send after its 400 before
+/// the connection is closed anyway.
+const PLAIN_DRAIN_BYTES: usize = 64 * 1024;
+
 /// Timers of the HTTP side.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpTimers {
-    /// See the module docs: header read and idle keep-alive.
+    /// See the module docs: header read and idle keep-alive (and the TLS
+    /// handshake).
     pub header_timeout: Duration,
 }
 
@@ -67,6 +78,7 @@ impl HttpTimers {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     timers: HttpTimers,
     stop: CancellationToken,
 ) {
@@ -80,7 +92,14 @@ pub async fn serve(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                conns.spawn(connection(tcp, peer, app.clone(), timers, stop.clone()));
+                conns.spawn(connection(
+                    tcp,
+                    peer,
+                    app.clone(),
+                    tls.clone(),
+                    timers,
+                    stop.clone(),
+                ));
             }
             Err(e) => {
                 let pause = errors.note(&e);
@@ -98,11 +117,12 @@ pub async fn serve(
     conns.wait().await;
 }
 
-/// One HTTP/1.1 connection, up to its end or its upgrade.
+/// One connection: its TLS handshake, if any, then HTTP/1.1.
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
+    tls: Option<TlsAcceptor>,
     timers: HttpTimers,
     stop: CancellationToken,
 ) {
@@ -110,6 +130,70 @@ async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
+    let Some(acceptor) = tls else {
+        return http(tcp, peer, app, timers, stop).await;
+    };
+    let handshake = async {
+        let mut first = [0u8; 1];
+        // Peeked, not read: the byte stays for rustls.
+        match tcp.peek(&mut first).await {
+            Ok(1) if first[0] == crate::tls::HANDSHAKE_RECORD => {}
+            Ok(1) => return Err(Some(tcp)),
+            _ => return Err(None),
+        }
+        acceptor.accept(tcp).await.map_err(|e| {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        })
+    };
+    let stream = tokio::select! {
+        done = tokio::time::timeout(timers.header_timeout, handshake) => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(Some(mut plain))) => {
+                // Most likely `http://` to an `https://` port: say so once.
+                let answer = crate::tls::plain_http_answer();
+                let _ = tokio::time::timeout(timers.finish_grace(), async {
+                    plain.write_all(&answer).await?;
+                    plain.shutdown().await?;
+                    // Read what the client sent before closing: closing with
+                    // unread bytes resets the connection, and a reset can
+                    // discard the answer before the client reads it.
+                    let mut sink = [0u8; 1024];
+                    let mut left = PLAIN_DRAIN_BYTES;
+                    while left > 0 {
+                        let n = plain.read(&mut sink).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        left = left.saturating_sub(n);
+                    }
+                    io::Result::Ok(())
+                })
+                .await;
+                tracing::debug!(%peer, "not TLS: answered 400");
+                return;
+            }
+            Ok(Err(None)) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stop.cancelled() => return,
+    };
+    http(stream, peer, app, timers, stop).await
+}
+
+/// One HTTP/1.1 connection, up to its end or its upgrade.
+async fn http<IO>(
+    io: IO,
+    peer: SocketAddr,
+    app: Router,
+    timers: HttpTimers,
+    stop: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         // What axum's `ConnectInfo` extractor reads.
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -119,7 +203,7 @@ async fn connection(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timers.header_timeout)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let ended = tokio::select! {

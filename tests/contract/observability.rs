@@ -151,3 +151,50 @@ async fn the_log_tells_links_resumes_logouts_and_closes_but_never_a_code_or_toke
         assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
     }
 }
+
+/// `--metrics-listen` (here through its variable): `/metrics` only on that
+/// listener, 404 on the main one, which keeps serving everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_metrics_apart_and_the_main_listener_hides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = BinGateway::serve(
+        dir.path(),
+        &[],
+        &[("PAIRGATE_METRICS_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
+    // Logged before the main listener's line, which `serve` waited for.
+    let log = g.log_text();
+    let at: std::net::SocketAddr = log
+        .lines()
+        .find_map(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no `metrics on http://ADDR/metrics` line:\n{log}"));
+    assert_ne!(at.port(), g.port());
+
+    let acc = account("mlisten");
+    let _phone = g.phone(&acc).await;
+    let apart = http_get(at, "/metrics", &[]).await;
+    assert_eq!(apart.status, 200);
+    assert_eq!(
+        metric_sample(&apart.text(), "pairgate_sockets", &[("role", "phone")]),
+        Some(1.0),
+        "{}",
+        apart.text()
+    );
+    assert_eq!(g.http_get("/metrics", &[]).await.status, 404);
+    assert_eq!(g.http_get("/healthz", &[]).await.status, 200);
+    // The metrics listener serves nothing else.
+    assert_eq!(http_get(at, "/", &[]).await.status, 404);
+    assert_eq!(http_get(at, "/healthz", &[]).await.status, 404);
+}
+
+/// Without `--metrics-listen`, `/metrics` stays on the main listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_metrics_listen_the_main_listener_serves_metrics() {
+    let g = TestGateway::start().await;
+    let r = g.http_get("/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("pairgate_build_info"), "{}", r.text());
+}
