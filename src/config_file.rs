@@ -283,7 +283,7 @@ mod tests {
             ("demo = \"yes\"", "demo"),
             ("[serve]\nmax-devices = 3", "serve"),
         ] {
-            let err = file(text).apply(Serve::command()).err().expect(text);
+            let err = file(text).apply(Serve::command()).expect_err(text);
             assert!(
                 err.contains(&format!("`{key}`")) && err.contains("/etc/pairgate.toml"),
                 "{text}: {err}"
