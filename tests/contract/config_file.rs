@@ -226,6 +226,24 @@ async fn a_secret_file_signs_and_verifies() {
         assert!(!st.success(), "{args:?}");
         assert!(err.contains("no-such-secret"), "{args:?}: {err}");
     }
+    // A flag's --secret-file beats the file's `secret`; both in the file
+    // is an error.
+    let file = write_private(
+        dir.path(),
+        "with-secret.toml",
+        "secret = \"from-the-file\"\n",
+    );
+    let f = file.to_str().unwrap();
+    let (code, out, err) = config(&["--config", f, "--secret-file", s], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(setting(&out, "secret-file").is_some(), "{out}");
+    assert!(!out.contains("# secret ="), "{out}");
+    let both = format!("secret = \"x\"\nsecret-file = {s:?}\n");
+    let file = write_private(dir.path(), "both.toml", &both);
+    let (code, _, err) = config(&["--config", file.to_str().unwrap()], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--secret-file"), "{err}");
+
     // One others can read works, with a warning.
     set_mode(&secret, 0o644);
     let (st, _, err) = run_cli(&["token", "--account", "a", "--secret-file", s]).await;
