@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::contract::{self, defaults};
 
 /// How log lines are written (`--log-format`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(clap::ValueEnum, serde::Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One readable line per event.
     #[default]
@@ -18,8 +19,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Options of `pairgate serve`.
-#[derive(clap::Args, Clone, Debug)]
+/// Options of `pairgate serve`. Serialized (by `pairgate config`) with the
+/// command line's kebab-case names, which is what a config file takes.
+#[derive(clap::Args, serde::Serialize, Clone, Debug)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
     /// HTTP + WebSocket listener.
     #[arg(long, env = "PAIRGATE_LISTEN", default_value = defaults::LISTEN)]
@@ -42,8 +45,16 @@ pub struct Config {
     #[arg(long, env = "PAIRGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// HS256 key for every token (default: generated once, kept in the data dir).
-    #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PAIRGATE_SECRET",
+        hide_env_values = true,
+        group = "secret_source"
+    )]
     pub secret: Option<String>,
+    /// Read `--secret` from this file (trimmed), so it shows in no `ps`.
+    #[arg(long, env = "PAIRGATE_SECRET_FILE", group = "secret_source")]
+    pub secret_file: Option<PathBuf>,
     /// Base of the link put in QR payloads (default: http:// and the listen
     /// address, https:// with `--tls-cert`).
     #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
@@ -96,6 +107,7 @@ pub struct Config {
     /// Comma-separated IPs or CIDRs of reverse proxies whose
     /// `X-Forwarded-For` names the client.
     #[arg(long, env = "PAIRGATE_TRUST_PROXY", value_delimiter = ',', value_parser = crate::client_ip::parse_trusted)]
+    #[serde(serialize_with = "as_strings")]
     pub trust_proxy: Vec<crate::client_ip::TrustedNet>,
     /// On SIGTERM, spread the 1012 closes of live sockets over this long.
     #[arg(long, env = "PAIRGATE_DRAIN_MS", default_value_t = defaults::DRAIN_MS, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
@@ -106,7 +118,7 @@ pub struct Config {
     pub http_header_timeout_ms: u64,
     /// Serve `POST /demo/phone`, which mints phone tokens for throw-away
     /// accounts: for trying pairgate, never for production.
-    #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false)]
+    #[arg(long, env = "PAIRGATE_DEMO", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
     /// Comma-separated host names an upgrade's `Host` may carry besides the
     /// listen address (and `localhost` on loopback) and `--public-url`'s
@@ -124,8 +136,9 @@ pub struct Config {
     /// Join the cluster that shares this Redis (`redis://host:port/db`), or
     /// this Redis Cluster (`redis+cluster://host:port,host:port,...`: some
     /// of its masters, the rest are found).
-    /// Requires `--secret`: every node signs and checks tokens with it.
-    #[arg(long, env = "PAIRGATE_REDIS", requires = "secret")]
+    /// Requires `--secret` (or `--secret-file`): every node signs and checks
+    /// tokens with it.
+    #[arg(long, env = "PAIRGATE_REDIS", requires = "secret_source")]
     pub redis: Option<String>,
     /// This node's name in logs, metrics and the operator API (default:
     /// generated at each start).
@@ -142,6 +155,14 @@ pub struct Config {
     /// without logging anybody out (repeatable or comma-separated; at most 8).
     #[arg(long, env = "PAIRGATE_PREVIOUS_SECRET", hide_env_values = true, value_delimiter = ',', value_parser = parse_previous_secret)]
     pub previous_secret: Vec<String>,
+}
+
+/// Lists whose items print as their option values (`10.0.0.0/8`).
+fn as_strings<T: std::fmt::Display, S: serde::Serializer>(
+    items: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(ToString::to_string))
 }
 
 fn parse_node_id(s: &str) -> Result<String, String> {
@@ -204,6 +225,7 @@ impl Default for Config {
             data_dir: PathBuf::from(defaults::DATA_DIR),
             log_format: LogFormat::Text,
             secret: None,
+            secret_file: None,
             public_url: None,
             allowed_origins: None,
             qr_ttl_ms: defaults::QR_TTL_MS,
@@ -254,6 +276,16 @@ impl Config {
             previous_secret: vec!["<redacted>".to_owned(); self.previous_secret.len()],
             redis,
             ..self.clone()
+        }
+    }
+
+    /// The secret given for this gateway: `--secret`, or `--secret-file`'s
+    /// contents; `None` when the data dir's is to be used.
+    pub fn explicit_secret(&self) -> anyhow::Result<Option<String>> {
+        match (&self.secret, &self.secret_file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(path)) => crate::secret::read_secret_file(path).map(Some),
+            (None, None) => Ok(None),
         }
     }
 

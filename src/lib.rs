@@ -3,7 +3,8 @@
 //! phone end any session.
 //!
 //! Module map:
-//! - [`config`]: every option, its environment variable and validation.
+//! - [`config`]: every option, its environment variable and validation;
+//!   [`config_file`]: `--config FILE` (TOML) turned into those options' defaults.
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
 //! - [`protocol`]: the wire contract's frames, error codes and close codes.
 //! - [`serve`]: the accept loop and HTTP/1.1 connections (timeouts, accept
@@ -51,6 +52,7 @@ pub mod client_ip;
 mod close_summary;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 mod conn;
 pub mod contract;
 pub mod demo;
@@ -142,7 +144,8 @@ async fn serve<B: store::Backend>(
         ),
         None => None,
     };
-    let secret = tokens::resolve_secret(config.secret.as_deref(), &config.data_dir)?;
+    let explicit = config.explicit_secret()?;
+    let secret = tokens::resolve_secret(explicit.as_deref(), &config.data_dir)?;
     anyhow::ensure!(
         config.previous_secret.len() <= tokens::MAX_PREVIOUS_SECRETS,
         "--previous-secret: at most {} secrets",
@@ -157,8 +160,8 @@ async fn serve<B: store::Backend>(
     let cluster = match &config.redis {
         Some(url) => {
             anyhow::ensure!(
-                config.secret.is_some(),
-                "--redis needs --secret: every node signs and checks tokens with the same key"
+                explicit.is_some(),
+                "--redis needs --secret or --secret-file: every node signs and checks tokens with the same key"
             );
             Some(Cluster::connect(url, node_id.clone(), config.node_lease()).await?)
         }

@@ -1,17 +1,20 @@
-//! The `pairgate` binary: `serve` (the default), `token` and `phone`.
+//! The `pairgate` binary: `serve` (the default), `config`, `token` and `phone`.
 
 mod phone_cli;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pairgate::Config;
 use pairgate::config::LogFormat;
-use pairgate::tokens::{Tokens, resolve_secret};
+use pairgate::config_file::{self, ConfigFile};
+use pairgate::secret::read_secret_file;
+use pairgate::tokens::{SECRET_FILE, Tokens, resolve_secret};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,6 +36,9 @@ struct Cli {
 enum Command {
     /// Start the gateway (the default).
     Serve(Box<Config>),
+    /// Print the configuration `serve` would run with (the same options),
+    /// as TOML that `--config` takes, secrets left out.
+    Config(Box<Config>),
     /// Print a phone token for an account, signed with the gateway's secret.
     Token(TokenArgs),
     /// An interactive phone client for operators and scripts.
@@ -50,18 +56,35 @@ struct TokenArgs {
     /// Use this secret instead of the data dir's.
     #[arg(long, env = "PAIRGATE_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Read the secret from this file (trimmed) instead.
+    #[arg(long, env = "PAIRGATE_SECRET_FILE", conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl_secs: u64,
 }
 
+/// The subcommands that take `serve`'s options, and so `--config`; `""`
+/// is the top level (`serve` without its name).
+const TAKES_SERVE_OPTIONS: [&str; 3] = ["", "serve", "config"];
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (cli, matches) = parse(&args);
+    let serve_matches = match matches.subcommand() {
+        Some((_, m)) => m,
+        None => &matches,
+    };
     let outcome = match cli.command {
         Some(Command::Token(args)) => token(args).map(|()| ExitCode::SUCCESS),
-        Some(Command::Serve(config)) => serve(*config).map(|()| ExitCode::SUCCESS),
+        Some(Command::Serve(config)) => one_secret(*config, serve_matches)
+            .and_then(serve)
+            .map(|()| ExitCode::SUCCESS),
+        Some(Command::Config(config)) => Ok(print_config(*config, serve_matches)),
         Some(Command::Phone(args)) => phone(args),
-        None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
+        None => one_secret(cli.serve, serve_matches)
+            .and_then(serve)
+            .map(|()| ExitCode::SUCCESS),
     };
     // What failed and why, on one line: an operator's error (a path, a lock,
     // a bad option), not a programmer's backtrace.
@@ -71,8 +94,115 @@ fn main() -> ExitCode {
     })
 }
 
-fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {
-    // Stdout is the command's output; only warnings go to stderr.
+/// The command line, with `--config`'s file as the defaults of the options
+/// it sets. A bad file or value exits 2, as a bad flag does, naming where
+/// the value came from.
+fn parse(args: &[OsString]) -> (Cli, ArgMatches) {
+    let mut cmd = Cli::command();
+    for name in TAKES_SERVE_OPTIONS {
+        cmd = on_command(cmd, name, |c| c.arg(config_file::config_arg()));
+    }
+    let file = config_file::path_from(args)
+        .map(|path| ConfigFile::load(&path).unwrap_or_else(|e| usage_error(&mut cmd.clone(), e)));
+    if let Some(f) = &file {
+        for name in TAKES_SERVE_OPTIONS {
+            let mut failed = None;
+            cmd = on_command(cmd, name, |c| {
+                f.apply(c.clone()).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    c
+                })
+            });
+            if let Some(e) = failed {
+                usage_error(&mut cmd, e);
+            }
+        }
+    }
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| config_file::name_the_source(e, &mut cmd, args, file.as_ref()).exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    (cli, matches)
+}
+
+/// `cmd` with `f` applied to the subcommand `name` (`""`: to `cmd` itself).
+fn on_command(
+    cmd: clap::Command,
+    name: &str,
+    f: impl FnOnce(clap::Command) -> clap::Command,
+) -> clap::Command {
+    if name.is_empty() {
+        f(cmd)
+    } else {
+        cmd.mut_subcommand(name, f)
+    }
+}
+
+fn usage_error(cmd: &mut clap::Command, message: String) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::ValueValidation, message)
+        .format(cmd)
+        .exit()
+}
+
+/// `--secret` and `--secret-file` given at once: clap refuses it on the
+/// command line and in the environment; with the config file (whose values
+/// are defaults, which clap lets through) the one from the stronger source
+/// wins, and both in the file is an error.
+fn one_secret(mut config: Config, m: &ArgMatches) -> anyhow::Result<Config> {
+    if config.secret.is_some() && config.secret_file.is_some() {
+        let secret = m.value_source("secret");
+        let file = m.value_source("secret_file");
+        anyhow::ensure!(
+            secret != file,
+            "--secret and --secret-file are both set (only one may be)"
+        );
+        if secret > file {
+            config.secret_file = None;
+        } else {
+            config.secret = None;
+        }
+    }
+    Ok(config)
+}
+
+/// `pairgate config`: the configuration in force, checked as `serve` would
+/// check it (without touching the data dir), or the error and exit code 2.
+fn print_config(config: Config, m: &ArgMatches) -> ExitCode {
+    init_cli_logging();
+    let checked = one_secret(config, m).and_then(|config| {
+        config.explicit_secret()?;
+        anyhow::ensure!(
+            config.previous_secret.len() <= pairgate::tokens::MAX_PREVIOUS_SECRETS,
+            "--previous-secret: at most {} secrets",
+            pairgate::tokens::MAX_PREVIOUS_SECRETS
+        );
+        anyhow::ensure!(
+            config.redis.is_none() || config.secret.is_some() || config.secret_file.is_some(),
+            "--redis needs --secret or --secret-file"
+        );
+        Ok(config_file::render(&config)?)
+    });
+    match checked {
+        Ok(text) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Warnings of a one-shot command on stderr (its output is stdout).
+fn init_cli_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -80,6 +210,11 @@ fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {
+    // Stdout is the command's output; only warnings go to stderr.
+    init_cli_logging();
     // One socket and one stdin: a single thread is plenty.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,7 +223,22 @@ fn phone(args: phone_cli::PhoneArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let secret = resolve_secret(args.secret.as_deref(), &args.data_dir)?;
+    init_cli_logging();
+    let explicit = match (&args.secret, &args.secret_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(path)) => Some(read_secret_file(path)?),
+        (None, None) => None,
+    };
+    if explicit.is_none() && !args.data_dir.join(SECRET_FILE).exists() {
+        // The contract has `token` create the secret as `serve` would; but
+        // a mistyped --data-dir makes a secret no gateway uses.
+        tracing::warn!(
+            data_dir = %args.data_dir.display(),
+            "no secret in this data dir: creating one; a gateway on another data dir \
+             (or with its own --secret) will refuse this token"
+        );
+    }
+    let secret = resolve_secret(explicit.as_deref(), &args.data_dir)?;
     let token =
         Tokens::new(&secret).mint_phone(&args.account, Duration::from_secs(args.ttl_secs))?;
     // The token is the command's output, for scripts: stdout, one line.

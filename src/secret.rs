@@ -46,6 +46,27 @@ pub fn open_to_others(path: &Path) -> bool {
     }
 }
 
+/// The secret in a file named by `--secret-file`: its contents, trimmed. One
+/// that others can read is reported (and used), as the data dir's is.
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
+    if open_to_others(path) {
+        tracing::warn!(
+            file = %path.display(),
+            "the secret file can be read by other users of this machine, who can then mint \
+             phone tokens for every account: chmod 600 it (and rotate it if it leaked)"
+        );
+    }
+    Ok(secret)
+}
+
 /// The secret in force: `--secret` if given (no file written), else the one kept
 /// in `<data_dir>/secret`, generated on first use.
 pub fn resolve_secret(explicit: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {

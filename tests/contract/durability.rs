@@ -303,9 +303,12 @@ async fn options_from_the_environment() {
             ("PAIRGATE_QR_ROTATIONS", "2"),
             ("PAIRGATE_PUBLIC_URL", "https://env.example.test"),
             ("PAIRGATE_ALLOWED_ORIGINS", "http://env-origin.example.test"),
+            ("PAIRGATE_DEMO", "1"),
         ],
     )
     .await;
+    // PAIRGATE_DEMO=1, as a boolean
+    assert_eq!(http_post(g.addr, "/demo/phone").await.status, 200);
     let c = Client::open(&g.ws_url("/ws/web")).await;
     let hello = c.expect("hello").await;
     assert_eq!(hello["heartbeat_ms"], 7777, "{hello}");
@@ -421,10 +424,13 @@ async fn every_option_is_accepted_as_a_flag() {
             "5",
             "--max-queue-bytes",
             "65536",
+            "--demo",
         ],
         &[],
     )
     .await;
+    // --demo
+    assert_eq!(http_post(g.addr, "/demo/phone").await.status, 200);
     // --auth-timeout-ms
     let c = Client::open(&g.ws_url("/ws/web")).await;
     c.expect("hello").await;

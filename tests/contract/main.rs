@@ -25,6 +25,7 @@ mod browsers;
 mod close_orders;
 mod cluster;
 mod concurrency;
+mod config_file;
 mod crash_storm;
 mod dashboard;
 mod durability;

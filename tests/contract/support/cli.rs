@@ -15,10 +15,22 @@ pub async fn run_cli_in(
     cwd: Option<&Path>,
     args: &[&str],
 ) -> (std::process::ExitStatus, String, String) {
+    run_cli_env(cwd, args, &[]).await
+}
+
+/// Like `run_cli_in`, with `env` set (on top of no `PAIRGATE_*`).
+pub async fn run_cli_env(
+    cwd: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut cmd = clean_command(&args);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     cmd.kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
