@@ -20,8 +20,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pairgate::client::{Client, ClientError, ConnectOptions};
-use pairgate::protocol::ClientFrame;
+use pairgate_client::{Client, ClientError, ConnectOptions};
+use pairgate_protocol::ClientFrame;
 
 pub use args::PhoneArgs;
 use args::{phone_token, phone_url};
