@@ -36,10 +36,16 @@ struct Gateway {
 
 /// A gateway on a free port; `secret: None` makes it generate one in its data dir.
 async fn start(secret: Option<&str>) -> Gateway {
+    start_with(secret, None).await
+}
+
+/// `start`, with the operator API on when `admin_token` is given.
+async fn start_with(secret: Option<&str>, admin_token: Option<&str>) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         secret: secret.map(str::to_owned),
+        admin_token: admin_token.map(str::to_owned),
         ..Config::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,6 +117,7 @@ fn phone_cmd(args: &[&str]) -> Command {
         .env_remove("PAIRGATE_PHONE_TOKEN")
         .env_remove("PAIRGATE_SECRET")
         .env_remove("PAIRGATE_DATA_DIR")
+        .env_remove("PAIRGATE_ADMIN_TOKEN")
         .kill_on_drop(true);
     cmd
 }
@@ -473,5 +480,122 @@ async fn interactive_session_over_stdin() {
     .unwrap()
     .unwrap();
 
+    gw.shutdown().await;
+}
+
+/// With `--admin-token`, the operator's `sessions`, `logout` and `logout-all`
+/// go through the operator API: the user's running phone is not replaced
+/// (no 4009), and hears of the logout as the contract says for an operator's
+/// (`session_removed`, reason `admin`) while its socket stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_leave_the_users_phone_connected() {
+    const ADMIN: &str = "operator-token";
+    let gw = start_with(Some(SECRET), Some(ADMIN)).await;
+    let base = gw.base();
+    let opts = ConnectOptions {
+        timeout: T,
+        ..ConnectOptions::default()
+    };
+    let url = format!("ws://{}/ws/phone", gw.addr);
+    let mut user_phone = Client::phone(&url, &phone_token("alice"), &opts)
+        .await
+        .unwrap();
+    let (mut web, qr) = pair_web(gw.addr).await;
+    let request = user_phone.link(qr["ref"].as_str().unwrap()).await.unwrap();
+    let session = user_phone.confirm(&request.request_id).await.unwrap();
+    web.expect("linked").await.unwrap();
+    let sid = session.session_id.as_str();
+    let op = |cmd: &'static [&'static str]| {
+        let base = base.clone();
+        async move {
+            let mut args = vec![
+                "--url",
+                &base,
+                "--admin-token",
+                ADMIN,
+                "--account",
+                "alice",
+                "--json",
+            ];
+            args.extend_from_slice(cmd);
+            phone(&args).await
+        }
+    };
+
+    let listed = op(&["sessions"]).await;
+    assert_ok(&listed);
+    let listed = json_lines(&listed);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["phone_online"], true, "{listed:?}");
+    assert_eq!(listed[0]["sessions"][0]["session_id"], sid, "{listed:?}");
+
+    // Readable output is the phone's session table.
+    let mut args = vec![
+        "--url",
+        base.as_str(),
+        "--admin-token",
+        ADMIN,
+        "--account",
+        "alice",
+        "sessions",
+    ];
+    let table = phone(&args).await;
+    assert_ok(&table);
+    assert!(stdout(&table).contains(sid), "{}", stdout(&table));
+
+    args.pop();
+    args.extend(["logout", sid]);
+    let out = phone(&args).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out).trim(), "ended 1 session");
+
+    let removed = user_phone.expect("session_removed").await.unwrap();
+    assert_eq!(removed["session_id"], sid, "{removed}");
+    assert_eq!(removed["reason"], "admin", "{removed}");
+    let logged_out = web.expect("logged_out").await.unwrap();
+    assert_eq!(logged_out["reason"], "admin", "{logged_out}");
+    assert_eq!(web.closed().await, Some(4001));
+    // The user's phone socket was never replaced: it still answers.
+    let sessions = user_phone.request(ClientFrame::ListSessions).await.unwrap();
+    assert_eq!(sessions["sessions"], json!([]), "{sessions}");
+
+    let all = op(&["logout-all"]).await;
+    assert_ok(&all);
+    assert_eq!(json_lines(&all)[0]["closed"], 0);
+    let again = op(&["logout", "no-such-session"]).await;
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(json_lines(&again)[0]["code"], "unknown_session");
+    user_phone.request(ClientFrame::ListSessions).await.unwrap();
+
+    // A wrong admin token cannot get in (exit 3); a phone-only command with
+    // an admin token is a usage error, and nothing connects for it (exit 2).
+    let wrong = phone(&[
+        "--url",
+        &base,
+        "--admin-token",
+        "nope",
+        "--account",
+        "alice",
+        "sessions",
+    ])
+    .await;
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    let link = phone(&[
+        "--url",
+        &base,
+        "--admin-token",
+        ADMIN,
+        "--account",
+        "alice",
+        "--yes",
+        "link",
+        "r",
+    ])
+    .await;
+    assert_eq!(link.status.code(), Some(2), "{}", stderr(&link));
+    assert!(stderr(&link).contains("--admin-token"), "{}", stderr(&link));
+    user_phone.request(ClientFrame::ListSessions).await.unwrap();
+
+    user_phone.close().await;
     gw.shutdown().await;
 }
