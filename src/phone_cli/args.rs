@@ -37,8 +37,8 @@ Examples:
     group(ArgGroup::new("credentials").required(true).args(["token", "account"]))
 )]
 pub struct PhoneArgs {
-    /// The gateway: its base (`ws://host:port`, `http://host:port`) or its
-    /// `/ws/phone` endpoint.
+    /// The gateway: its base (`ws://host:port`, `http://host:port`, or
+    /// `wss://`/`https://` for TLS) or its `/ws/phone` endpoint.
     #[arg(long, env = "PAIRGATE_URL", default_value = "ws://127.0.0.1:8080")]
     pub(super) url: String,
     /// Phone token, as `pairgate token` prints it.

@@ -63,6 +63,8 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
                     "--url",
                     "--token",
                     "--account",
+                    "--admin-token",
+                    "--ca-cert",
                 ];
                 if args.command.iter().any(|w| misplaced.contains(&w.as_str())) {
                     msg.push_str(" (options of `pairgate phone` go before the command)");
