@@ -33,10 +33,9 @@ pub mod defaults {
     pub const MAX_LINK_MISSES_PER_MIN: u32 = 600;
 }
 
-/// The `protocol` field of `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Longest `id` a client frame may carry, in characters.
-pub const MAX_ID_CHARS: usize = 64;
+/// The `protocol` field of `hello`, and the longest `id` a client frame may
+/// carry (in characters): the wire crate's, where the parser uses them.
+pub use pairgate_protocol::{MAX_ID_CHARS, PROTOCOL_VERSION};
 /// Room a `send` frame needs beside its `body`: a `body` may serialize to at
 /// most `max_frame_bytes` minus this.
 pub const BODY_HEADROOM_BYTES: usize = 1024;

@@ -6,7 +6,8 @@
 //! - [`config`]: every option, its environment variable and validation;
 //!   [`config_file`]: `--config FILE` (TOML) turned into those options' defaults.
 //! - [`contract`]: every number the contract fixes (option defaults, limits).
-//! - [`protocol`]: the wire contract's frames, error codes and close codes.
+//! - [`protocol`]: the wire contract's frames, error codes and close codes
+//!   (the `pairgate-protocol` crate, shared with clients).
 //! - [`serve`]: the accept loop and HTTP/1.1 connections (timeouts, accept
 //!   errors); [`http`]: pages, health and readiness, metrics, and the
 //!   WebSocket upgrades.
@@ -36,7 +37,8 @@
 //!   [`account::relay`] (relay rules, body size),
 //!   [`account::admin`] (what the operator API reads).
 //! - [`store`]: durable session records behind a batching writer (redb).
-//! - [`client`]: the client side of the protocol (CLI, tests, load test).
+//! - [`client`]: the client side of the protocol (CLI, tests, load test): the
+//!   `pairgate-client` crate, re-exported.
 //! - [`tokens`]: phone and session JWTs.
 //! - [`secret`]: the generated secret and the data dir, private to their owner.
 //! - [`process_metrics`]: the process's own series (memory, files, CPU) and build info.
@@ -47,7 +49,7 @@
 pub mod account;
 pub mod admin;
 pub mod admission;
-pub mod client;
+pub use pairgate_client as client;
 pub mod client_ip;
 mod close_summary;
 pub mod cluster;
@@ -69,7 +71,7 @@ pub mod metrics;
 pub mod origin;
 pub mod peer;
 pub mod process_metrics;
-pub mod protocol;
+pub use pairgate_protocol as protocol;
 pub mod qr;
 pub mod secret;
 pub mod security_headers;

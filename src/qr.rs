@@ -4,8 +4,10 @@
 use base64::Engine;
 use qrcode::EcLevel;
 
-/// Crockford base32 without check symbol: no I, L, O or U.
-const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+// Crockford base32 without check symbol: no I, L, O or U.
+use pairgate_protocol::CODE_ALPHABET as CROCKFORD;
+/// What a typed code is belongs to the wire contract (clients check it too).
+pub use pairgate_protocol::normalize_code;
 
 fn crockford() -> data_encoding::Encoding {
     let mut spec = data_encoding::Specification::new();
@@ -31,25 +33,6 @@ pub fn new_code() -> String {
 /// `ABCDEFGH` shown as `ABCD-EFGH`.
 pub fn display_code(code: &str) -> String {
     format!("{}-{}", &code[..4], &code[4..])
-}
-
-/// The canonical form of a typed code: upper-case, hyphens dropped, Crockford's
-/// aliases resolved (`O` is `0`; `I` and `L` are `1`). `None` if it cannot be one.
-pub fn normalize_code(typed: &str) -> Option<String> {
-    let mut out = String::with_capacity(8);
-    for c in typed.chars() {
-        let c = match c.to_ascii_uppercase() {
-            '-' => continue,
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        };
-        if !CROCKFORD.contains(c) {
-            return None;
-        }
-        out.push(c);
-    }
-    (out.len() == 8).then_some(out)
 }
 
 /// The text a QR code encodes: `<public-url>/phone#ref=<REF>`.

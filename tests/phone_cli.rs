@@ -36,10 +36,16 @@ struct Gateway {
 
 /// A gateway on a free port; `secret: None` makes it generate one in its data dir.
 async fn start(secret: Option<&str>) -> Gateway {
+    start_with(secret, None).await
+}
+
+/// `start`, with the operator API on when `admin_token` is given.
+async fn start_with(secret: Option<&str>, admin_token: Option<&str>) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         secret: secret.map(str::to_owned),
+        admin_token: admin_token.map(str::to_owned),
         ..Config::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,6 +117,7 @@ fn phone_cmd(args: &[&str]) -> Command {
         .env_remove("PAIRGATE_PHONE_TOKEN")
         .env_remove("PAIRGATE_SECRET")
         .env_remove("PAIRGATE_DATA_DIR")
+        .env_remove("PAIRGATE_ADMIN_TOKEN")
         .kill_on_drop(true);
     cmd
 }
@@ -474,4 +481,216 @@ async fn interactive_session_over_stdin() {
     .unwrap();
 
     gw.shutdown().await;
+}
+
+/// With `--admin-token`, the operator's `sessions`, `logout` and `logout-all`
+/// go through the operator API: the user's running phone is not replaced
+/// (no 4009), and hears of the logout as the contract says for an operator's
+/// (`session_removed`, reason `admin`) while its socket stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_leave_the_users_phone_connected() {
+    const ADMIN: &str = "operator-token";
+    let gw = start_with(Some(SECRET), Some(ADMIN)).await;
+    let base = gw.base();
+    let opts = ConnectOptions {
+        timeout: T,
+        ..ConnectOptions::default()
+    };
+    let url = format!("ws://{}/ws/phone", gw.addr);
+    let mut user_phone = Client::phone(&url, &phone_token("alice"), &opts)
+        .await
+        .unwrap();
+    let (mut web, qr) = pair_web(gw.addr).await;
+    let request = user_phone.link(qr["ref"].as_str().unwrap()).await.unwrap();
+    let session = user_phone.confirm(&request.request_id).await.unwrap();
+    web.expect("linked").await.unwrap();
+    let sid = session.session_id.as_str();
+    let op = |cmd: &'static [&'static str]| {
+        let base = base.clone();
+        async move {
+            let mut args = vec![
+                "--url",
+                &base,
+                "--admin-token",
+                ADMIN,
+                "--account",
+                "alice",
+                "--json",
+            ];
+            args.extend_from_slice(cmd);
+            phone(&args).await
+        }
+    };
+
+    let listed = op(&["sessions"]).await;
+    assert_ok(&listed);
+    let listed = json_lines(&listed);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["phone_online"], true, "{listed:?}");
+    assert_eq!(listed[0]["sessions"][0]["session_id"], sid, "{listed:?}");
+
+    // Readable output is the phone's session table.
+    let mut args = vec![
+        "--url",
+        base.as_str(),
+        "--admin-token",
+        ADMIN,
+        "--account",
+        "alice",
+        "sessions",
+    ];
+    let table = phone(&args).await;
+    assert_ok(&table);
+    assert!(stdout(&table).contains(sid), "{}", stdout(&table));
+
+    args.pop();
+    args.extend(["logout", sid]);
+    let out = phone(&args).await;
+    assert_ok(&out);
+    assert_eq!(stdout(&out).trim(), "ended 1 session");
+
+    let removed = user_phone.expect("session_removed").await.unwrap();
+    assert_eq!(removed["session_id"], sid, "{removed}");
+    assert_eq!(removed["reason"], "admin", "{removed}");
+    let logged_out = web.expect("logged_out").await.unwrap();
+    assert_eq!(logged_out["reason"], "admin", "{logged_out}");
+    assert_eq!(web.closed().await, Some(4001));
+    // The user's phone socket was never replaced: it still answers.
+    let sessions = user_phone.request(ClientFrame::ListSessions).await.unwrap();
+    assert_eq!(sessions["sessions"], json!([]), "{sessions}");
+
+    let all = op(&["logout-all"]).await;
+    assert_ok(&all);
+    assert_eq!(json_lines(&all)[0]["closed"], 0);
+    let again = op(&["logout", "no-such-session"]).await;
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(json_lines(&again)[0]["code"], "unknown_session");
+    user_phone.request(ClientFrame::ListSessions).await.unwrap();
+
+    // A wrong admin token cannot get in (exit 3); a phone-only command with
+    // an admin token is a usage error, and nothing connects for it (exit 2).
+    let wrong = phone(&[
+        "--url",
+        &base,
+        "--admin-token",
+        "nope",
+        "--account",
+        "alice",
+        "sessions",
+    ])
+    .await;
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    let link = phone(&[
+        "--url",
+        &base,
+        "--admin-token",
+        ADMIN,
+        "--account",
+        "alice",
+        "--yes",
+        "link",
+        "r",
+    ])
+    .await;
+    assert_eq!(link.status.code(), Some(2), "{}", stderr(&link));
+    assert!(stderr(&link).contains("--admin-token"), "{}", stderr(&link));
+    user_phone.request(ClientFrame::ListSessions).await.unwrap();
+
+    user_phone.close().await;
+    gw.shutdown().await;
+}
+
+/// A TLS WebSocket server on 127.0.0.1 with a certificate made here (its PEM
+/// in the returned file): says `hello`, answers `auth` with `ready` and
+/// `list_sessions` with one session. The gateway's own TLS is not needed for
+/// the CLI's part: speaking `wss://` and trusting `--ca-cert`.
+async fn tls_phone_server() -> (String, tempfile::NamedTempFile) {
+    use futures::{SinkExt, StreamExt};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let pem = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pem.path(), key.cert.pem()).unwrap();
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("wss://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                let hello = json!({"type":"hello","protocol":1,"heartbeat_ms":25000,"max_frame_bytes":65536});
+                if ws.send(Message::text(hello.to_string())).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    let f: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                    let reply = match f["type"].as_str() {
+                        Some("auth") => {
+                            json!({"type":"ready","id":f["id"],"role":"phone","account":"alice"})
+                        }
+                        _ => json!({"type":"sessions","id":f["id"],"sessions":[{
+                            "session_id":"s-over-tls","device_name":"d","user_agent":"u","ip":"127.0.0.1",
+                            "created_at":"2026-01-01T00:00:00.000Z","last_active_at":"2026-01-01T00:00:00.000Z",
+                            "online":true,"remember":true}]}),
+                    };
+                    if ws.send(Message::text(reply.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, pem)
+}
+
+/// `pairgate phone` speaks TLS: `wss://` and `https://` gateway URLs work when
+/// `--ca-cert` trusts the certificate, and fail to connect (exit 3) without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_and_https_urls_with_a_ca_cert() {
+    let (url, pem) = tls_phone_server().await;
+    let ca = pem.path().to_str().unwrap();
+    let https = url.replacen("wss://", "https://", 1);
+    for given in [url.as_str(), https.as_str()] {
+        let out = phone(&[
+            "--url",
+            given,
+            "--ca-cert",
+            ca,
+            "--token",
+            "t",
+            "--json",
+            "sessions",
+        ])
+        .await;
+        assert_ok(&out);
+        assert_eq!(
+            json_lines(&out)[0]["sessions"][0]["session_id"],
+            "s-over-tls"
+        );
+    }
+    let untrusted = phone(&["--url", &url, "--token", "t", "sessions"]).await;
+    assert_eq!(untrusted.status.code(), Some(3), "{}", stderr(&untrusted));
+    assert!(
+        stderr(&untrusted).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&untrusted)
+    );
 }

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pairgate::client::{Client, ConnectOptions};
-use pairgate::protocol::ClientFrame;
 use pairgate::tokens::Tokens;
+use pairgate_client::{Client, ConnectOptions};
+use pairgate_protocol::ClientFrame;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pairgate::client::{Client, ConnectOptions};
 use pairgate::tokens::Tokens;
+use pairgate_client::{Client, ConnectOptions};
 
 use crate::gateway::Spawned;
 

@@ -27,7 +27,8 @@ Examples:
   pairgate phone --account alice --data-dir ./pairgate-data
   pairgate phone --token \"$(pairgate token --account alice)\" sessions
   pairgate phone --account alice --yes --json link ABCD-EFGH
-  pairgate phone --account alice send --to SESSION hello";
+  pairgate phone --account alice send --to SESSION hello
+  pairgate phone --url https://gw.example --admin-token T --account alice sessions";
 
 /// Options of `pairgate phone`.
 #[derive(clap::Args, Debug)]
@@ -36,8 +37,8 @@ Examples:
     group(ArgGroup::new("credentials").required(true).args(["token", "account"]))
 )]
 pub struct PhoneArgs {
-    /// The gateway: its base (`ws://host:port`, `http://host:port`) or its
-    /// `/ws/phone` endpoint.
+    /// The gateway: its base (`ws://host:port`, `http://host:port`, or
+    /// `wss://`/`https://` for TLS) or its `/ws/phone` endpoint.
     #[arg(long, env = "PAIRGATE_URL", default_value = "ws://127.0.0.1:8080")]
     pub(super) url: String,
     /// Phone token, as `pairgate token` prints it.
@@ -63,6 +64,15 @@ pub struct PhoneArgs {
     /// failures as `{"type":"error","code":..,"message":..}`.
     #[arg(long)]
     pub(super) json: bool,
+    /// The operator API's token (the gateway's `--admin-token`): `sessions`,
+    /// `logout ID` and `logout-all` for `--account` then go through `/admin/*`
+    /// instead of a phone socket, so the user's running phone stays connected.
+    #[arg(long, hide_env_values = true, conflicts_with = "token")]
+    pub(super) admin_token: Option<String>,
+    /// A PEM file of certificates to trust for `wss://`/`https://` besides the
+    /// public CAs (a private CA, or the gateway's self-signed certificate).
+    #[arg(long, value_name = "PATH")]
+    pub(super) ca_cert: Option<PathBuf>,
     /// Seconds to wait for the connection and for each reply.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) timeout_secs: u64,
@@ -71,29 +81,23 @@ pub struct PhoneArgs {
     pub(super) command: Vec<String>,
 }
 
-/// The phone endpoint for `--url`: a gateway base gets `/ws/phone`, and
-/// `http` becomes `ws`.
+/// The phone endpoint for `--url`: a gateway base gets `/ws/phone`, `http`
+/// becomes `ws` and `https` becomes `wss`.
 pub(super) fn phone_url(given: &str) -> Result<String, String> {
     let given = given.trim();
     let (scheme, rest) = match given.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
         None => ("ws".to_owned(), given),
     };
-    match scheme.as_str() {
-        "ws" | "http" => {}
-        // The client speaks plain TCP only; sending a wss:// handshake in clear
-        // text to port 80 would fail in a far more confusing way.
-        "wss" | "https" => {
-            return Err(format!(
-                "{given}: TLS is not supported by `pairgate phone`; connect over ws:// (e.g. to the gateway's own listener)"
-            ));
-        }
+    let scheme = match scheme.as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
         other => {
             return Err(format!(
-                "{given}: unsupported scheme `{other}`; use ws:// or http://"
+                "{given}: unsupported scheme `{other}`; use ws://, wss://, http:// or https://"
             ));
         }
-    }
+    };
     // A fragment means nothing to a WebSocket handshake.
     let rest = rest.split('#').next().unwrap_or_default();
     let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
@@ -112,7 +116,7 @@ pub(super) fn phone_url(given: &str) -> Result<String, String> {
     } else {
         format!("{path}/ws/phone")
     };
-    Ok(format!("ws://{authority}{path}{query}"))
+    Ok(format!("{scheme}://{authority}{path}{query}"))
 }
 
 /// The phone token: `--token`, or one minted for `--account`.
@@ -155,7 +159,8 @@ mod tests {
         assert_eq!(ok("http://h/gw/"), "ws://h/gw/ws/phone");
         assert_eq!(ok("ws://h:1?x=1#frag"), "ws://h:1/ws/phone?x=1");
         assert_eq!(ok("ws://[::1]:9/ws/phone/"), "ws://[::1]:9/ws/phone");
-        assert!(phone_url("https://h").is_err());
+        assert_eq!(ok("https://h"), "wss://h/ws/phone");
+        assert_eq!(ok("WSS://h:8443/ws/phone"), "wss://h:8443/ws/phone");
         assert!(phone_url("ws://h/ws/web").is_err());
         assert!(phone_url("ftp://h").is_err());
         assert!(phone_url("ws://").is_err());

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use pairgate::client::ClientError;
-use pairgate::protocol::CloseCode;
+use pairgate_client::ClientError;
+use pairgate_protocol::CloseCode;
 
 /// The gateway answered `error` to a command (or sent something unreadable).
 pub(super) const EXIT_REFUSED: u8 = 1;

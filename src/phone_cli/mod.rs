@@ -8,11 +8,13 @@
 
 //! One file per job: `args` (the command line), `commands` (a line of input),
 //! `phone` (running them over a connected socket), `output` (what is printed)
-//! and `failure` (what went wrong, and the exit status).
+//! and `failure` (what went wrong, and the exit status); `operator` runs the
+//! operator's commands through the operator API when given `--admin-token`.
 
 mod args;
 mod commands;
 mod failure;
+mod operator;
 mod output;
 mod phone;
 
@@ -20,8 +22,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pairgate::client::{Client, ClientError, ConnectOptions};
-use pairgate::protocol::ClientFrame;
+use pairgate_client::{Client, ClientError, ConnectOptions, tls};
+use pairgate_protocol::ClientFrame;
 
 pub use args::PhoneArgs;
 use args::{phone_token, phone_url};
@@ -61,6 +63,8 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
                     "--url",
                     "--token",
                     "--account",
+                    "--admin-token",
+                    "--ca-cert",
                 ];
                 if args.command.iter().any(|w| misplaced.contains(&w.as_str())) {
                     msg.push_str(" (options of `pairgate phone` go before the command)");
@@ -92,6 +96,31 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
         )),
         _ => {}
     }
+    let timeout = Duration::from_secs(args.timeout_secs);
+    // An operator's one-shot command goes through the operator API: a phone
+    // socket would replace (4009) the user's own phone.
+    if let (Some(admin_token), Some(cmd)) = (&args.admin_token, &one_shot) {
+        let Some(account) = args.account.as_deref() else {
+            fail!(Failure::Usage(
+                "--admin-token needs --account: the account whose sessions to act on".to_owned()
+            ))
+        };
+        let base = match operator::http_base(&args.url) {
+            Ok(b) => b,
+            Err(m) => fail!(Failure::Usage(m)),
+        };
+        let ca = args.ca_cert.as_deref();
+        return match operator::run(&out, cmd, &base, account, admin_token, ca, timeout).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(f) => Err((out, f)),
+        };
+    }
+    if args.admin_token.is_some() {
+        fail!(Failure::Usage(
+            "--admin-token runs one command (sessions, logout <session_id>, logout-all);              interactive mode is the phone's and needs --token or --account without it"
+                .to_owned()
+        ))
+    }
     let url = match phone_url(&args.url) {
         Ok(u) => u,
         Err(m) => fail!(Failure::Usage(m)),
@@ -100,10 +129,15 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
         Ok(t) => t,
         Err(m) => fail!(Failure::Usage(m)),
     };
-    let timeout = Duration::from_secs(args.timeout_secs);
+    let tls = match args.ca_cert.as_deref().map(|p| tls::config(Some(p))) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(m)) => fail!(Failure::Usage(format!("--ca-cert {m}"))),
+    };
     let opts = ConnectOptions {
         user_agent: Some(format!("pairgate-phone/{}", env!("CARGO_PKG_VERSION"))),
         timeout,
+        tls,
         ..ConnectOptions::default()
     };
 

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::io::Write;
 
-use pairgate::protocol::SessionInfo;
+use pairgate_protocol::SessionInfo;
 use serde_json::{Value, json};
 
 use super::commands::COMMANDS_HELP;

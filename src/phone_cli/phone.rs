@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pairgate::client::{Client, ClientError, link_target};
-use pairgate::protocol::ClientFrame;
+use pairgate_client::{Client, ClientError, link_target};
+use pairgate_protocol::ClientFrame;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use pairgate::client::{Client, Socket};
-use pairgate::protocol::ClientFrame;
+use pairgate_client::{Client, Socket};
+use pairgate_protocol::ClientFrame;
 
 use super::ctx::{Account, Ctx, Fail, H, Res, Role, SAMPLE_BATCH, fail, refused};
 use super::socket::Sock;

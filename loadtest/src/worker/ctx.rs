@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering:
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use pairgate::client::{ClientError, ConnectOptions};
 use pairgate::tokens::Tokens;
+use pairgate_client::{ClientError, ConnectOptions};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::timer::PreciseTimer;
@@ -332,8 +332,7 @@ impl Ctx {
             origin: None,
             bind: (!ips.is_empty()).then(|| ips[global % ips.len()]),
             timeout: Duration::from_millis(self.cfg.timeout_ms),
-            recv_buffer: None,
-            headers: Vec::new(),
+            ..ConnectOptions::default()
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use futures::StreamExt;
-use pairgate::client::Socket;
+use pairgate_client::Socket;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;

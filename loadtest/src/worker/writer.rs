@@ -1,7 +1,7 @@
 //! The sending half of a socket during the relay: flat out (a window of
 //! sends in flight) or at a fixed rate (sends on a schedule).
 //!
-//! Every send is a `ClientFrame::Send` encoded by `pairgate::protocol` (the
+//! Every send is a `ClientFrame::Send` encoded by `pairgate_protocol` (the
 //! one client-frame encoder); its body is `{"t":T,"s":SEQ,"p":PADDING}` and
 //! its id is T in decimal, so an ack's latency needs no lookup table and a
 //! receiver in another process computes relay latency from T (both read
@@ -25,8 +25,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use futures::SinkExt;
 use futures::stream::SplitSink;
-use pairgate::client::Socket;
-use pairgate::protocol::ClientFrame;
+use pairgate_client::Socket;
+use pairgate_protocol::ClientFrame;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::sleep_until;

@@ -17,17 +17,15 @@ use futures::{SinkExt, StreamExt};
 use pairgate::client::{ClientError, ConnectOptions};
 use pairgate::protocol::ClientFrame;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{T, next_id};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = pairgate::client::Socket;
 
 /// One received frame: its position among the socket's frames and its JSON
 /// (`{"__text__":..}` / `{"__binary__":len}` if not JSON).

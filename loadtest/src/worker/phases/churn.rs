@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pairgate::client::Client;
-use pairgate::protocol::ClientFrame;
+use pairgate_client::Client;
+use pairgate_protocol::ClientFrame;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 

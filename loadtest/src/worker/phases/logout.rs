@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use pairgate::protocol::ClientFrame;
+use pairgate_protocol::ClientFrame;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::SinkExt;
-use pairgate::protocol::ClientFrame;
+use pairgate_protocol::ClientFrame;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 

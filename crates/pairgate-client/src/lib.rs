@@ -1,9 +1,18 @@
-//! The client side of the protocol, in one place: connect, `hello`, requests
-//! matched to replies by `id`, and typed helpers for what a phone does. Used by
-//! `pairgate phone`, the tests and the load test.
+#![doc = include_str!("../README.md")]
 //!
-//! A `Client` buffers frames it was not asked for, so waiting for one reply
-//! never loses an event that arrived first. Every wait has a timeout.
+//! # Design
+//!
+//! A [`Client`] buffers frames it was not asked for, so waiting for one reply
+//! never loses an event that arrived first. Every wait has a timeout
+//! ([`ConnectOptions::timeout`]).
+//!
+//! The frames are encoded by [`protocol::ClientFrame::to_text`], from the
+//! `pairgate-protocol` crate (re-exported here as [`protocol`]): the same
+//! types the gateway parses with, so client and server cannot disagree on a
+//! field name. That crate is small (serde, tungstenite) on purpose: a client
+//! does not depend on the gateway (`pairgate`), which would drag in its
+//! storage, HTTP server and Redis client; the gateway depends on this crate
+//! instead and re-exports it as `pairgate::client` for its CLI and tests.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -12,15 +21,22 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::protocol::{ClientFrame, LinkTarget, SessionInfo};
+pub use pairgate_protocol as protocol;
+use protocol::{ClientFrame, LinkTarget, SessionInfo};
 
-pub type Socket = WebSocketStream<TcpStream>;
+/// TLS settings for `wss://` (the system-independent webpki roots, plus a CA
+/// of your own): see [`tls::config`].
+pub mod tls;
+pub use rustls;
+
+/// The socket under a [`Client`]: plain TCP for `ws://`, TLS for `wss://`.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -62,6 +78,10 @@ pub struct ConnectOptions {
     pub recv_buffer: Option<u32>,
     /// More request headers for the upgrade (a proxy's, an API gateway's).
     pub headers: Vec<(String, String)>,
+    /// TLS for `wss://` URLs: `None` trusts the webpki roots (public CAs);
+    /// [`tls::config`] with a CA file trusts a private or self-signed one too.
+    /// Unused for `ws://`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnectOptions {
@@ -73,6 +93,7 @@ impl Default for ConnectOptions {
             timeout: Duration::from_secs(10),
             recv_buffer: None,
             headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -97,7 +118,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens `url` (`ws://host:port/ws/phone` or `/ws/web`) and reads `hello`.
+    /// Opens `url` (`ws://host:port/ws/phone` or `/ws/web`, or `wss://` for
+    /// TLS) and reads `hello`.
     pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
         let mut request = url
             .into_client_request()
@@ -122,7 +144,19 @@ impl Client {
             .host()
             .unwrap_or("127.0.0.1")
             .trim_matches(['[', ']']);
-        let port = request.uri().port_u16().unwrap_or(80);
+        let secure = match request.uri().scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            other => {
+                return Err(ClientError::Connect(format!(
+                    "unsupported scheme {other:?}: use ws:// or wss://"
+                )));
+            }
+        };
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
         let addr: SocketAddr = lookup_host((host, port))
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?
@@ -152,9 +186,24 @@ impl Client {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(8192);
+        let connector = if secure {
+            let tls = match &opts.tls {
+                Some(c) => c.clone(),
+                None => tls::default_config(),
+            };
+            Connector::Rustls(tls)
+        } else {
+            Connector::Plain
+        };
+        // The TLS handshake and the upgrade share one deadline.
         let (ws, _) = tokio::time::timeout(
             opts.timeout,
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                stream,
+                Some(config),
+                Some(connector),
+            ),
         )
         .await
         .map_err(|_| ClientError::Timeout("upgrade".into()))??;
@@ -331,7 +380,7 @@ pub fn link_target(target: &str) -> LinkTarget {
     if let Some((_, r)) = target.split_once("#ref=") {
         return LinkTarget::Ref(r.to_owned());
     }
-    if crate::qr::normalize_code(target).is_some() {
+    if protocol::normalize_code(target).is_some() {
         return LinkTarget::Code(target.to_owned());
     }
     LinkTarget::Ref(target.to_owned())

@@ -1,6 +1,10 @@
-//! The wire contract's shapes: every client frame, server frame, error code and
-//! close code. This is the only place JSON field names live; the rest of the
-//! gateway works with the typed values parsed here.
+//! pairgate's wire contract as types: every client frame, server frame, error
+//! code and close code. This is the only place JSON field names live: the
+//! gateway parses with it, and clients (`pairgate-client`, the load test, the
+//! tests) encode with it, so the two cannot drift apart.
+//!
+//! It is its own crate so that a client needs neither the gateway nor its
+//! dependencies (storage, HTTP server, Redis): only serde and tungstenite.
 //!
 //! Parsing is two-step so that bad input gets the contract's exact answer: first
 //! every known field is captured as raw JSON (so `null`, wrong types and
@@ -12,8 +16,33 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::contract::MAX_ID_CHARS;
-pub use crate::contract::PROTOCOL_VERSION;
+/// The `protocol` field of `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest `id` a client frame may carry, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// The pairing code's alphabet: Crockford base32 without check symbol (no I,
+/// L, O or U).
+pub const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The canonical form of a typed code: upper-case, hyphens dropped, Crockford's
+/// aliases resolved (`O` is `0`; `I` and `L` are `1`). `None` if it cannot be one.
+pub fn normalize_code(typed: &str) -> Option<String> {
+    let mut out = String::with_capacity(8);
+    for c in typed.chars() {
+        let c = match c.to_ascii_uppercase() {
+            '-' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        if !CODE_ALPHABET.contains(c) {
+            return None;
+        }
+        out.push(c);
+    }
+    (out.len() == 8).then_some(out)
+}
 
 /// Which endpoint a socket was opened on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
