@@ -117,7 +117,8 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
     }
     if args.admin_token.is_some() {
         fail!(Failure::Usage(
-            "--admin-token runs one command (sessions, logout <session_id>, logout-all);              interactive mode is the phone's and needs --token or --account without it"
+            "--admin-token runs one command (sessions, logout <session_id>, logout-all); \
+             interactive mode is the phone's and needs --token or --account without it"
                 .to_owned()
         ))
     }
