@@ -483,6 +483,80 @@ async fn interactive_session_over_stdin() {
     gw.shutdown().await;
 }
 
+/// A gateway on `listener` over `data_dir` with the tests' secret, stopped by
+/// sending on the returned channel.
+fn run_gateway(
+    listener: TcpListener,
+    data_dir: &std::path::Path,
+) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    let config = Config {
+        data_dir: data_dir.to_path_buf(),
+        secret: Some(SECRET.to_owned()),
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(pairgate::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+/// Interactive mode outlives a gateway restart: the 1012 close is followed by
+/// a reconnect with backoff and the same token (a second `ready` in JSON
+/// mode), and commands work again on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_phone_reconnects_after_a_gateway_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, task) = run_gateway(listener, dir.path());
+    let token = phone_token("redial");
+    let mut child = phone_cmd(&[
+        "--url",
+        &format!("http://{addr}"),
+        "--token",
+        &token,
+        "--json",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let is_ready = |l: &str| l.contains(r#""type":"ready""#);
+    line_matching(&mut lines, &mut seen, is_ready).await;
+
+    // The restart: every socket closed 1012, then a new process on the same
+    // address and data dir.
+    let _ = stop.send(());
+    timeout(T, task)
+        .await
+        .expect("gateway stops")
+        .unwrap()
+        .unwrap();
+    let listener = TcpListener::bind(addr).await.expect("the address again");
+    let (stop, task) = run_gateway(listener, dir.path());
+
+    line_matching(&mut lines, &mut seen, is_ready).await;
+    stdin.write_all(b"sessions\n").await.unwrap();
+    line_matching(&mut lines, &mut seen, |l| {
+        l.contains(r#""type":"sessions""#)
+    })
+    .await;
+    stdin.write_all(b"quit\n").await.unwrap();
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}; saw {seen:#?}");
+    let _ = stop.send(());
+    timeout(T, task)
+        .await
+        .expect("gateway stops")
+        .unwrap()
+        .unwrap();
+}
+
 /// With `--admin-token`, the operator's `sessions`, `logout` and `logout-all`
 /// go through the operator API: the user's running phone is not replaced
 /// (no 4009), and hears of the logout as the contract says for an operator's

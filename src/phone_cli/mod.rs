@@ -17,6 +17,7 @@ mod failure;
 mod operator;
 mod output;
 mod phone;
+mod redial;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ use commands::{Cmd, parse_command};
 use failure::{Failure, with_context};
 use output::Output;
 use phone::{Answer, Phone, interactive};
+use redial::Redial;
 
 /// Runs `pairgate phone`; the exit status is documented in `--help`.
 pub async fn run(args: PhoneArgs) -> anyhow::Result<ExitCode> {
@@ -186,7 +188,12 @@ async fn run_inner(args: PhoneArgs, mut out: Output) -> Result<ExitCode, (Output
         out,
         answer,
     };
-    match interactive(&mut phone, &ready, &url).await {
+    let redial = Redial {
+        url: url.clone(),
+        opts: opts.clone(),
+        token: token.clone(),
+    };
+    match interactive(&mut phone, &ready, &url, &redial).await {
         Ok(code) => {
             phone.close(timeout).await;
             Ok(code)

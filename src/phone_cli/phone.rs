@@ -15,6 +15,7 @@ use super::output::{
     Output, clean, describe_event, describe_link_request, describe_linked, field, plural,
     sessions_table,
 };
+use super::redial::{Redial, worth_redialling};
 
 /// How a `link` request gets its answer.
 #[derive(Clone, Copy, PartialEq)]
@@ -153,6 +154,7 @@ pub(super) async fn interactive(
     phone: &mut Phone,
     ready: &Value,
     url: &str,
+    redial: &Redial,
 ) -> Result<ExitCode, Failure> {
     let mut lines = stdin_lines();
     if phone.out.json {
@@ -207,6 +209,20 @@ pub(super) async fn interactive(
                 // The client's reads time out so that requests cannot hang; an
                 // idle socket is no failure here.
                 Err(ClientError::Timeout(_)) => {}
+                // The gateway restarted or the network dropped: back with
+                // backoff and the same token, as the page does.
+                Err(e) if worth_redialling(&e) => {
+                    let (client, ready) = redial.connect(&phone.out).await?;
+                    phone.client = client;
+                    if let Some(rid) = pending.take() {
+                        phone.out.note(&format!("link request {rid} was lost with the connection"))?;
+                    }
+                    if phone.out.json {
+                        phone.out.stdout(&ready.to_string())?;
+                    } else {
+                        phone.out.note(&format!("reconnected to {url}"))?;
+                    }
+                }
                 Err(e) => return Err(e.into()),
             },
         }
