@@ -70,6 +70,12 @@ fn pki() -> Pki {
     }
 }
 
+/// TLS is the listener's concern, not the cluster's, and the cluster harness
+/// checks its nodes' readiness over plain HTTP: these run on one process.
+fn in_a_cluster_run() -> bool {
+    single_process_only("TLS is tested on one process; the cluster harness speaks plain HTTP")
+}
+
 impl Pki {
     async fn gateway(&self, tweak: impl FnOnce(&mut Config)) -> TestGateway {
         let (cert, key) = (self.cert.clone(), self.key.clone());
@@ -183,6 +189,9 @@ impl Wss {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_served_over_https() {
+    if in_a_cluster_run() {
+        return;
+    }
     let pki = pki();
     let g = pki.gateway(|_| {}).await;
     let (status, body) = pki.get(g.addr, "127.0.0.1", "/healthz").await;
@@ -203,6 +212,9 @@ async fn pages_are_served_over_https() {
 /// and messages both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_and_a_web_socket_pair_and_relay_over_wss() {
+    if in_a_cluster_run() {
+        return;
+    }
     let pki = pki();
     let g = pki.gateway(|_| {}).await;
     let acc = account("wss");
@@ -282,6 +294,9 @@ async fn a_phone_and_a_web_socket_pair_and_relay_over_wss() {
 /// The Origin rule is unchanged: another site's https page is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_sites_origin_is_refused_over_wss() {
+    if in_a_cluster_run() {
+        return;
+    }
     let pki = pki();
     let g = pki.gateway(|_| {}).await;
     let mut tls = pki.connect(g.addr, "localhost").await;
@@ -304,6 +319,9 @@ async fn another_sites_origin_is_refused_over_wss() {
 /// `http://` to the TLS port: a readable 400, then the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_http_request_to_the_tls_port_gets_a_clear_400() {
+    if in_a_cluster_run() {
+        return;
+    }
     let pki = pki();
     let g = pki.gateway(|_| {}).await;
     let r = http_get(g.addr, "/healthz", &[]).await;
@@ -317,6 +335,9 @@ async fn a_plain_http_request_to_the_tls_port_gets_a_clear_400() {
 /// handshake is cut off after the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_completes_a_handshake_is_cut_off() {
+    if in_a_cluster_run() {
+        return;
+    }
     let pki = pki();
     let g = pki
         .gateway(|c| {
