@@ -193,7 +193,7 @@ pub fn upgrade_headers(data: &[u8]) {
         }
     }
     thread_local! {
-        static CONFIGS: Vec<Config> = {
+        static CONFIGS: Vec<(Config, crate::origin::HostRule)> = {
             let plain = Config::default();
             let listed = Serve::try_parse_from([
                 "serve",
@@ -209,12 +209,18 @@ pub fn upgrade_headers(data: &[u8]) {
             let open = Serve::try_parse_from(["serve", "--listen", "0.0.0.0:8080", "--allowed-origins", "*"])
                 .expect("fuzz configuration parses")
                 .config;
-            vec![plain, listed, open]
+            [plain, listed, open]
+                .into_iter()
+                .map(|c| {
+                    let hosts = crate::origin::HostRule::new(&c);
+                    (c, hosts)
+                })
+                .collect()
         };
     }
     CONFIGS.with(|configs| {
-        for config in configs {
-            if crate::origin::check(config, &headers).is_ok() {
+        for (config, hosts) in configs {
+            if crate::origin::check(config, hosts, &headers).is_ok() {
                 assert!(
                     headers
                         .get_all(axum::http::header::ORIGIN)

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::ip_rate::IpRate;
 use crate::metrics::Metrics;
+use crate::origin::HostRule;
 use crate::store::Store;
 use crate::tokens::Tokens;
 
@@ -37,6 +38,9 @@ pub struct Gateway {
     pub drain: Drain,
     /// The socket caps (`--max-sockets`, `--max-sockets-per-ip`).
     pub admission: Arc<Admission>,
+    /// The names an upgrade's `Host` may carry, worked out once from the
+    /// options rather than at every upgrade.
+    pub host_rule: HostRule,
     /// Cluster mode: this node's membership (`None` on a single node).
     pub cluster: Option<Arc<Cluster>>,
     /// This node's name (`--node-id`, or generated at start).
@@ -69,6 +73,7 @@ impl Gateway {
             tasks: TaskTracker::new(),
             drain: Drain::new(&shutdown),
             admission: Admission::new(config.max_sockets, config.max_sockets_per_ip),
+            host_rule: HostRule::new(&config),
             cluster: None,
             node_id: config
                 .node_id

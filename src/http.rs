@@ -193,7 +193,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 /// write buffer small.
 fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> Response {
     let headers = req.headers();
-    if let Err((refusal, why)) = crate::origin::check(&gw.config, headers) {
+    if let Err((refusal, why)) = crate::origin::check(&gw.config, &gw.host_rule, headers) {
         gw.metrics.upgrade_refused(refusal.as_str());
         tracing::info!(
             reason = refusal.as_str(),

@@ -36,14 +36,19 @@ impl Refusal {
     }
 }
 
-/// The `Host` and `Origin` checks of one upgrade request.
-pub fn check(config: &Config, headers: &HeaderMap) -> Result<(), (Refusal, &'static str)> {
+/// The `Host` and `Origin` checks of one upgrade request; `rule` is
+/// `HostRule::new` of the same `config`.
+pub fn check(
+    config: &Config,
+    rule: &HostRule,
+    headers: &HeaderMap,
+) -> Result<(), (Refusal, &'static str)> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(h), None) => h.to_str().ok(),
         _ => None,
     };
-    if !HostRule::new(config).allows(host) {
+    if !rule.allows(host) {
         return Err((Refusal::Host, "host not served here"));
     }
     let mut origins = headers.get_all(header::ORIGIN).iter();
@@ -330,7 +335,8 @@ mod tests {
     #[test]
     fn check_refuses_rebinding_repeated_and_foreign_origins() {
         let c = config("127.0.0.1:8080", None, None);
-        let check = |h: &[(&str, &str)]| check(&c, &headers(h)).map_err(|(r, _)| r);
+        let rule = HostRule::new(&c);
+        let check = |h: &[(&str, &str)]| check(&c, &rule, &headers(h)).map_err(|(r, _)| r);
         assert_eq!(check(&[("host", "127.0.0.1:8080")]), Ok(()));
         assert_eq!(
             check(&[

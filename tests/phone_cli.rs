@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpListener;
-use tokio::process::{ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -120,6 +120,20 @@ fn phone_cmd(args: &[&str]) -> Command {
         .env_remove("PAIRGATE_ADMIN_TOKEN")
         .kill_on_drop(true);
     cmd
+}
+
+/// `pairgate phone ARGS` in interactive mode: the process, its stdin to type
+/// into, and its stdout's lines.
+fn interactive_phone(args: &[&str]) -> (Child, ChildStdin, Lines<BufReader<ChildStdout>>) {
+    let mut child = phone_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, stdin, lines)
 }
 
 /// Runs a one-shot `pairgate phone ARGS` to completion.
@@ -406,21 +420,14 @@ async fn interactive_session_over_stdin() {
     let (mut web, qr) = pair_web(gw.addr).await;
     let code = qr["code"].as_str().unwrap().to_owned();
 
-    let mut child = phone_cmd(&[
+    let (mut child, mut stdin, mut lines) = interactive_phone(&[
         "--url",
         &gw.base(),
         "--account",
         "carol",
         "--data-dir",
         &data_dir,
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    ]);
     let mut seen = Vec::new();
 
     // Not a terminal, so no prompt: the line after `link` is the answer.
@@ -511,20 +518,13 @@ async fn interactive_phone_reconnects_after_a_gateway_restart() {
     let addr = listener.local_addr().unwrap();
     let (stop, task) = run_gateway(listener, dir.path());
     let token = phone_token("redial");
-    let mut child = phone_cmd(&[
+    let (mut child, mut stdin, mut lines) = interactive_phone(&[
         "--url",
         &format!("http://{addr}"),
         "--token",
         &token,
         "--json",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    ]);
     let mut seen = Vec::new();
     let is_ready = |l: &str| l.contains(r#""type":"ready""#);
     line_matching(&mut lines, &mut seen, is_ready).await;
