@@ -19,7 +19,7 @@ pub use write::websocket_config;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::Either;
+use futures::future::{Either, OptionFuture};
 use futures::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -175,10 +175,20 @@ pub fn serve(
     .instrument(span)
 }
 
-async fn run<H: Handler>(mut conn: Conn<H::Event>, handler: H) {
-    tracing::debug!("socket opened");
-    conn.run(handler).await;
-    conn.gw.metrics.sockets(conn.role).dec();
+/// Not an `async fn` either, for the same reason: an async fn moves its
+/// arguments out of their slots into locals of its own, so the `Conn` (about
+/// 0.6 KiB) and the handler would sit in every socket's task twice. The
+/// block below uses its captures where they are.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice (above)"
+)]
+fn run<H: Handler>(mut conn: Conn<H::Event>, mut handler: H) -> impl Future<Output = ()> {
+    async move {
+        tracing::debug!("socket opened");
+        conn.run(&mut handler).await;
+        conn.gw.metrics.sockets(conn.role).dec();
+    }
 }
 
 impl<E> Conn<E> {
@@ -207,8 +217,15 @@ impl<E> Conn<E> {
         }
     }
 
-    async fn run<H: Handler<Event = E>>(&mut self, mut handler: H) {
-        let stop = self.drive(&mut handler).await;
+    async fn run<H: Handler<Event = E>>(&mut self, handler: &mut H) {
+        let stop = self.drive(handler).await;
+        // Boxed: the ending's states would otherwise widen the state every
+        // socket keeps for its whole life.
+        Box::pin(self.end(handler, stop)).await;
+    }
+
+    /// Unregisters the socket and carries out how it ended.
+    async fn end<H: Handler<Event = E>>(&mut self, handler: &mut H, stop: Result<(), Stop>) {
         // Whatever ended the loop: nothing more may be queued, and the socket
         // leaves every registry before its close frame goes out, so a socket
         // that is closing is never counted live.
@@ -263,16 +280,19 @@ impl<E> Conn<E> {
 
     async fn drive<H: Handler<Event = E>>(&mut self, handler: &mut H) -> Result<(), Stop> {
         let cfg = &self.gw.config;
+        // Serialized at once: the frame itself is not kept in the state the
+        // socket holds while it waits.
         let hello = ServerFrame::Hello {
             protocol: PROTOCOL_VERSION,
             heartbeat_ms: cfg.heartbeat_ms,
             max_frame_bytes: cfg.max_frame_bytes,
-        };
+        }
+        .to_text();
         let heartbeat_every = cfg.heartbeat();
         let auth_deadline = self.opened + cfg.auth_timeout();
         // Once per socket: boxed, like the other rare paths, so the state the
         // socket keeps while it waits stays small.
-        Box::pin(self.reply(&hello)).await?;
+        Box::pin(self.write_text(hello)).await?;
 
         // A random phase spreads every socket's pings over the interval.
         let phase = heartbeat_every.mul_f64(rand::random::<f64>());
@@ -304,6 +324,9 @@ impl<E> Conn<E> {
             } else {
                 handler.deadline()
             };
+            // Boxed, and only while there is one (opening, pairing): a live
+            // socket keeps no timer of its own beside the heartbeat.
+            let mut deadline_timer = deadline.map(|at| Box::pin(sleep_until(at.into())));
             tokio::select! {
                 biased;
                 // Shutdown, or this socket's turn in a drain (`drain.rs`).
@@ -326,7 +349,7 @@ impl<E> Conn<E> {
                     }
                     self.feed(Message::Ping(Default::default())).await?;
                 }
-                _ = sleep_until(deadline.unwrap_or(self.opened).into()), if deadline.is_some() => {
+                _ = OptionFuture::from(deadline_timer.as_mut()), if deadline_timer.is_some() => {
                     if opening {
                         return Err(Stop::close(CloseCode::TimedOut, None));
                     }
