@@ -509,6 +509,49 @@ async fn kill9_of_a_webs_node() {
     phone.assert_quiet("session_removed").await;
 }
 
+/// `kill -9` of the node that is home to many accounts while their webs on
+/// the other nodes have sends waiting on it: every web still gets
+/// `phone_status` `{"online":false}` within 2 x lease, and its next send
+/// answers `phone_offline` (its socket is registered with the new home),
+/// never `logged_out`. The waiting sends, woken by the death, used to re-home
+/// their accounts before the node listed the dead node's accounts, so those
+/// accounts' sockets on it were never registered anew (found by
+/// `loadtest chaos --kill node`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_home_with_sends_waiting_on_it_keeps_every_web_registered() {
+    let mut c = three_nodes().await;
+    let mut phones = Vec::new();
+    let mut webs = Vec::new();
+    for k in 0..8 {
+        let acc = account(&format!("cl-home-busy-{k}"));
+        let phone = c.on(0).phone(&acc).await;
+        webs.push(c.on(1 + k % 2).pair(&phone, &PairOpts::new()).await);
+        phones.push(phone);
+    }
+
+    c.kill9(0).await;
+    let body = serde_json::value::to_raw_value(&json!("anyone?")).unwrap();
+    let send = ClientFrame::Send {
+        body: &body,
+        to: None,
+    };
+    // calls to the dead home, waiting until it is declared dead
+    for s in &webs {
+        for i in 0..4 {
+            s.web.send_frame(&send, Some(&format!("waiting-{i}"))).await;
+        }
+    }
+    let within = dead_within(&c);
+    for s in &webs {
+        let st = s.web.expect_within("phone_status", within).await;
+        assert_eq!(st["online"], false, "{}: {st}", s.web.name);
+    }
+    for s in &webs {
+        s.web.request_frame_error(&send, "phone_offline").await;
+    }
+    drop(phones);
+}
+
 /// A node that shuts down cleanly (SIGTERM) announces its sockets gone at
 /// once: with a long lease, the phone still gets `session_offline` promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
