@@ -39,6 +39,9 @@ pub enum Command {
     /// A reconnect surge: phones connecting at the same instant to a fresh
     /// gateway, refusals (503) retried with backoff; handshake latency.
     Surge(crate::surge::SurgeOpts),
+    /// A cluster under load loses a part: `kill -9` of a node, or of Redis
+    /// (restarted at once on its AOF); presence, recovery and losses.
+    Chaos(crate::chaos::ChaosOpts),
 }
 
 /// Which sockets send during the relay phase.

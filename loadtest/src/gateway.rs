@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A gateway this run started; stopped (SIGTERM, then SIGKILL) by `stop` or on drop.
@@ -40,6 +40,26 @@ impl Spawned {
         extra: &[String],
         secret: Option<&str>,
     ) -> anyhow::Result<Spawned> {
+        Self::start_logged(bin, max_devices, extra, secret, None).await
+    }
+
+    /// `start`, also writing every line the gateway logs to `log` (whole,
+    /// where the tail keeps the last few).
+    pub async fn start_logged(
+        bin: &Path,
+        max_devices: usize,
+        extra: &[String],
+        secret: Option<&str>,
+        log: Option<&Path>,
+    ) -> anyhow::Result<Spawned> {
+        let mut log_file = match log {
+            Some(path) => Some(
+                tokio::fs::File::create(path)
+                    .await
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            ),
+            None => None,
+        };
         let data_dir = tempfile::Builder::new()
             .prefix("pairgate-loadtest-")
             .tempdir()
@@ -93,6 +113,9 @@ impl Spawned {
         let addr = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
                 keep(&log_tail, &line);
+                if let Some(f) = &mut log_file {
+                    f.write_all(format!("{line}\n").as_bytes()).await?;
+                }
                 if let Some(addr) = listening_addr(&line) {
                     return Ok(addr);
                 }
@@ -118,6 +141,11 @@ impl Spawned {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 keep(&tail, &line);
+                if let Some(f) = &mut log_file
+                    && f.write_all(format!("{line}\n").as_bytes()).await.is_err()
+                {
+                    log_file = None;
+                }
             }
         });
         // The gateway created the secret file before it started listening.
@@ -132,8 +160,23 @@ impl Spawned {
         })
     }
 
+    /// `kill -9`: the process dies at once, with whatever it held in memory
+    /// (`loadtest chaos`). Reaped here; `stop` afterwards just reports it.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("SIGKILL")?;
+        self.child
+            .wait()
+            .await
+            .context("reaping the killed gateway")?;
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL after 8 s; the exit status as text.
     pub async fn stop(mut self) -> String {
+        // Already dead and reaped (`kill9`): its pid may be someone else's now.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.to_string();
+        }
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGTERM);

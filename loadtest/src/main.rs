@@ -12,7 +12,9 @@
 //! - [`soak`]: `--soak`: the gateway's RSS over time, its slope, the verdict.
 //! - [`stalled`]: `loadtest stalled`, web sockets that stop reading under a flood.
 //! - [`surge`]: `loadtest surge`, a reconnect surge against a fresh node.
+//! - [`chaos`]: `loadtest chaos`, a node or Redis killed under load.
 
+mod chaos;
 mod cli;
 mod clock;
 mod gateway;
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Worker { index: _ }) => worker::main().map(|()| true),
         Some(cli::Command::Stalled(opts)) => stalled::main(opts),
         Some(cli::Command::Surge(opts)) => surge::main(opts),
+        Some(cli::Command::Chaos(opts)) => chaos::main(opts),
         None => parent_main(cli.opts),
     };
     match result {

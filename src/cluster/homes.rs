@@ -219,15 +219,17 @@ impl Cluster {
     }
 
     /// After a call went unanswered: whether `node` still holds its lease
-    /// (asked of Redis). One that does not is forgotten at once.
-    pub async fn still_alive(&self, node: &Arc<str>) -> bool {
+    /// (asked of Redis). One that does not is handled as dead at once, as a
+    /// scan would: the lease may already be gone from Redis (removed by
+    /// another node), and then no scan here would ever see it go.
+    pub async fn still_alive(self: &Arc<Self>, gw: &Arc<Gateway>, node: &Arc<str>) -> bool {
         if !self.nodes.contains_key(node) {
             return false;
         }
         match self.is_alive(node).await {
             Ok(true) => true,
             Ok(false) => {
-                self.nodes.remove(node);
+                self.node_gone(gw, node);
                 false
             }
             // Redis cannot say either: the caller answers `unavailable`.

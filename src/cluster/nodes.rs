@@ -211,20 +211,25 @@ impl Cluster {
         if **node == *self.me() {
             return;
         }
-        self.nodes.remove(node);
-        if self.gone.insert(node.clone(), Instant::now()).is_some() {
-            return;
-        }
-        tracing::info!(node = %node, "node gone");
-        gw.metrics.cluster_nodes_gone.inc();
-        // Dropped waiters read as unanswered (calls) or done (teardowns).
-        self.replies.retain(|_, (n, _)| n != node);
-        self.acks.retain(|_, (n, _, _)| n != node);
-        // Its sockets of the accounts homed here go offline.
-        gw.sockets_gone_on(node);
-        // This node's sockets whose home it was register with a new one.
+        // The accounts homed there, taken before anything below wakes a
+        // request that would re-home one of them (a dropped call waiter
+        // forgets the home and claims it anew): an account re-homed first
+        // would be missed here, and its sockets on this node never
+        // registered with the new home (sends `logged_out`, no
+        // `phone_status`).
         let orphaned: std::collections::HashSet<Arc<str>> =
             self.forget_homes_at(node).into_iter().collect();
+        self.nodes.remove(node);
+        if self.gone.insert(node.clone(), Instant::now()).is_none() {
+            tracing::info!(node = %node, "node gone");
+            gw.metrics.cluster_nodes_gone.inc();
+            // Dropped waiters read as unanswered (calls) or done (teardowns).
+            self.replies.retain(|_, (n, _)| n != node);
+            self.acks.retain(|_, (n, _, _)| n != node);
+            // Its sockets of the accounts homed here go offline.
+            gw.sockets_gone_on(node);
+        }
+        // This node's sockets whose home it was register with a new one.
         if !orphaned.is_empty() {
             let reattached = self.reattach(gw, |account| orphaned.contains(account));
             gw.tasks.spawn(reattached);

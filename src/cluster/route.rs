@@ -43,7 +43,7 @@ impl Gateway {
                 Homed::Remote(node) => match cluster.call(&node, account, call()).await {
                     // Unanswered because that node is gone: its accounts are
                     // claimed anew, so ask again.
-                    Err(ErrorCode::Unavailable) if !cluster.still_alive(&node).await => {
+                    Err(ErrorCode::Unavailable) if !cluster.still_alive(self, &node).await => {
                         cluster.forget_home(account)
                     }
                     Err(code) => return Err(code),

@@ -509,6 +509,49 @@ async fn kill9_of_a_webs_node() {
     phone.assert_quiet("session_removed").await;
 }
 
+/// `kill -9` of the node that is home to many accounts while their webs on
+/// the other nodes have sends waiting on it: every web still gets
+/// `phone_status` `{"online":false}` within 2 x lease, and its next send
+/// answers `phone_offline` (its socket is registered with the new home),
+/// never `logged_out`. The waiting sends, woken by the death, used to re-home
+/// their accounts before the node listed the dead node's accounts, so those
+/// accounts' sockets on it were never registered anew (found by
+/// `loadtest chaos --kill node`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_home_with_sends_waiting_on_it_keeps_every_web_registered() {
+    let mut c = three_nodes().await;
+    let mut phones = Vec::new();
+    let mut webs = Vec::new();
+    for k in 0..8 {
+        let acc = account(&format!("cl-home-busy-{k}"));
+        let phone = c.on(0).phone(&acc).await;
+        webs.push(c.on(1 + k % 2).pair(&phone, &PairOpts::new()).await);
+        phones.push(phone);
+    }
+
+    c.kill9(0).await;
+    let body = serde_json::value::to_raw_value(&json!("anyone?")).unwrap();
+    let send = ClientFrame::Send {
+        body: &body,
+        to: None,
+    };
+    // calls to the dead home, waiting until it is declared dead
+    for s in &webs {
+        for i in 0..4 {
+            s.web.send_frame(&send, Some(&format!("waiting-{i}"))).await;
+        }
+    }
+    let within = dead_within(&c);
+    for s in &webs {
+        let st = s.web.expect_within("phone_status", within).await;
+        assert_eq!(st["online"], false, "{}: {st}", s.web.name);
+    }
+    for s in &webs {
+        s.web.request_frame_error(&send, "phone_offline").await;
+    }
+    drop(phones);
+}
+
 /// A node that shuts down cleanly (SIGTERM) announces its sockets gone at
 /// once: with a long lease, the phone still gets `session_offline` promptly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,6 +646,72 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
     }
 
     assert_kept_and_ended(&c, &acc, &[&live, &last], &[&ended, &all1, &all2]).await;
+}
+
+/// `kill -9` of Redis and its restart at once while a phone keeps sending
+/// to webs on two other nodes: the sockets stay open, and every `ack` counts
+/// only deliveries that arrive (`delivered` N: N webs got that message).
+/// Known to fail (here in 3 of 6 runs: a message acked `delivered` 2 some
+/// 150 ms after the kill reached neither web); `loadtest chaos --kill redis`
+/// loses 12-56 of ~68,000
+/// acknowledged phone-to-web deliveries per run (acked from 1 ms to 500 ms
+/// after the kill, while the nodes resync under new bus names), and the
+/// resync closes some web sockets 1012 ("web socket not re-registered",
+/// `unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug (issue 9): phone sends acked across a Redis restart are lost on the way to other nodes"]
+async fn redis_restart_while_relaying_loses_no_acknowledged_delivery() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-redis-relay");
+    let phone = c.on(0).phone(&acc).await;
+    let webs = [
+        c.on(1).pair(&phone, &PairOpts::new()).await,
+        c.on(2).pair(&phone, &PairOpts::new()).await,
+    ];
+    // (body, delivered) of every acked send, with the restart after the 100th
+    let mut acked = Vec::new();
+    for i in 0..400u64 {
+        if i == 100 {
+            c.redis.kill9().await;
+            c.redis.restart().await;
+        }
+        let r = phone.send_body(&json!(i), None).await;
+        if r["type"] == "ack" {
+            acked.push((i, r["delivered"].as_u64().unwrap_or(0)));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // a last message both webs get: everything sent before it has arrived
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = send_until_acked(&phone, &json!("end"), None, deadline).await;
+        if r["delivered"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the end marker never reached both webs: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in &webs {
+        s.web
+            .expect_where("the end marker", LONG, |m| {
+                m["type"] == "message" && m["body"] == "end"
+            })
+            .await;
+        assert!(!s.web.is_closed(), "{} was closed", s.web.name);
+    }
+    for (i, delivered) in acked {
+        let got = webs
+            .iter()
+            .filter(|s| s.web.all_of("message").iter().any(|m| m["body"] == i))
+            .count() as u64;
+        assert_eq!(
+            got, delivered,
+            "message {i}: acked delivered {delivered}, received by {got}"
+        );
+    }
 }
 
 /// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
