@@ -27,6 +27,10 @@ const QUEUE_FRAMES: usize = 4096;
 /// A drained queue keeps at most this many slots allocated.
 const IDLE_SLOTS: usize = 8;
 
+/// Whether a frame sent to a socket on another node got there: `true` once
+/// the bus handed it to that node (cluster mode, `Cluster::post_receipted`).
+pub type Receipt = oneshot::Receiver<bool>;
+
 /// Something for a socket's task to write or act on, in queue order.
 #[derive(Debug)]
 pub enum Out<E> {
@@ -89,6 +93,9 @@ pub trait RemoteSocket<E>: Send + Sync {
     /// The node holding the socket (its bus name).
     fn node(&self) -> &str;
     fn send(&self, text: &Utf8Bytes) -> bool;
+    /// Sends with a receipt that says whether the frame reached the
+    /// socket's node (`None`: not sent).
+    fn send_receipted(&self, text: &Utf8Bytes) -> Option<Receipt>;
     fn send_event(&self, event: E) -> bool;
     /// Orders the socket closed; `done` is released once its node confirms
     /// (or is gone).
@@ -206,6 +213,20 @@ impl<E> Peer<E> {
         match &self.0 {
             Kind::Local(inner) => inner.push(Out::Text(text.clone()), text.len()),
             Kind::Remote(r) => r.send(text),
+        }
+    }
+
+    /// Like `send`, for a frame whose delivery a sender's `ack` counts: `1`
+    /// if this node's socket took it. A socket on another node counts only
+    /// once the bus has handed the frame over: its receipt is added to
+    /// `receipts` and `0` returned for now (also when it cannot be sent).
+    pub fn send_counted(&self, text: &Utf8Bytes, receipts: &mut Vec<Receipt>) -> usize {
+        match &self.0 {
+            Kind::Local(_) => usize::from(self.send(text)),
+            Kind::Remote(r) => {
+                receipts.extend(r.send_receipted(text));
+                0
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use super::pairing::PairingEvent;
 use super::sessions::touch;
 
 use crate::gateway::Gateway;
-use crate::peer::Peer;
+use crate::peer::{Peer, Receipt};
 use crate::protocol::{CloseCode, ServerFrame};
 
 /// A phone socket's handle: it takes frames only.
@@ -48,13 +48,21 @@ impl AccountState {
         }
     }
 
-    /// Sends one serialized frame to every live web socket; returns how many took it.
-    pub fn to_webs(&self, text: &Utf8Bytes) -> usize {
+    /// Sends one serialized frame to every live web socket.
+    pub fn to_webs(&self, text: &Utf8Bytes) {
+        for peer in self.sessions.values().filter_map(|s| s.live.as_ref()) {
+            peer.send(text);
+        }
+    }
+
+    /// Sends one serialized frame to every live web socket; returns how many
+    /// of this node's took it (see `Peer::send_counted` for the others).
+    pub fn to_webs_counted(&self, text: &Utf8Bytes, receipts: &mut Vec<Receipt>) -> usize {
         self.sessions
             .values()
             .filter_map(|s| s.live.as_ref())
-            .filter(|peer| peer.send(text))
-            .count()
+            .map(|peer| peer.send_counted(text, receipts))
+            .sum()
     }
 
     /// Makes `peer` the live socket of session `session_id` (which exists);

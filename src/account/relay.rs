@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::SUPERSEDED;
 use crate::gateway::Gateway;
+use crate::peer::Receipt;
 use crate::protocol::{ErrorCode, ServerFrame};
 
 impl Gateway {
@@ -25,6 +26,24 @@ impl Gateway {
         session_id: &str,
         web: u64,
         body: &RawValue,
+    ) -> Result<(), ErrorCode> {
+        let mut receipts = Vec::new();
+        self.relay_to_phone_receipted(account, session_id, web, body, &mut receipts)?;
+        // One node: no socket is elsewhere, so nothing waits for a receipt.
+        debug_assert!(receipts.is_empty());
+        Ok(())
+    }
+
+    /// `relay_to_phone`, where a phone on another node (cluster mode) is
+    /// reached once its receipt, added to `receipts`, says so: the caller
+    /// waits for it before answering.
+    pub fn relay_to_phone_receipted(
+        &self,
+        account: &str,
+        session_id: &str,
+        web: u64,
+        body: &RawValue,
+        receipts: &mut Vec<Receipt>,
     ) -> Result<(), ErrorCode> {
         self.check_body(body)?;
         let phone = self
@@ -47,7 +66,8 @@ impl Gateway {
         }
         .to_utf8_bytes();
         // A full phone queue closes the phone (4030): for the sender it is offline.
-        if !phone.send(&frame) {
+        let waiting = receipts.len();
+        if phone.send_counted(&frame, receipts) == 0 && receipts.len() == waiting {
             return Err(ErrorCode::PhoneOffline);
         }
         self.metrics.relayed_web_to_phone.inc();
@@ -62,6 +82,23 @@ impl Gateway {
         phone: u64,
         to: Option<&str>,
         body: &RawValue,
+    ) -> Result<usize, ErrorCode> {
+        let mut receipts = Vec::new();
+        let delivered = self.relay_to_webs_receipted(account, phone, to, body, &mut receipts)?;
+        // One node: no socket is elsewhere, so nothing waits for a receipt.
+        debug_assert!(receipts.is_empty());
+        Ok(delivered)
+    }
+
+    /// `relay_to_webs`, where sockets on other nodes (cluster mode) are not
+    /// counted in the result but by their receipts, added to `receipts`.
+    pub fn relay_to_webs_receipted(
+        &self,
+        account: &str,
+        phone: u64,
+        to: Option<&str>,
+        body: &RawValue,
+        receipts: &mut Vec<Receipt>,
     ) -> Result<usize, ErrorCode> {
         self.check_body(body)?;
         let frame = ServerFrame::Message {
@@ -94,15 +131,22 @@ impl Gateway {
                     return Err(ErrorCode::Unavailable);
                 }
                 match to {
-                    None => Ok(state.to_webs(&frame)),
+                    None => Ok(state.to_webs_counted(&frame, receipts)),
                     Some(sid) => match state.sessions.get(sid) {
                         None => Err(ErrorCode::UnknownSession),
-                        Some(s) => Ok(s.live.as_ref().is_some_and(|p| p.send(&frame)) as usize),
+                        Some(s) => Ok(s
+                            .live
+                            .as_ref()
+                            .map_or(0, |p| p.send_counted(&frame, receipts))),
                     },
                 }
             })
             .unwrap_or(Err(SUPERSEDED))?;
-        self.metrics.relayed_phone_to_web.inc_by(delivered as u64);
+        // Counted as sent here; a receipt that says otherwise does not
+        // count towards the `ack`'s `delivered`.
+        self.metrics
+            .relayed_phone_to_web
+            .inc_by((delivered + receipts.len()) as u64);
         Ok(delivered)
     }
 }

@@ -12,15 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tungstenite::Utf8Bytes;
 
 use super::calls::{Call, Reply};
 use super::redis_conn::RedisConn;
 use super::remote::WireEvent;
-use super::{Cluster, LocalSocket, keys};
+use super::{CALL_TIMEOUT, Cluster, LocalSocket, Outgoing, keys};
 use crate::gateway::Gateway;
+use crate::peer::Receipt;
 use crate::protocol::CloseCode;
 
 /// One message between nodes.
@@ -76,63 +79,105 @@ struct Packet {
 /// Messages gathered per flush at most; more wait for the next.
 const FLUSH_MAX: usize = 4096;
 
-/// Publishes what is queued, gathering per destination node.
+/// One flush's messages for one node, and the receipts waiting on them.
+type ForNode = (Arc<str>, Vec<Msg>, Vec<oneshot::Sender<bool>>);
+
+/// Publishes what is queued, gathering per destination node, and answers
+/// the receipts of what it published.
 pub(super) async fn publish_loop(
     cluster: Arc<Cluster>,
     metrics: Arc<crate::metrics::Metrics>,
-    mut rx: mpsc::Receiver<(Arc<str>, Msg)>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let mut conn = cluster.cmd.clone();
-    let mut batch: Vec<(Arc<str>, Msg)> = Vec::new();
+    let mut batch: Vec<Outgoing> = Vec::new();
     loop {
         if rx.recv_many(&mut batch, FLUSH_MAX).await == 0 {
             return;
         }
         let from = cluster.me();
         let messages = batch.len() as u64;
-        let mut per_node: Vec<(Arc<str>, Vec<Msg>)> = Vec::new();
+        let mut per_node: Vec<ForNode> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
-        for (node, msg) in batch.drain(..) {
+        for (node, msg, receipt) in batch.drain(..) {
             let i = *index.entry(node.clone()).or_insert_with(|| {
-                per_node.push((node, Vec::new()));
+                per_node.push((node, Vec::new(), Vec::new()));
                 per_node.len() - 1
             });
             per_node[i].1.push(msg);
+            per_node[i].2.extend(receipt);
         }
         let mut packets: Vec<(String, String)> = Vec::with_capacity(per_node.len());
-        for (node, msgs) in per_node {
+        let mut receipts: Vec<Vec<oneshot::Sender<bool>>> = Vec::with_capacity(per_node.len());
+        for (node, msgs, waiting) in per_node {
             let packet = Packet {
                 from: from.clone(),
                 msgs,
             };
             match serde_json::to_string(&packet) {
-                Ok(json) => packets.push((keys::bus(&node), json)),
+                Ok(json) => {
+                    packets.push((keys::bus(&node), json));
+                    receipts.push(waiting);
+                }
+                // Its receipts are dropped: not delivered.
                 Err(e) => tracing::error!(error = %e, "bus packet not encodable"),
             }
         }
-        match publish(&mut conn, packets).await {
-            Ok(()) => {
-                metrics.cluster_bus_published.inc_by(messages);
-            }
+        let taken = publish(&mut conn, packets).await;
+        if taken.iter().all(Option::is_some) {
+            metrics.cluster_bus_published.inc_by(messages);
+        } else {
             // Lost: whoever waits for an answer times out and says
             // `unavailable`; the health check notices the outage.
-            Err(e) => tracing::warn!(error = %e, "bus publish failed"),
+            tracing::warn!("bus publish failed");
+        }
+        for (subscribers, waiting) in taken.into_iter().zip(receipts) {
+            // Taken by Redis and handed to the node's subscription; none
+            // subscribed means the node is gone or has started over.
+            let delivered = subscribers.is_some_and(|n| n > 0);
+            for receipt in waiting {
+                let _ = receipt.send(delivered);
+            }
         }
     }
 }
 
-/// Publishes one flush's packets, each to its channel. One Redis: one
+/// How many of `receipts` say delivered within `CALL_TIMEOUT` (a receipt
+/// still unanswered by then counts as not delivered).
+pub async fn count_delivered(receipts: Vec<Receipt>) -> usize {
+    if receipts.is_empty() {
+        return 0;
+    }
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+    let mut waiting: FuturesUnordered<Receipt> = receipts.into_iter().collect();
+    let mut delivered = 0;
+    while let Ok(Some(receipt)) = tokio::time::timeout_at(deadline, waiting.next()).await {
+        delivered += usize::from(receipt == Ok(true));
+    }
+    delivered
+}
+
+/// Publishes one flush's packets, each to its channel; for each, how many
+/// subscribers Redis handed it to (`None`: not published). One Redis: one
 /// pipeline of PUBLISHes. A Redis Cluster: one SPUBLISH per channel, to the
 /// shard owning the channel's slot (a pipeline may not span slots), all at
 /// once; this flush completes before the next starts, so packets to one node
 /// still go out in order.
-async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> redis::RedisResult<()> {
+async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> Vec<Option<i64>> {
+    let count = packets.len();
     if !conn.is_cluster() {
         let mut pipe = redis::pipe();
         for (channel, json) in packets {
-            pipe.cmd("PUBLISH").arg(channel).arg(json).ignore();
+            pipe.cmd("PUBLISH").arg(channel).arg(json);
         }
-        return pipe.query_async::<()>(conn).await;
+        return match pipe.query_async::<Vec<i64>>(conn).await {
+            Ok(counts) if counts.len() == count => counts.into_iter().map(Some).collect(),
+            Ok(_) => vec![None; count],
+            Err(e) => {
+                tracing::debug!(error = %e, "bus publish failed");
+                vec![None; count]
+            }
+        };
     }
     let sends = packets.into_iter().map(|(channel, json)| {
         let mut conn = conn.clone();
@@ -140,15 +185,13 @@ async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> redis:
             redis::cmd("SPUBLISH")
                 .arg(channel)
                 .arg(json)
-                .query_async::<()>(&mut conn)
+                .query_async::<i64>(&mut conn)
                 .await
+                .inspect_err(|e| tracing::debug!(error = %e, "bus publish failed"))
+                .ok()
         }
     });
-    futures::future::join_all(sends)
-        .await
-        .into_iter()
-        .collect::<redis::RedisResult<Vec<()>>>()
-        .map(drop)
+    futures::future::join_all(sends).await
 }
 
 /// Listens on this node's channel, reconnecting after every loss; after a

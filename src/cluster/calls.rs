@@ -228,9 +228,10 @@ impl Cluster {
                 gw.logout(account, Actor::Phone(remote(conn)), session_id.as_deref())
                     .await,
             ),
-            Call::RelayToWebs { conn, to, body } => {
-                Reply::Count(gw.relay_to_webs(account, remote(conn), to.as_deref(), &body))
-            }
+            Call::RelayToWebs { conn, to, body } => Reply::Count(
+                gw.relay_to_webs_confirmed(account, remote(conn), to.as_deref(), &body)
+                    .await,
+            ),
             Call::Resume { conn, session_id } => {
                 let peer: WebPeer = RemotePeer::peer(self, from, conn);
                 Reply::Resumed(
@@ -246,7 +247,10 @@ impl Cluster {
                 conn,
                 session_id,
                 body,
-            } => Reply::Done(gw.relay_to_phone(account, &session_id, remote(conn), &body)),
+            } => Reply::Done(
+                gw.relay_to_phone_confirmed(account, &session_id, remote(conn), &body)
+                    .await,
+            ),
             Call::SelfLogout { conn, session_id } => {
                 Reply::Done(gw.self_logout(account, &session_id, remote(conn)).await)
             }

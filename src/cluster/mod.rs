@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::account::pairing::Attempt;
 use crate::account::presence::{PhonePeer, WebPeer};
+use crate::peer::Receipt;
 
 pub use self::bus::Msg;
 pub use self::calls::{Call, Reply};
@@ -65,8 +66,9 @@ pub use self::refs::RefRecord;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a logout waits for another node's teardown confirmation.
 pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
-/// What the publisher takes: a message and the node it is for.
-type Outgoing = (Arc<str>, Msg);
+/// What the publisher takes: a message, the node it is for, and who wants to
+/// know whether Redis handed it to that node (see [`Cluster::post_receipted`]).
+type Outgoing = (Arc<str>, Msg, Option<oneshot::Sender<bool>>);
 
 /// Messages waiting to be published; past that a send is refused.
 const BUS_QUEUE: usize = 1 << 16;
@@ -211,7 +213,25 @@ impl Cluster {
     /// Queues `msg` for `node`. `false` when the bus is down or full: the
     /// caller answers `unavailable` rather than pretend.
     pub fn post(&self, node: &Arc<str>, msg: Msg) -> bool {
-        self.is_up() && self.bus_tx.try_send((node.clone(), msg)).is_ok()
+        self.is_up() && self.bus_tx.try_send((node.clone(), msg, None)).is_ok()
+    }
+
+    /// Queues `msg` for `node`, with a receipt: `true` once Redis has taken
+    /// the packet carrying it and handed it to a subscriber of the node's
+    /// channel; `false` (or dropped) when the publish failed or nobody was
+    /// subscribed (the node is gone, or it started over under a new name).
+    /// `None` when the bus is down or full. What a socket's `ack` counts as
+    /// delivered on another node waits for this, so no `ack` counts a
+    /// message that a Redis outage swallowed.
+    pub fn post_receipted(&self, node: &Arc<str>, msg: Msg) -> Option<Receipt> {
+        if !self.is_up() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.bus_tx
+            .try_send((node.clone(), msg, Some(tx)))
+            .ok()
+            .map(|()| rx)
     }
 
     /// Warns when Redis keeps less than the durability promise needs; on a

@@ -341,7 +341,7 @@ impl Cluster {
         gw.metrics.sessions.set(0);
         // Ready again only once this node's sockets are registered anew.
         let reattached = self.reattach(gw, |_| true);
-        if tokio::time::timeout(2 * super::CALL_TIMEOUT, reattached)
+        if tokio::time::timeout(REATTACH_FOR + super::CALL_TIMEOUT, reattached)
             .await
             .is_err()
         {
@@ -432,42 +432,79 @@ fn sockets(gw: &Gateway) -> i64 {
         + gw.metrics.sockets(crate::protocol::Role::Web).get()
 }
 
+/// How long a socket's registering anew is tried again while its account's
+/// home cannot answer yet (it may be starting over after the same outage):
+/// the socket stays open meanwhile, and only a home still unreachable after
+/// this closes it 1012 (its client resumes elsewhere). Inside the contract's
+/// 10 s for recovering from a Redis outage.
+pub(super) const REATTACH_FOR: Duration = Duration::from_secs(6);
+/// Pause between two tries.
+const REATTACH_PAUSE: Duration = Duration::from_millis(200);
+
 /// Registers one of this node's sockets with its account's home again.
 async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
-    match socket {
-        LocalSocket::Phone { account, peer } => {
-            if let Err(code) = gw.phone_online_routed(&account, &peer).await {
-                tracing::info!(%account, ?code, "phone not re-registered; closing it 1012");
-                peer.order_close(CloseCode::Restarting);
+    let Some(cluster) = gw.cluster.clone() else {
+        return;
+    };
+    let name = cluster.me();
+    let until = Instant::now() + REATTACH_FOR;
+    loop {
+        let registered = match &socket {
+            LocalSocket::Phone { account, peer } => {
+                gw.phone_online_routed(account, peer).await.map(|()| None)
             }
+            LocalSocket::Web {
+                account,
+                session_id,
+                peer,
+            } => gw
+                .resume_routed(account, session_id, peer)
+                .await
+                .map(|resumed| Some(resumed.phone_online)),
+        };
+        let closing = match &socket {
+            LocalSocket::Phone { peer, .. } => peer.is_close_ordered(),
+            LocalSocket::Web { peer, .. } => peer.is_close_ordered(),
+        };
+        let again = registered == Err(crate::protocol::ErrorCode::Unavailable)
+            && Instant::now() + REATTACH_PAUSE < until
+            && !closing
+            // Lost again meanwhile: that loss's resync registers it.
+            && *cluster.me() == *name
+            && !cluster.stop.is_cancelled();
+        if !again {
+            return reattached(socket, registered);
         }
-        LocalSocket::Web {
-            account,
-            session_id,
-            peer,
-        } => match gw.resume_routed(&account, &session_id, &peer).await {
-            Ok(resumed) => {
-                peer.send(
-                    &ServerFrame::PhoneStatus {
-                        online: resumed.phone_online,
-                    }
-                    .to_utf8_bytes(),
-                );
+        tracing::debug!("socket's home cannot answer yet; registering it again shortly");
+        tokio::time::sleep(REATTACH_PAUSE).await;
+    }
+}
+
+/// Carries out what registering `socket` anew came to: `Some(online)` for a
+/// web socket (the phone's state is sent), `None` for a phone.
+fn reattached(socket: LocalSocket, registered: Result<Option<bool>, crate::protocol::ErrorCode>) {
+    match (socket, registered) {
+        (LocalSocket::Web { peer, .. }, Ok(Some(online))) => {
+            peer.send(&ServerFrame::PhoneStatus { online }.to_utf8_bytes());
+        }
+        (_, Ok(_)) => {}
+        (LocalSocket::Web { peer, .. }, Err(crate::protocol::ErrorCode::LoggedOut)) => {
+            // Ended on another node meanwhile.
+            let farewell: Utf8Bytes = ServerFrame::LoggedOut {
+                id: None,
+                reason: LogoutReason::PhoneLogout,
             }
-            Err(crate::protocol::ErrorCode::LoggedOut) => {
-                // Ended on another node meanwhile.
-                let farewell: Utf8Bytes = ServerFrame::LoggedOut {
-                    id: None,
-                    reason: LogoutReason::PhoneLogout,
-                }
-                .to_utf8_bytes();
-                peer.close(CloseCode::LoggedOut, Some(farewell));
-            }
-            Err(code) => {
-                tracing::info!(%account, ?code, "web socket not re-registered; closing it 1012");
-                peer.order_close(CloseCode::Restarting);
-            }
-        },
+            .to_utf8_bytes();
+            peer.close(CloseCode::LoggedOut, Some(farewell));
+        }
+        (LocalSocket::Web { account, peer, .. }, Err(code)) => {
+            tracing::info!(%account, ?code, "web socket not re-registered; closing it 1012");
+            peer.order_close(CloseCode::Restarting);
+        }
+        (LocalSocket::Phone { account, peer }, Err(code)) => {
+            tracing::info!(%account, ?code, "phone not re-registered; closing it 1012");
+            peer.order_close(CloseCode::Restarting);
+        }
     }
 }
 

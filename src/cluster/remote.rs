@@ -17,7 +17,7 @@ use super::bus::Msg;
 use super::{Cluster, LocalSocket};
 use crate::account::pairing::{LinkedWeb, PairingEvent};
 use crate::gateway::Gateway;
-use crate::peer::{Peer, RemoteSocket};
+use crate::peer::{Peer, Receipt, RemoteSocket};
 use crate::protocol::CloseCode;
 
 /// A pairing event on the wire.
@@ -83,6 +83,19 @@ impl RemotePeer {
             )
     }
 
+    fn deliver_receipted(&self, text: &Utf8Bytes) -> Option<Receipt> {
+        if self.ordered.load(Ordering::Acquire) {
+            return None;
+        }
+        self.cluster.post_receipted(
+            &self.node,
+            Msg::Deliver {
+                conn: self.conn,
+                text: text.as_str().to_owned(),
+            },
+        )
+    }
+
     fn event(&self, event: WireEvent) -> bool {
         self.cluster.post(
             &self.node,
@@ -134,6 +147,9 @@ macro_rules! remote_socket_common {
         }
         fn send(&self, text: &Utf8Bytes) -> bool {
             self.deliver(text)
+        }
+        fn send_receipted(&self, text: &Utf8Bytes) -> Option<Receipt> {
+            self.deliver_receipted(text)
         }
         fn place_order(
             &self,

@@ -325,6 +325,40 @@ impl Gateway {
         }
     }
 
+    /// `relay_to_webs` at the account's home: a web socket on another node
+    /// counts once its node has the frame (its receipt), so an `ack` never
+    /// counts a message a Redis outage swallowed.
+    pub(super) async fn relay_to_webs_confirmed(
+        &self,
+        account: &str,
+        phone: u64,
+        to: Option<&str>,
+        body: &RawValue,
+    ) -> Result<usize, ErrorCode> {
+        let mut receipts = Vec::new();
+        let here = self.relay_to_webs_receipted(account, phone, to, body, &mut receipts)?;
+        Ok(here + super::bus::count_delivered(receipts).await)
+    }
+
+    /// `relay_to_phone` at the account's home: a phone on another node has
+    /// the message once its receipt says so; until then the web's `send` is
+    /// not acknowledged, and without it the answer is `unavailable`.
+    pub(super) async fn relay_to_phone_confirmed(
+        &self,
+        account: &str,
+        session_id: &str,
+        web: u64,
+        body: &RawValue,
+    ) -> Result<(), ErrorCode> {
+        let mut receipts = Vec::new();
+        self.relay_to_phone_receipted(account, session_id, web, body, &mut receipts)?;
+        if receipts.is_empty() || super::bus::count_delivered(receipts).await == 1 {
+            Ok(())
+        } else {
+            Err(ErrorCode::Unavailable)
+        }
+    }
+
     pub async fn relay_to_webs_routed(
         self: &Arc<Self>,
         account: &str,
@@ -334,7 +368,7 @@ impl Gateway {
     ) -> Result<usize, ErrorCode> {
         self.routed(
             account,
-            || async { self.relay_to_webs(account, phone, to, body) },
+            || self.relay_to_webs_confirmed(account, phone, to, body),
             || Call::RelayToWebs {
                 conn: phone,
                 to: to.map(str::to_owned),
@@ -429,7 +463,7 @@ impl Gateway {
     ) -> Result<(), ErrorCode> {
         self.routed(
             account,
-            || async { self.relay_to_phone(account, session_id, web, body) },
+            || self.relay_to_phone_confirmed(account, session_id, web, body),
             || Call::RelayToPhone {
                 conn: web,
                 session_id: session_id.to_owned(),
