@@ -172,11 +172,7 @@ fn print_config(config: Config, m: &ArgMatches) -> ExitCode {
     init_cli_logging();
     let checked = one_secret(config, m).and_then(|config| {
         config.explicit_secret()?;
-        anyhow::ensure!(
-            config.previous_secret.len() <= pairgate::tokens::MAX_PREVIOUS_SECRETS,
-            "--previous-secret: at most {} secrets",
-            pairgate::tokens::MAX_PREVIOUS_SECRETS
-        );
+        config.previous_secrets()?;
         anyhow::ensure!(
             config.redis.is_none() || config.secret.is_some() || config.secret_file.is_some(),
             "--redis needs --secret or --secret-file"
