@@ -67,6 +67,7 @@ pub mod handshake;
 pub mod http;
 pub mod ids;
 pub mod ip_rate;
+pub mod log_throttle;
 pub mod metrics;
 pub mod origin;
 pub mod peer;
