@@ -353,6 +353,94 @@ async fn previous_secret_files_verify_tokens() {
     assert!(err.contains("at most 8"), "{err}");
 }
 
+/// A config file is `serve`'s: `pairgate phone` never reads it (a broken one
+/// does not stop it); `pairgate token` takes the keys it shares with `serve`
+/// (`data-dir`, `secret`, `secret-file`; below flags and `PAIRGATE_*`) and
+/// leaves the others to `serve`; a file it cannot use is an error naming
+/// the file (and the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_phone_with_a_config_file_meant_for_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_private(dir.path(), "secret.txt", "file-secret-value\n");
+    let s = secret.to_str().unwrap();
+    let data = dir.path().join("data");
+    let acc = account("cfgtoken");
+    // A value `serve` would refuse, in a key `token` has no use for.
+    let text = format!("secret-file = {s:?}\nmax-devices = \"eight\"\ndata-dir = {data:?}\n");
+    let file = write_private(dir.path(), "serve.toml", &text);
+    let f = file.to_str().unwrap();
+    let (st, out, err) = run_cli_env(
+        None,
+        &["token", "--account", &acc],
+        &[("PAIRGATE_CONFIG", f)],
+    )
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), "file-secret-value"), "{out}");
+    assert!(
+        !data.exists(),
+        "the data dir was used despite the secret file"
+    );
+    // --config too; a flag beats the file.
+    let (st, out, err) = run_cli(&[
+        "token",
+        "--config",
+        f,
+        "--account",
+        &acc,
+        "--secret",
+        "flag-secret",
+    ])
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), "flag-secret"), "{out}");
+    // The file's data dir: its secret (created there) signs.
+    let only_dir = write_private(dir.path(), "dir.toml", &format!("data-dir = {data:?}\n"));
+    let (st, out, err) = run_cli(&[
+        "token",
+        "--config",
+        only_dir.to_str().unwrap(),
+        "--account",
+        &acc,
+    ])
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), &read_secret_file(&data)));
+
+    // What token cannot use stops it, naming the file (and the key).
+    let broken = write_private(dir.path(), "broken.toml", "not toml [");
+    let b = broken.to_str().unwrap();
+    let typo = write_private(dir.path(), "typo.toml", &format!("secret_file = {s:?}\n"));
+    for (env, named) in [
+        (b, "broken.toml"),
+        (typo.to_str().unwrap(), "`secret_file`"),
+    ] {
+        let (st, _, err) = run_cli_env(
+            None,
+            &["token", "--account", &acc],
+            &[("PAIRGATE_CONFIG", env)],
+        )
+        .await;
+        assert_eq!(st.code(), Some(2), "{err}");
+        assert!(err.contains(named) && err.contains(env), "{err}");
+    }
+
+    // The phone CLI is a client: the file is not its business.
+    let g = TestGateway::start().await;
+    let url = format!("http://{}", g.addr);
+    let token = g.phone_token(&acc);
+    let (st, out, err) = run_cli_env(
+        None,
+        &[
+            "phone", "--url", &url, "--token", &token, "--json", "sessions",
+        ],
+        &[("PAIRGATE_CONFIG", b)],
+    )
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(out.contains("\"sessions\""), "{out}");
+}
+
 /// `--redis` is satisfied by `--secret-file` (its "needs a secret" rule).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_takes_a_secret_file() {
