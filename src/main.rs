@@ -112,23 +112,24 @@ fn parse(args: &[OsString]) -> (Cli, ArgMatches) {
     for name in TAKES_SERVE_OPTIONS.iter().chain(&SHARES_SERVE_OPTIONS) {
         cmd = on_command(cmd, name, |c| c.arg(config_file::config_arg()));
     }
-    // A subcommand comes first (`args_conflicts_with_subcommands`); none is
-    // `serve`'s top level.
+    // A subcommand comes first (`args_conflicts_with_subcommands`); an
+    // option or nothing there is `serve`'s top level (`""`), another word
+    // (`help`) is no command that reads the file.
     let named = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
-    let sub = cmd
-        .get_subcommands()
-        .find(|s| s.get_name() == named)
-        .map_or("", |s| s.get_name())
-        .to_owned();
-    let shares = SHARES_SERVE_OPTIONS.contains(&sub.as_str());
-    let reads_file = TAKES_SERVE_OPTIONS.contains(&sub.as_str()) || shares;
+    let sub = if named.is_empty() || named.starts_with('-') {
+        ""
+    } else {
+        named
+    };
+    let shares = SHARES_SERVE_OPTIONS.contains(&sub);
+    let reads_file = TAKES_SERVE_OPTIONS.contains(&sub) || shares;
     let file = config_file::path_from(args)
         .filter(|_| reads_file)
         .map(|path| ConfigFile::load(&path).unwrap_or_else(|e| usage_error(&mut cmd.clone(), e)));
     if let Some(f) = &file {
         let serve = Cli::command();
         let mut failed = None;
-        cmd = on_command(cmd, &sub, |c| {
+        cmd = on_command(cmd, sub, |c| {
             let applied = if shares {
                 f.apply_shared(c.clone(), &serve)
             } else {

@@ -439,6 +439,9 @@ async fn token_and_phone_with_a_config_file_meant_for_serve() {
     .await;
     assert!(st.success(), "{err}");
     assert!(out.contains("\"sessions\""), "{out}");
+    // Nor is it `pairgate help`'s.
+    let (st, _, err) = run_cli_env(None, &["help"], &[("PAIRGATE_CONFIG", b)]).await;
+    assert!(st.success(), "{err}");
 }
 
 /// `--redis` is satisfied by `--secret-file` (its "needs a secret" rule).
