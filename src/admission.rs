@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 
 use crate::contract::{RETRY_AFTER_FULL_SECS, RETRY_AFTER_PER_IP_SECS};
 use crate::gateway::Gateway;
+use crate::log_throttle::LogThrottle;
 
 /// Descriptors kept free beside the sockets when `--max-sockets` is 0: the
 /// store, the listener, the runtime, Redis, and HTTP requests (`/healthz`,
@@ -41,10 +43,12 @@ pub fn admit_upgrade(gw: &Gateway, ip: IpAddr) -> Result<Admitted, Refusal> {
         }
     };
     gw.metrics.upgrade_refused(refusal.as_str());
-    if gw.admission.refusal_log.should_log() {
+    // `refused`: the refusals since the last line, this one included.
+    if let Some(refused) = gw.admission.refusal_log.note() {
         tracing::info!(
             %ip,
             reason = refusal.as_str(),
+            refused,
             open = gw.admission.open(),
             max = gw.admission.max(),
             "upgrade refused"
@@ -112,20 +116,7 @@ pub struct Admission {
     open: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Refusals come in floods: one log line per second tells enough.
-    refusal_log: EverySecond,
-}
-
-/// Lets one event per second through (for log lines).
-#[derive(Default)]
-struct EverySecond {
-    last: AtomicU64,
-}
-
-impl EverySecond {
-    fn should_log(&self) -> bool {
-        let now = crate::time::now_ms().max(0) as u64 / 1000;
-        self.last.swap(now, Ordering::Relaxed) != now
-    }
+    refusal_log: LogThrottle,
 }
 
 /// One admitted socket's place; given back on drop.
@@ -148,7 +139,7 @@ impl Admission {
             per_ip: max_sockets_per_ip,
             open: AtomicUsize::new(0),
             by_ip: Mutex::new(HashMap::new()),
-            refusal_log: EverySecond::default(),
+            refusal_log: LogThrottle::new(Duration::from_secs(1)),
         })
     }
 

@@ -155,6 +155,11 @@ pub struct Config {
     /// without logging anybody out (repeatable or comma-separated; at most 8).
     #[arg(long, env = "PAIRGATE_PREVIOUS_SECRET", hide_env_values = true, value_delimiter = ',', value_parser = parse_previous_secret)]
     pub previous_secret: Vec<String>,
+    /// Read previous secrets from these files (one secret each, trimmed;
+    /// repeatable or comma-separated), so they show in no `ps`; they join
+    /// `--previous-secret`'s, at most 8 in all.
+    #[arg(long, env = "PAIRGATE_PREVIOUS_SECRET_FILE", value_delimiter = ',')]
+    pub previous_secret_file: Vec<PathBuf>,
 }
 
 /// Lists whose items print as their option values (`10.0.0.0/8`).
@@ -253,6 +258,7 @@ impl Default for Config {
             node_lease_ms: defaults::NODE_LEASE_MS,
             admin_token: None,
             previous_secret: Vec::new(),
+            previous_secret_file: Vec::new(),
         }
     }
 }
@@ -287,6 +293,22 @@ impl Config {
             (None, Some(path)) => crate::secret::read_secret_file(path).map(Some),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The secrets that verify but sign none: `--previous-secret`'s, then
+    /// each `--previous-secret-file`'s contents; at most
+    /// [`MAX_PREVIOUS_SECRETS`](crate::tokens::MAX_PREVIOUS_SECRETS).
+    pub fn previous_secrets(&self) -> anyhow::Result<Vec<String>> {
+        let mut all = self.previous_secret.clone();
+        for path in &self.previous_secret_file {
+            all.push(crate::secret::read_previous_secret_file(path)?);
+        }
+        anyhow::ensure!(
+            all.len() <= crate::tokens::MAX_PREVIOUS_SECRETS,
+            "--previous-secret and --previous-secret-file: at most {} secrets in all",
+            crate::tokens::MAX_PREVIOUS_SECRETS
+        );
+        Ok(all)
     }
 
     pub fn qr_ttl(&self) -> Duration {

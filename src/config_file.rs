@@ -114,6 +114,30 @@ impl ConfigFile {
         }
     }
 
+    /// `cmd` (a command sharing some of `serve`'s options, as `token` does)
+    /// with the file's values of the options it has. The file is meant for
+    /// `serve`: its other `serve` keys are not this command's business and
+    /// are left alone; a key that is no option of either is an error, as
+    /// for `serve`, since a misspelt key might have been meant for `cmd`.
+    pub fn apply_shared(&self, cmd: Command, serve: &Command) -> Result<Command, String> {
+        let shared = ConfigFile {
+            path: self.path.clone(),
+            table: self
+                .table
+                .iter()
+                .filter(|(key, _)| {
+                    let of = |c: &Command| {
+                        c.get_arguments()
+                            .any(|a| a.get_long() == Some(key.as_str()) && !is_meta(a))
+                    };
+                    of(&cmd) || !of(serve)
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        shared.apply(cmd)
+    }
+
     /// Whether the file sets the option of this long name.
     fn sets(&self, long: &str) -> bool {
         self.table.contains_key(long)

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::ip_rate::IpRate;
 use crate::metrics::Metrics;
-use crate::origin::HostRule;
+use crate::origin::{HostRule, RefusalLog};
 use crate::store::Store;
 use crate::tokens::Tokens;
 
@@ -41,6 +41,8 @@ pub struct Gateway {
     /// The names an upgrade's `Host` may carry, worked out once from the
     /// options rather than at every upgrade.
     pub host_rule: HostRule,
+    /// The `Host`/`Origin` refusals' log lines, throttled per reason.
+    pub refusal_log: RefusalLog,
     /// Cluster mode: this node's membership (`None` on a single node).
     pub cluster: Option<Arc<Cluster>>,
     /// This node's name (`--node-id`, or generated at start).
@@ -74,6 +76,7 @@ impl Gateway {
             drain: Drain::new(&shutdown),
             admission: Admission::new(config.max_sockets, config.max_sockets_per_ip),
             host_rule: HostRule::new(&config),
+            refusal_log: RefusalLog::default(),
             cluster: None,
             node_id: config
                 .node_id

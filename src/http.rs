@@ -195,13 +195,18 @@ fn upgrade(gw: Arc<Gateway>, role: Role, addr: SocketAddr, mut req: Request) -> 
     let headers = req.headers();
     if let Err((refusal, why)) = crate::origin::check(&gw.config, &gw.host_rule, headers) {
         gw.metrics.upgrade_refused(refusal.as_str());
-        tracing::info!(
-            reason = refusal.as_str(),
-            host = ?headers.get(header::HOST),
-            origin = ?headers.get(header::ORIGIN),
-            ip = %addr.ip(),
-            "upgrade refused: {why}"
-        );
+        // The headers and address are this refusal's; `refused` counts the
+        // ones of its reason since the last line, this one included.
+        if let Some(refused) = gw.refusal_log.note(refusal) {
+            tracing::info!(
+                reason = refusal.as_str(),
+                refused,
+                host = ?headers.get(header::HOST),
+                origin = ?headers.get(header::ORIGIN),
+                ip = %addr.ip(),
+                "upgrade refused: {why}"
+            );
+        }
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     let is_upgrade = req.method() == Method::GET

@@ -67,6 +67,7 @@ pub mod handshake;
 pub mod http;
 pub mod ids;
 pub mod ip_rate;
+pub mod log_throttle;
 pub mod metrics;
 pub mod origin;
 pub mod peer;
@@ -148,12 +149,7 @@ async fn serve<B: store::Backend>(
     };
     let explicit = config.explicit_secret()?;
     let secret = tokens::resolve_secret(explicit.as_deref(), &config.data_dir)?;
-    anyhow::ensure!(
-        config.previous_secret.len() <= tokens::MAX_PREVIOUS_SECRETS,
-        "--previous-secret: at most {} secrets",
-        tokens::MAX_PREVIOUS_SECRETS
-    );
-    let tokens = Tokens::with_previous(&secret, &config.previous_secret);
+    let tokens = Tokens::with_previous(&secret, &config.previous_secrets()?);
     let metrics = Arc::new(Metrics::new());
     let node_id = config
         .node_id

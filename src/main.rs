@@ -68,6 +68,12 @@ struct TokenArgs {
 /// is the top level (`serve` without its name).
 const TAKES_SERVE_OPTIONS: [&str; 3] = ["", "serve", "config"];
 
+/// The subcommands that take some of `serve`'s options (`token`: the data
+/// dir and the secret), and so `--config`, for those keys only. The others
+/// (`phone`, a client of the gateway) never read the file: a config file
+/// meant for `serve` cannot stop them.
+const SHARES_SERVE_OPTIONS: [&str; 1] = ["token"];
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let (cli, matches) = parse(&args);
@@ -76,7 +82,11 @@ fn main() -> ExitCode {
         None => &matches,
     };
     let outcome = match cli.command {
-        Some(Command::Token(args)) => token(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Token(mut args)) => {
+            one_of(&mut args.secret, &mut args.secret_file, serve_matches)
+                .and_then(|()| token(args))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Serve(config)) => one_secret(*config, serve_matches)
             .and_then(serve)
             .map(|()| ExitCode::SUCCESS),
@@ -99,23 +109,39 @@ fn main() -> ExitCode {
 /// the value came from.
 fn parse(args: &[OsString]) -> (Cli, ArgMatches) {
     let mut cmd = Cli::command();
-    for name in TAKES_SERVE_OPTIONS {
+    for name in TAKES_SERVE_OPTIONS.iter().chain(&SHARES_SERVE_OPTIONS) {
         cmd = on_command(cmd, name, |c| c.arg(config_file::config_arg()));
     }
+    // A subcommand comes first (`args_conflicts_with_subcommands`); an
+    // option or nothing there is `serve`'s top level (`""`), another word
+    // (`help`) is no command that reads the file.
+    let named = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let sub = if named.is_empty() || named.starts_with('-') {
+        ""
+    } else {
+        named
+    };
+    let shares = SHARES_SERVE_OPTIONS.contains(&sub);
+    let reads_file = TAKES_SERVE_OPTIONS.contains(&sub) || shares;
     let file = config_file::path_from(args)
+        .filter(|_| reads_file)
         .map(|path| ConfigFile::load(&path).unwrap_or_else(|e| usage_error(&mut cmd.clone(), e)));
     if let Some(f) = &file {
-        for name in TAKES_SERVE_OPTIONS {
-            let mut failed = None;
-            cmd = on_command(cmd, name, |c| {
-                f.apply(c.clone()).unwrap_or_else(|e| {
-                    failed = Some(e);
-                    c
-                })
-            });
-            if let Some(e) = failed {
-                usage_error(&mut cmd, e);
-            }
+        let serve = Cli::command();
+        let mut failed = None;
+        cmd = on_command(cmd, sub, |c| {
+            let applied = if shares {
+                f.apply_shared(c.clone(), &serve)
+            } else {
+                f.apply(c.clone())
+            };
+            applied.unwrap_or_else(|e| {
+                failed = Some(e);
+                c
+            })
+        });
+        if let Some(e) = failed {
+            usage_error(&mut cmd, e);
         }
     }
     let matches = cmd
@@ -150,20 +176,31 @@ fn usage_error(cmd: &mut clap::Command, message: String) -> ! {
 /// are defaults, which clap lets through) the one from the stronger source
 /// wins, and both in the file is an error.
 fn one_secret(mut config: Config, m: &ArgMatches) -> anyhow::Result<Config> {
-    if config.secret.is_some() && config.secret_file.is_some() {
-        let secret = m.value_source("secret");
-        let file = m.value_source("secret_file");
+    one_of(&mut config.secret, &mut config.secret_file, m)?;
+    Ok(config)
+}
+
+/// `--secret` or `--secret-file`, whichever came from the stronger source
+/// (see `one_secret`), for any command that takes both.
+fn one_of(
+    secret: &mut Option<String>,
+    secret_file: &mut Option<PathBuf>,
+    m: &ArgMatches,
+) -> anyhow::Result<()> {
+    if secret.is_some() && secret_file.is_some() {
+        let from_secret = m.value_source("secret");
+        let from_file = m.value_source("secret_file");
         anyhow::ensure!(
-            secret != file,
+            from_secret != from_file,
             "--secret and --secret-file are both set (only one may be)"
         );
-        if secret > file {
-            config.secret_file = None;
+        if from_secret > from_file {
+            *secret_file = None;
         } else {
-            config.secret = None;
+            *secret = None;
         }
     }
-    Ok(config)
+    Ok(())
 }
 
 /// `pairgate config`: the configuration in force, checked as `serve` would
@@ -172,11 +209,7 @@ fn print_config(config: Config, m: &ArgMatches) -> ExitCode {
     init_cli_logging();
     let checked = one_secret(config, m).and_then(|config| {
         config.explicit_secret()?;
-        anyhow::ensure!(
-            config.previous_secret.len() <= pairgate::tokens::MAX_PREVIOUS_SECRETS,
-            "--previous-secret: at most {} secrets",
-            pairgate::tokens::MAX_PREVIOUS_SECRETS
-        );
+        config.previous_secrets()?;
         anyhow::ensure!(
             config.redis.is_none() || config.secret.is_some() || config.secret_file.is_some(),
             "--redis needs --secret or --secret-file"

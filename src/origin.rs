@@ -12,10 +12,12 @@
 //! names) and a warning says so at start.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 
 use crate::config::Config;
+use crate::log_throttle::LogThrottle;
 
 /// Why an upgrade was refused before it was upgraded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,37 @@ impl Refusal {
         match self {
             Refusal::Host => "host",
             Refusal::Origin => "origin",
+        }
+    }
+}
+
+/// How often a refusal of one reason is logged: a flood of forged requests
+/// must not flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The refusals' log lines, at most one per reason per second, each
+/// carrying how many refusals of its reason it stands for.
+pub struct RefusalLog {
+    host: LogThrottle,
+    origin: LogThrottle,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog {
+            host: LogThrottle::new(REFUSAL_LOG_EVERY),
+            origin: LogThrottle::new(REFUSAL_LOG_EVERY),
+        }
+    }
+}
+
+impl RefusalLog {
+    /// Counts one refusal; `Some(n)` when its line is due, standing for `n`
+    /// refusals of that reason (see [`LogThrottle::note`]).
+    pub fn note(&self, refusal: Refusal) -> Option<u64> {
+        match refusal {
+            Refusal::Host => self.host.note(),
+            Refusal::Origin => self.origin.note(),
         }
     }
 }

@@ -49,18 +49,27 @@ pub fn open_to_others(path: &Path) -> bool {
 /// The secret in a file named by `--secret-file`: its contents, trimmed. One
 /// that others can read is reported (and used), as the data dir's is.
 pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    read_key_file(path, "secret file")
+}
+
+/// A former secret in a file named by `--previous-secret-file`, read as
+/// `--secret-file`'s is: what it verifies is accepted, so others must not
+/// read it either.
+pub fn read_previous_secret_file(path: &Path) -> anyhow::Result<String> {
+    read_key_file(path, "previous secret file")
+}
+
+/// The trimmed contents of a file holding a key; `what` names it in errors
+/// and the warning.
+fn read_key_file(path: &Path, what: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
     let secret = text.trim().to_owned();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "the secret file {} is empty",
-        path.display()
-    );
+    anyhow::ensure!(!secret.is_empty(), "the {what} {} is empty", path.display());
     if open_to_others(path) {
         tracing::warn!(
             file = %path.display(),
-            "the secret file can be read by other users of this machine, who can then mint \
+            "the {what} can be read by other users of this machine, who can then mint \
              phone tokens for every account: chmod 600 it (and rotate it if it leaked)"
         );
     }

@@ -24,7 +24,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -38,6 +38,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+
+use crate::log_throttle::LogThrottle;
 
 /// An HTTP connection (not yet upgraded) lives this many header timeouts
 /// before it is asked to finish: pages, health checks and handshakes take
@@ -231,10 +233,16 @@ async fn http<IO>(
 }
 
 /// Accept errors: how long to pause after one, and a rate-limited log.
-#[derive(Default)]
 struct AcceptErrors {
-    last_log: Option<Instant>,
-    unlogged: u64,
+    log: LogThrottle,
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        AcceptErrors {
+            log: LogThrottle::new(ACCEPT_LOG_EVERY),
+        }
+    }
 }
 
 impl AcceptErrors {
@@ -246,20 +254,13 @@ impl AcceptErrors {
             // the next accept may well succeed.
             Duration::ZERO
         };
-        self.unlogged += 1;
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY)
-        {
+        if let Some(errors) = self.log.note() {
             tracing::warn!(
                 error = %e,
-                errors = self.unlogged,
+                errors,
                 pause_ms = pause.as_millis() as u64,
                 "accept failed"
             );
-            self.last_log = Some(now);
-            self.unlogged = 0;
         }
         pause
     }

@@ -84,15 +84,15 @@ export function bodyText(body) {
 /** "just now", "2 min ago", "3 h ago", "5 days ago" for an RFC 3339 time. */
 export function relativeTime(iso) {
   const then = Date.parse(iso);
-  if (Number.isNaN(then)) return "unknown";
+  if (Number.isNaN(then)) return t("time.unknown");
   const seconds = Math.max(0, (Date.now() - then) / 1000);
-  if (seconds < 45) return "just now";
+  if (seconds < 45) return t("time.just_now");
   const minutes = Math.round(seconds / 60);
-  if (minutes < 60) return minutes + " min ago";
+  if (minutes < 60) return t("time.min_ago", { n: minutes });
   const hours = Math.round(minutes / 60);
-  if (hours < 24) return hours + " h ago";
+  if (hours < 24) return t("time.h_ago", { n: hours });
   const days = Math.round(hours / 24);
-  return days === 1 ? "yesterday" : days + " days ago";
+  return days === 1 ? t("time.yesterday") : t("time.days_ago", { n: days });
 }
 
 export function clockTime(date) {
@@ -133,7 +133,7 @@ export class MessageLog {
     const item = el(
       "li",
       { class: "msg msg-out" },
-      recipient ? el("span", { class: "msg-sender" }, "To " + recipient) : null,
+      recipient ? el("span", { class: "msg-sender" }, t("msg.to", { name: recipient })) : null,
       el("span", { class: "msg-text" }, text),
       meta,
     );

@@ -1,4 +1,5 @@
-// Every string the web client page shows, in one table per language. The
+// Every string the pages show (the web client, and the demo phone's under
+// `demo.`), in one table per language. The
 // language comes from the browser (`navigator.languages`, first match wins,
 // English otherwise). A value that is an object is a plural: its keys are
 // `Intl.PluralRules` categories, chosen by the `n` variable.
@@ -63,7 +64,85 @@ export const STRINGS = {
     "ended.stored": "This session has ended (logged out from your phone or expired). Link this browser again.",
     "ended.invalid": "This browser's saved session is no longer valid. Link it again.",
     "logout.offline": "Logged out of this browser. Also remove it from the list of linked devices on your phone.",
-    "logout.failed": "Could not log out: {reason}",
+    "logout.failed": "Could not log out: {reason}",    "msg.to": "To {name}",
+    "time.unknown": "unknown",
+    "time.just_now": "just now",
+    "time.min_ago": "{n} min ago",
+    "time.h_ago": "{n} h ago",
+    "time.yesterday": "yesterday",
+    "time.days_ago": { one: "{n} day ago", other: "{n} days ago" },
+    // The demo phone page (/phone with --demo).
+    "demo.page_title": "pairgate phone (demo)",
+    "demo.tag": "demo",
+    "demo.signin.title": "Sign in to your phone",
+    "demo.signin.ref_hint": "Sign in to link the browser that showed the QR code.",
+    "demo.signin.lead": "This page plays the part of the pairgate app on your phone. It needs a phone token for an account.",
+    "demo.signin.token_label": "Phone token",
+    "demo.signin.token_placeholder": "Paste the token printed by pairgate token --account NAME",
+    "demo.signin.use_token": "Use token",
+    "demo.signin.or": "or",
+    "demo.signin.create": "Create demo account",
+    "demo.signin.paste_first": "Paste a phone token first.",
+    "demo.signin.create_refused": "The gateway refused to create a demo account (HTTP {status}).",
+    "demo.signin.create_failed": "Could not create a demo account: {reason}",
+    "demo.signin.demo_off": "Demo mode is off: start the gateway with {serve}, or paste a token from {token}",
+    "demo.signin.invalid": "This phone token is invalid or has expired. Paste another one or create a demo account.",
+    "demo.state.connected": "connected",
+    "demo.state.connecting": "connecting",
+    "demo.state.disconnected": "disconnected",
+    "demo.sign_out": "Sign out",
+    "demo.disconnected": "Disconnected.",
+    "demo.reconnecting_in": { one: "Disconnected. Reconnecting in {n} s…", other: "Disconnected. Reconnecting in {n} s…" },
+    "demo.replaced": "This account's phone was opened in another window or tab (replaced by a newer phone socket).",
+    "demo.not_connected": "Not connected to the gateway. Try again once it reconnects.",
+    "demo.link.title": "Link a device",
+    "demo.link.hint": "Scan the QR code shown on the computer with your camera, or type its 8-character code.",
+    "demo.link.code_label": "Pairing code",
+    "demo.link.submit": "Link",
+    "demo.link.type_code": "Type the 8-character code shown under the QR code.",
+    "demo.link.unknown_ref": "That code is unknown or has expired. Use the code or QR code the computer shows now.",
+    "demo.link.rate_limited": "Too many failed link attempts. Wait a minute and try again.",
+    "demo.ref.title": "Link a device with this QR code?",
+    "demo.ref.lead": "You opened the link of a QR code. Linking lets the browser that shows that QR code read and send this account's messages until you log it out.",
+    "demo.ref.caution": "Continue only if you scanned the code yourself from a screen in front of you, never one somebody sent you. Nothing is linked yet: the next step shows the device's name and address, then asks you to confirm.",
+    "demo.ref.link": "Link this device",
+    "demo.ref.dismiss": "Dismiss",
+    "demo.request.title": "Link this device?",
+    "demo.request.confirm": "Confirm",
+    "demo.request.reject": "Reject",
+    "demo.request.linked": "Linked {name}.",
+    "demo.request.rejected": "Link request rejected.",
+    "demo.unknown_device": "Unknown device",
+    "demo.unknown_address": "unknown address",
+    "demo.the_device": "the device",
+    "demo.sessions.title": "Linked devices",
+    "demo.sessions.empty": "No linked devices yet.",
+    "demo.sessions.online_now": "online now",
+    "demo.sessions.last_active": "last active {when}",
+    "demo.sessions.temporary": "temporary",
+    "demo.sessions.online": "Online",
+    "demo.sessions.offline": "Offline",
+    "demo.sessions.logout_label": "Log out {name}",
+    "demo.sessions.logged_out": "Logged out {name}.",
+    "demo.sessions.logout_failed": "Could not log out {name}: {reason}",
+    "demo.sessions.list_failed": "Could not list linked devices: {reason}",
+    "demo.sessions.logout_all": "Close all sessions",
+    "demo.sessions.logout_all_ask": "Log out every linked device? They will need a new QR code to link again.",
+    "demo.sessions.logout_all_yes": "Yes, log out all",
+    "demo.sessions.cancel": "Cancel",
+    "demo.sessions.closed": { one: "Closed {n} session", other: "Closed {n} sessions" },
+    "demo.sessions.logout_all_failed": "Could not close the sessions: {reason}",
+    "demo.removed.someone": "A linked device",
+    "demo.removed.self_logout": "{name} logged itself out.",
+    "demo.removed.admin": "{name} was logged out by an administrator.",
+    "demo.removed.expired": "{name} expired.",
+    "demo.messages.empty": "No messages yet.",
+    "demo.composer.to_label": "Send to",
+    "demo.composer.to_all": "All devices",
+    "demo.composer.all_devices": "all devices",
+    "demo.composer.one_device": "one device",
+    "demo.delivered": { one: "Delivered to {n} device", other: "Delivered to {n} devices" },
+    "demo.open_web": "Open the web client",
   },
   de: {
     "page.title": "pairgate",
@@ -123,7 +202,84 @@ export const STRINGS = {
     "ended.stored": "Diese Sitzung ist beendet (vom Telefon abgemeldet oder abgelaufen). Verknüpfe diesen Browser erneut.",
     "ended.invalid": "Die gespeicherte Sitzung dieses Browsers ist nicht mehr gültig. Verknüpfe ihn erneut.",
     "logout.offline": "Von diesem Browser abgemeldet. Entferne ihn auch aus der Liste der verknüpften Geräte auf deinem Telefon.",
-    "logout.failed": "Abmelden fehlgeschlagen: {reason}",
+    "logout.failed": "Abmelden fehlgeschlagen: {reason}",    "msg.to": "An {name}",
+    "time.unknown": "unbekannt",
+    "time.just_now": "gerade eben",
+    "time.min_ago": "vor {n} Min.",
+    "time.h_ago": "vor {n} Std.",
+    "time.yesterday": "gestern",
+    "time.days_ago": { one: "vor {n} Tag", other: "vor {n} Tagen" },
+    "demo.page_title": "pairgate-Telefon (Demo)",
+    "demo.tag": "Demo",
+    "demo.signin.title": "Auf deinem Telefon anmelden",
+    "demo.signin.ref_hint": "Melde dich an, um den Browser zu verknüpfen, der den QR-Code gezeigt hat.",
+    "demo.signin.lead": "Diese Seite spielt die pairgate-App auf deinem Telefon. Sie braucht ein Telefon-Token für ein Konto.",
+    "demo.signin.token_label": "Telefon-Token",
+    "demo.signin.token_placeholder": "Füge das Token ein, das pairgate token --account NAME ausgibt",
+    "demo.signin.use_token": "Token verwenden",
+    "demo.signin.or": "oder",
+    "demo.signin.create": "Demo-Konto anlegen",
+    "demo.signin.paste_first": "Füge zuerst ein Telefon-Token ein.",
+    "demo.signin.create_refused": "Das Gateway hat das Anlegen eines Demo-Kontos abgelehnt (HTTP {status}).",
+    "demo.signin.create_failed": "Demo-Konto konnte nicht angelegt werden: {reason}",
+    "demo.signin.demo_off": "Der Demo-Modus ist aus: Starte das Gateway mit {serve} oder füge ein Token von {token} ein",
+    "demo.signin.invalid": "Dieses Telefon-Token ist ungültig oder abgelaufen. Füge ein anderes ein oder lege ein Demo-Konto an.",
+    "demo.state.connected": "verbunden",
+    "demo.state.connecting": "verbinde",
+    "demo.state.disconnected": "getrennt",
+    "demo.sign_out": "Abmelden",
+    "demo.disconnected": "Getrennt.",
+    "demo.reconnecting_in": { one: "Getrennt. Neuer Versuch in {n} Sekunde…", other: "Getrennt. Neuer Versuch in {n} Sekunden…" },
+    "demo.replaced": "Das Telefon dieses Kontos wurde in einem anderen Fenster oder Tab geöffnet (durch eine neuere Telefon-Verbindung ersetzt).",
+    "demo.not_connected": "Nicht mit dem Gateway verbunden. Versuche es erneut, sobald die Verbindung wieder steht.",
+    "demo.link.title": "Gerät verknüpfen",
+    "demo.link.hint": "Scanne den QR-Code auf dem Computer mit deiner Kamera oder gib seinen 8-stelligen Code ein.",
+    "demo.link.code_label": "Kopplungscode",
+    "demo.link.submit": "Verknüpfen",
+    "demo.link.type_code": "Gib den 8-stelligen Code ein, der unter dem QR-Code steht.",
+    "demo.link.unknown_ref": "Dieser Code ist unbekannt oder abgelaufen. Verwende den Code oder QR-Code, den der Computer jetzt zeigt.",
+    "demo.link.rate_limited": "Zu viele fehlgeschlagene Verknüpfungsversuche. Warte eine Minute und versuche es erneut.",
+    "demo.ref.title": "Ein Gerät mit diesem QR-Code verknüpfen?",
+    "demo.ref.lead": "Du hast den Link eines QR-Codes geöffnet. Eine Verknüpfung erlaubt dem Browser, der diesen QR-Code zeigt, die Nachrichten dieses Kontos zu lesen und zu senden, bis du ihn abmeldest.",
+    "demo.ref.caution": "Fahre nur fort, wenn du den Code selbst von einem Bildschirm vor dir gescannt hast, nie einen, den dir jemand geschickt hat. Noch ist nichts verknüpft: Der nächste Schritt zeigt Name und Adresse des Geräts und fragt dann nach deiner Bestätigung.",
+    "demo.ref.link": "Dieses Gerät verknüpfen",
+    "demo.ref.dismiss": "Verwerfen",
+    "demo.request.title": "Dieses Gerät verknüpfen?",
+    "demo.request.confirm": "Bestätigen",
+    "demo.request.reject": "Ablehnen",
+    "demo.request.linked": "{name} verknüpft.",
+    "demo.request.rejected": "Verknüpfung abgelehnt.",
+    "demo.unknown_device": "Unbekanntes Gerät",
+    "demo.unknown_address": "unbekannte Adresse",
+    "demo.the_device": "Das Gerät",
+    "demo.sessions.title": "Verknüpfte Geräte",
+    "demo.sessions.empty": "Noch keine verknüpften Geräte.",
+    "demo.sessions.online_now": "jetzt online",
+    "demo.sessions.last_active": "zuletzt aktiv {when}",
+    "demo.sessions.temporary": "vorübergehend",
+    "demo.sessions.online": "Online",
+    "demo.sessions.offline": "Offline",
+    "demo.sessions.logout_label": "{name} abmelden",
+    "demo.sessions.logged_out": "{name} abgemeldet.",
+    "demo.sessions.logout_failed": "{name} konnte nicht abgemeldet werden: {reason}",
+    "demo.sessions.list_failed": "Verknüpfte Geräte konnten nicht geladen werden: {reason}",
+    "demo.sessions.logout_all": "Alle Sitzungen beenden",
+    "demo.sessions.logout_all_ask": "Alle verknüpften Geräte abmelden? Sie brauchen einen neuen QR-Code, um sich wieder zu verknüpfen.",
+    "demo.sessions.logout_all_yes": "Ja, alle abmelden",
+    "demo.sessions.cancel": "Abbrechen",
+    "demo.sessions.closed": { one: "{n} Sitzung beendet", other: "{n} Sitzungen beendet" },
+    "demo.sessions.logout_all_failed": "Die Sitzungen konnten nicht beendet werden: {reason}",
+    "demo.removed.someone": "Ein verknüpftes Gerät",
+    "demo.removed.self_logout": "{name} hat sich selbst abgemeldet.",
+    "demo.removed.admin": "{name} wurde von einem Administrator abgemeldet.",
+    "demo.removed.expired": "{name} ist abgelaufen.",
+    "demo.messages.empty": "Noch keine Nachrichten.",
+    "demo.composer.to_label": "Senden an",
+    "demo.composer.to_all": "Alle Geräte",
+    "demo.composer.all_devices": "alle Geräte",
+    "demo.composer.one_device": "ein Gerät",
+    "demo.delivered": { one: "An {n} Gerät zugestellt", other: "An {n} Geräte zugestellt" },
+    "demo.open_web": "Web-Client öffnen",
   },
 };
 
@@ -166,11 +322,29 @@ export function errorText(code, english) {
 }
 
 /**
+ * The string `key` as DOM nodes, each `{name}` replaced by the node
+ * `nodes[name]` (for text with markup in it, such as a `<code>` command).
+ */
+export function tNodes(key, nodes) {
+  // `t` leaves a `{name}` it has no value for as it is.
+  return t(key)
+    .split(/(\{\w+\})/)
+    .filter(Boolean)
+    .map((part) => {
+      const name = /^\{(\w+)\}$/.exec(part);
+      return name && nodes[name[1]] ? nodes[name[1]] : document.createTextNode(part);
+    });
+}
+
+/**
  * Fills the page's static text: `data-i18n` (text), `data-i18n-aria-label`,
- * `data-i18n-placeholder`; sets `<html lang>`.
+ * `data-i18n-placeholder`, and the title from `<html data-i18n-title>`;
+ * sets `<html lang>`.
  */
 export function translatePage(root = document) {
   document.documentElement.lang = lang;
+  const title = document.documentElement.dataset.i18nTitle;
+  if (title) document.title = t(title);
   for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   for (const node of root.querySelectorAll("[data-i18n-aria-label]")) {
     node.setAttribute("aria-label", t(node.dataset.i18nAriaLabel));

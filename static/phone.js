@@ -6,6 +6,7 @@
 // `document.body.dataset.state`: signed-out, connecting, ready, or replaced
 // (another phone socket of the account took over; waits for "Use here").
 import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relativeTime, webSocketUrl } from "./common.js";
+import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.js";
 
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -20,7 +21,8 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   let linkRequest = null; // {request_id, device} awaiting Confirm / Reject
   let sessions = []; // last `sessions` reply, oldest first
   const reconnector = new Reconnector(connect, showReconnectCountdown);
-  const log = new MessageLog($("phone-messages"), "No messages yet.");
+  translatePage();
+  const log = new MessageLog($("phone-messages"), t("demo.messages.empty"));
 
   // ---- Small helpers ------------------------------------------------------
 
@@ -60,17 +62,13 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   }
 
   function errorText(reply) {
-    return describeError(reply.code, reply.message);
-  }
-
-  function plural(n, word) {
-    return n + " " + word + (n === 1 ? "" : "s");
+    return translatedError(reply.code, describeError(reply.code, reply.message));
   }
 
   /** `state` is connected, connecting or disconnected. */
   function setConnection(state) {
     const pill = $("phone-state");
-    pill.textContent = state;
+    pill.textContent = t("demo.state." + state);
     pill.classList.toggle("online", state === "connected");
   }
 
@@ -99,7 +97,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   function useToken(value) {
     token = value.trim();
     if (!token) {
-      showSigninError("Paste a phone token first.");
+      showSigninError(t("demo.signin.paste_first"));
       return;
     }
     storeToken(token);
@@ -118,14 +116,14 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
         return;
       }
       if (!response.ok) {
-        showSigninError("The gateway refused to create a demo account (HTTP " + response.status + ").");
+        showSigninError(t("demo.signin.create_refused", { status: response.status }));
         return;
       }
       const data = await response.json();
       if (typeof data.token !== "string") throw new Error("no token in the answer");
       useToken(data.token);
     } catch (err) {
-      showSigninError("Could not create a demo account: " + err.message);
+      showSigninError(t("demo.signin.create_failed", { reason: err.message }));
     } finally {
       button.disabled = false;
     }
@@ -135,10 +133,10 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
     return el(
       "span",
       {},
-      "Demo mode is off: start the gateway with ",
-      el("code", {}, "pairgate serve --demo"),
-      ", or paste a token from ",
-      el("code", {}, "pairgate token --account NAME"),
+      ...tNodes("demo.signin.demo_off", {
+        serve: el("code", {}, "pairgate serve --demo"),
+        token: el("code", {}, "pairgate token --account NAME"),
+      }),
     );
   }
 
@@ -231,7 +229,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
       token = null;
       storeToken(null);
       resetAccountView();
-      showSignin("This phone token is invalid or has expired. Paste another one or create a demo account.");
+      showSignin(t("demo.signin.invalid"));
       return;
     }
     if (code === 4009) {
@@ -249,7 +247,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
 
   function showReconnectCountdown(seconds) {
     $("phone-connection-text").textContent =
-      seconds > 0 ? "Disconnected. Reconnecting in " + seconds + " s…" : "Reconnecting…";
+      seconds > 0 ? t("demo.reconnecting_in", { n: seconds }) : t("reconnecting");
   }
 
   // ---- Linking ------------------------------------------------------------
@@ -280,10 +278,10 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
     event.preventDefault();
     const code = $("code-input").value.trim().toUpperCase();
     if (!code) {
-      notice("Type the 8-character code shown under the QR code.");
+      notice(t("demo.link.type_code"));
       return;
     }
-    requestLink({ code }, () => notice("Not connected to the gateway. Try again in a moment."));
+    requestLink({ code }, () => notice(t("demo.not_connected")));
   }
 
   /** Send `link`; `onNotSent` runs when the socket was down. */
@@ -308,10 +306,10 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
 
   function linkErrorText(reply) {
     if (reply.code === "unknown_ref") {
-      return "That code is unknown or has expired. Use the code or QR code the computer shows now.";
+      return t("demo.link.unknown_ref");
     }
     if (reply.code === "rate_limited") {
-      return "Too many failed link attempts. Wait a minute and try again.";
+      return t("demo.link.rate_limited");
     }
     return errorText(reply);
   }
@@ -319,8 +317,8 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   function showLinkRequest(reply) {
     const device = reply.device || {};
     linkRequest = { request_id: reply.request_id, device };
-    $("link-device-name").textContent = device.name || "Unknown device";
-    $("link-device-ip").textContent = device.ip || "unknown address";
+    $("link-device-name").textContent = device.name || t("demo.unknown_device");
+    $("link-device-ip").textContent = device.ip || t("demo.unknown_address");
     $("link-device-ua").textContent = device.user_agent || "";
     setLinkButtonsDisabled(false);
     $("link-request").hidden = false;
@@ -342,7 +340,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   function answerLinkRequest(confirm) {
     if (!linkRequest) return;
     if (!channel || !channel.isOpen) {
-      notice("Not connected to the gateway. Try again once it reconnects.");
+      notice(t("demo.not_connected"));
       return;
     }
     const request = linkRequest;
@@ -352,11 +350,12 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
       setLinkButtonsDisabled(false);
       if (reply.type === "device_linked") {
         hideLinkRequest();
-        notice("Linked " + ((reply.session && reply.session.device_name) || request.device.name || "the device") + ".");
+        const name = (reply.session && reply.session.device_name) || request.device.name || t("demo.the_device");
+        notice(t("demo.request.linked", { name }));
         refreshSessions();
       } else if (reply.type === "ok") {
         hideLinkRequest();
-        notice("Link request rejected.");
+        notice(t("demo.request.rejected"));
       } else if (reply.code === "unknown_request") {
         hideLinkRequest();
         notice(errorText(reply));
@@ -383,7 +382,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
     channel.request({ type: "list_sessions" }).then((reply) => {
       refreshing = false;
       if (reply.type === "sessions" && Array.isArray(reply.sessions)) renderSessions(reply.sessions);
-      else if (!reply.local) notice("Could not list linked devices: " + errorText(reply));
+      else if (!reply.local) notice(t("demo.sessions.list_failed", { reason: errorText(reply) }));
       if (refreshAgain) {
         refreshAgain = false;
         refreshSessions();
@@ -397,7 +396,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
     const focusedId = focused ? focused.dataset.sessionId : null;
     sessions = list;
     const rows = list.map(sessionRow);
-    if (!rows.length) rows.push(el("li", { class: "session-empty" }, "No linked devices yet."));
+    if (!rows.length) rows.push(el("li", { class: "session-empty" }, t("demo.sessions.empty")));
     $("sessions").replaceChildren(...rows);
     const again = focusedId && rows.find((row) => row.dataset.sessionId === focusedId);
     if (again) again.querySelector(".session-logout").focus();
@@ -405,8 +404,10 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   }
 
   function sessionDetail(s) {
-    const seen = s.online ? "online now" : "last active " + relativeTime(s.last_active_at);
-    return (s.ip || "unknown address") + " · " + seen + (s.remember === false ? " · temporary" : "");
+    const seen = s.online ? t("demo.sessions.online_now") : t("demo.sessions.last_active", { when: relativeTime(s.last_active_at) });
+    const parts = [s.ip || t("demo.unknown_address"), seen];
+    if (s.remember === false) parts.push(t("demo.sessions.temporary"));
+    return parts.join(" · ");
   }
 
   /** Keep "last active 2 min ago" current without asking the gateway. */
@@ -418,7 +419,8 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   }
 
   function sessionRow(s) {
-    const name = s.device_name || "Unknown device";
+    const name = s.device_name || t("demo.unknown_device");
+    const online = t(s.online ? "demo.sessions.online" : "demo.sessions.offline");
     return el(
       "li",
       { class: "session", dataset: { sessionId: s.session_id } },
@@ -426,8 +428,8 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
         class: "session-online" + (s.online ? " online" : ""),
         dataset: { online: String(Boolean(s.online)) },
         role: "img",
-        "aria-label": s.online ? "Online" : "Offline",
-        title: s.online ? "Online" : "Offline",
+        "aria-label": online,
+        title: online,
       }),
       el(
         "span",
@@ -440,10 +442,10 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
         {
           type: "button",
           class: "button secondary session-logout",
-          "aria-label": "Log out " + name,
+          "aria-label": t("demo.sessions.logout_label", { name }),
           onclick: (event) => logoutSession(s, event.currentTarget),
         },
-        "Log out",
+        t("linked.logout"),
       ),
     );
   }
@@ -452,7 +454,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   function renderRecipients() {
     const select = $("phone-send-to");
     const chosen = select.value;
-    const options = [el("option", { value: "" }, "All devices")];
+    const options = [el("option", { value: "" }, t("demo.composer.to_all"))];
     for (const s of sessions) {
       options.push(el("option", { value: s.session_id }, s.device_name || s.session_id));
     }
@@ -462,25 +464,23 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
 
   function logoutSession(s, button) {
     if (!channel || !channel.isOpen) {
-      notice("Not connected to the gateway. Try again once it reconnects.");
+      notice(t("demo.not_connected"));
       return;
     }
     button.disabled = true;
     channel.request({ type: "logout", session_id: s.session_id }).then((reply) => {
-      if (reply.type === "ok") notice("Logged out " + (s.device_name || "the device") + ".");
-      else notice("Could not log out " + (s.device_name || "the device") + ": " + errorText(reply));
+      const name = s.device_name || t("demo.the_device");
+      if (reply.type === "ok") notice(t("demo.sessions.logged_out", { name }));
+      else notice(t("demo.sessions.logout_failed", { name, reason: errorText(reply) }));
       button.disabled = false;
       refreshSessions();
     });
   }
 
   function onSessionRemoved(frame) {
-    const name = deviceName(frame.session_id) || "A linked device";
-    const why =
-      frame.reason === "self_logout" ? "logged itself out"
-      : frame.reason === "admin" ? "was logged out by an administrator"
-      : "expired";
-    notice(name + " " + why + ".");
+    const name = deviceName(frame.session_id) || t("demo.removed.someone");
+    const why = frame.reason === "self_logout" || frame.reason === "admin" ? frame.reason : "expired";
+    notice(t("demo.removed." + why, { name }));
     refreshSessions();
   }
 
@@ -498,7 +498,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   function logoutAll() {
     $("logout-all-box").hidden = true;
     if (!channel || !channel.isOpen) {
-      $("logout-all-result").textContent = "Not connected to the gateway. Try again once it reconnects.";
+      $("logout-all-result").textContent = t("demo.not_connected");
       return;
     }
     $("logout-all").disabled = true;
@@ -506,8 +506,8 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
       $("logout-all").disabled = false;
       $("logout-all-result").textContent =
         reply.type === "ok"
-          ? "Closed " + plural(Number(reply.closed) || 0, "session")
-          : "Could not close the sessions: " + errorText(reply);
+          ? t("demo.sessions.closed", { n: Number(reply.closed) || 0 })
+          : t("demo.sessions.logout_all_failed", { reason: errorText(reply) });
       refreshSessions();
     });
   }
@@ -518,7 +518,7 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
     const name = deviceName(frame.from);
     // A sender we do not know yet was probably linked a moment ago.
     if (!name) refreshSessions();
-    log.addIncoming(bodyText(frame.body), name || "Unknown device");
+    log.addIncoming(bodyText(frame.body), name || t("demo.unknown_device"));
   }
 
   function onComposerSubmit(event) {
@@ -531,17 +531,20 @@ import { Channel, Reconnector, MessageLog, describeError, el, bodyText, relative
   }
 
   function sendMessage(text, to) {
-    const message = log.addOutgoing(text, to ? deviceName(to) || "one device" : "all devices");
+    const message = log.addOutgoing(
+      text,
+      to ? deviceName(to) || t("demo.composer.one_device") : t("demo.composer.all_devices"),
+    );
     const frame = { type: "send", body: { text } };
     if (to) frame.to = to;
     const attempt = () => {
       message.pending();
       if (!channel || !channel.isOpen) {
-        message.failed("Not connected to the gateway.", attempt);
+        message.failed(t("msg.not_connected"), attempt);
         return;
       }
       channel.request(frame).then((reply) => {
-        if (reply.type === "ack") message.sent("Delivered to " + plural(Number(reply.delivered) || 0, "device"));
+        if (reply.type === "ack") message.sent(t("demo.delivered", { n: Number(reply.delivered) || 0 }));
         else message.failed(errorText(reply), attempt);
       });
     };

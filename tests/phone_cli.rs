@@ -41,13 +41,18 @@ async fn start(secret: Option<&str>) -> Gateway {
 
 /// `start`, with the operator API on when `admin_token` is given.
 async fn start_with(secret: Option<&str>, admin_token: Option<&str>) -> Gateway {
+    start_configured(secret, |c| c.admin_token = admin_token.map(str::to_owned)).await
+}
+
+/// `start`, with `tweak` applied to the configuration.
+async fn start_configured(secret: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         secret: secret.map(str::to_owned),
-        admin_token: admin_token.map(str::to_owned),
         ..Config::default()
     };
+    tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -674,74 +679,26 @@ async fn operator_commands_leave_the_users_phone_connected() {
     gw.shutdown().await;
 }
 
-/// A TLS WebSocket server on 127.0.0.1 with a certificate made here (its PEM
-/// in the returned file): says `hello`, answers `auth` with `ready` and
-/// `list_sessions` with one session. The gateway's own TLS is not needed for
-/// the CLI's part: speaking `wss://` and trusting `--ca-cert`.
-async fn tls_phone_server() -> (String, tempfile::NamedTempFile) {
-    use futures::{SinkExt, StreamExt};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use std::sync::Arc;
-    use tokio_tungstenite::tungstenite::Message;
-
-    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let pem = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(pem.path(), key.cert.pem()).unwrap();
-    let cert = CertificateDer::from(key.cert.der().to_vec());
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], private)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("wss://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                let hello = json!({"type":"hello","protocol":1,"heartbeat_ms":25000,"max_frame_bytes":65536});
-                if ws.send(Message::text(hello.to_string())).await.is_err() {
-                    return;
-                }
-                while let Some(Ok(Message::Text(t))) = ws.next().await {
-                    let f: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
-                    let reply = match f["type"].as_str() {
-                        Some("auth") => {
-                            json!({"type":"ready","id":f["id"],"role":"phone","account":"alice"})
-                        }
-                        _ => json!({"type":"sessions","id":f["id"],"sessions":[{
-                            "session_id":"s-over-tls","device_name":"d","user_agent":"u","ip":"127.0.0.1",
-                            "created_at":"2026-01-01T00:00:00.000Z","last_active_at":"2026-01-01T00:00:00.000Z",
-                            "online":true,"remember":true}]}),
-                    };
-                    if ws.send(Message::text(reply.to_string())).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, pem)
-}
-
-/// `pairgate phone` speaks TLS: `wss://` and `https://` gateway URLs work when
-/// `--ca-cert` trusts the certificate, and fail to connect (exit 3) without it.
+/// `pairgate phone` speaks TLS: `wss://` and `https://` URLs of a gateway
+/// serving TLS itself (`--tls-cert`, a certificate for 127.0.0.1 made here,
+/// self-signed) work when `--ca-cert` trusts the certificate, and fail to
+/// connect (exit 3) without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_https_urls_with_a_ca_cert() {
-    let (url, pem) = tls_phone_server().await;
-    let ca = pem.path().to_str().unwrap();
-    let https = url.replacen("wss://", "https://", 1);
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let pem = tempfile::tempdir().unwrap();
+    let (cert, key) = (pem.path().join("cert.pem"), pem.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let gw = start_configured(Some(SECRET), |c| {
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+    })
+    .await;
+    let ca = cert.to_str().unwrap();
+    let token = phone_token("alice");
+    let url = format!("wss://{}", gw.addr);
+    let https = format!("https://{}", gw.addr);
     for given in [url.as_str(), https.as_str()] {
         let out = phone(&[
             "--url",
@@ -749,22 +706,20 @@ async fn wss_and_https_urls_with_a_ca_cert() {
             "--ca-cert",
             ca,
             "--token",
-            "t",
+            &token,
             "--json",
             "sessions",
         ])
         .await;
         assert_ok(&out);
-        assert_eq!(
-            json_lines(&out)[0]["sessions"][0]["session_id"],
-            "s-over-tls"
-        );
+        assert_eq!(json_lines(&out)[0]["sessions"], json!([]), "{given}");
     }
-    let untrusted = phone(&["--url", &url, "--token", "t", "sessions"]).await;
+    let untrusted = phone(&["--url", &url, "--token", &token, "sessions"]).await;
     assert_eq!(untrusted.status.code(), Some(3), "{}", stderr(&untrusted));
     assert!(
         stderr(&untrusted).to_lowercase().contains("certificate"),
         "{}",
         stderr(&untrusted)
     );
+    gw.shutdown().await;
 }

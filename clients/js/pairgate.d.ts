@@ -64,11 +64,17 @@ export interface WebSocketConstructor {
   readonly OPEN?: number;
 }
 
+/**
+ * What the client uses of a socket. It sets the `on*` handlers itself and
+ * reads only `data` of a message event and `code` and `reason` of a close
+ * event, so the event types are the implementation's (the browser's
+ * `MessageEvent`, `ws`'s own): any one-argument handler type fits.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }

@@ -29,7 +29,8 @@ let gw;
 let browser;
 
 before(async () => {
-  gw = await startGateway(["--qr-ttl-ms", String(TTL_MS), "--qr-rotations", "4"]);
+  // --demo: the German test also opens the demo phone page.
+  gw = await startGateway(["--qr-ttl-ms", String(TTL_MS), "--qr-rotations", "4", "--demo"]);
   browser = await launchBrowser();
 });
 
@@ -135,7 +136,7 @@ test("a message body that is a JSON string shows as its text; objects as JSON", 
   await context.close();
 });
 
-test("a German browser gets the German page, plurals by Intl.PluralRules", { timeout: 60_000 }, async () => {
+test("a German browser gets the German pages (web client and demo phone), plurals by Intl.PluralRules", { timeout: 60_000 }, async () => {
   const phone = await Phone.connect(gw, await gw.mintToken("lena"));
   const context = await newContext(browser, undefined, { locale: "de-DE" });
   const { page, frames } = await openPage(context, gw.url + "/");
@@ -161,6 +162,39 @@ test("a German browser gets the German page, plurals by Intl.PluralRules", { tim
   await phone.close();
   await waitForText(page, "#phone-status", "Telefon nicht verbunden");
   await screenshot(page, "linked-de-phone-offline");
+
+  // The demo phone page speaks German too, from the same table: sign-in,
+  // the session list, a message's delivery (plural), Close all sessions.
+  const { page: demo } = await openPage(context, gw.url + "/phone");
+  await waitForText(demo, "#signin-title", "Auf deinem Telefon anmelden");
+  assert.equal(await demo.evaluate(() => document.documentElement.lang), "de");
+  assert.equal(await demo.title(), "pairgate-Telefon (Demo)");
+  assert.equal(await text(demo, "#create-demo"), "Demo-Konto anlegen");
+  assert.equal(
+    await demo.locator("#token-input").getAttribute("placeholder"),
+    "Füge das Token ein, das pairgate token --account NAME ausgibt",
+  );
+  await demo.locator("#token-input").fill(await gw.mintToken("lena"));
+  await demo.locator("#use-token").click();
+  await waitForText(demo, "#phone-state", "verbunden");
+  await waitForText(page, "#phone-status", "Telefon verbunden");
+  await waitForText(demo, "#sessions .session-detail", "127.0.0.1 · jetzt online");
+  assert.equal(await text(demo, "#sessions .session-logout"), "Abmelden");
+  assert.equal(await text(demo, "#sessions-title"), "Verknüpfte Geräte");
+  await demo.locator("#phone-composer-input").fill("hallo");
+  await demo.locator("#phone-send").click();
+  await waitForText(demo, ".msg-out .msg-status", "An 1 Gerät zugestellt");
+  assert.equal(await text(demo, ".msg-out .msg-sender"), "An alle Geräte");
+  await demo.locator("#logout-all").click();
+  await waitForText(demo, "#logout-all-confirm", "Ja, alle abmelden");
+  await demo.locator("#logout-all-confirm").click();
+  await waitForText(demo, "#logout-all-result", "1 Sitzung beendet");
+  await waitForText(demo, "#sessions", "Noch keine verknüpften Geräte.");
+  const english = /\b(Sign in|Sign out|Linked devices|Link a device|Close all sessions|Messages|All devices|Phone token|No linked devices|Delivered)\b/;
+  const shown = await demo.evaluate(() => document.body.innerText);
+  assert.doesNotMatch(shown, english, "English left on the German demo phone page");
+  await screenshot(demo, "demo-phone-de");
+  assertNoPageErrors(demo);
   assertNoPageErrors(page);
   await context.close();
 });

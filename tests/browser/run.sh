@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-browser tests of pairgate: headless Chromium (Debian's) and the real
 # gateway binary, one test file at a time; then the JavaScript client
-# library's Node tests (clients/js/test/) against the same binary.
+# library's type check (`npm run typecheck` in clients/js) and its Node tests
+# (clients/js/test/) against the same binary.
 #
 #   tests/browser/run.sh                 # builds target/release/pairgate, then runs
 #   PAIRGATE_BIN=/path/to/pairgate tests/browser/run.sh   # that binary, no build
@@ -41,10 +42,14 @@ if [ ! -d tests/browser/node_modules ]; then
   fi
 fi
 
-# The JavaScript client library's own tests (Node, `ws`) run here too.
-if [ ! -d clients/js/node_modules ]; then
+# The JavaScript client library's own tests (Node, `ws`) run here too, after
+# its TypeScript declarations are checked (strict) against a use of the whole
+# API and against its README's examples.
+if [ ! -x clients/js/node_modules/.bin/tsc ]; then
   (cd clients/js && npm ci --no-audit --no-fund)
 fi
+echo "run.sh: clients/js: tsc --noEmit --strict (pairgate.d.ts, typecheck.ts, README examples)" >&2
+(cd clients/js && npm run --silent typecheck)
 
 mkdir -p test-artifacts/screenshots
 exec node --test --test-concurrency=1 --test-timeout=120000 tests/browser/*.test.mjs clients/js/test/*.test.mjs

@@ -251,6 +251,199 @@ async fn a_secret_file_signs_and_verifies() {
     assert!(err.contains("other users"), "{err}");
 }
 
+/// `--previous-secret-file` (flag, `PAIRGATE_PREVIOUS_SECRET_FILE`, config
+/// key): tokens of the secret in the file are accepted, none is signed
+/// with it; `pairgate config` shows the path, never the contents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_secret_files_verify_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write_private(dir.path(), "old.txt", "\n  0ld-file-secret \n");
+    let older = write_private(dir.path(), "older.txt", "0lder-file-secret\n");
+    let (o, oo) = (old.to_str().unwrap(), older.to_str().unwrap());
+    // A data dir per start: a killed gateway's lock on its store may
+    // outlive the drop.
+    let data = |n: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let acc = account("prevfile");
+    let of_old = mint("0ld-file-secret", &phone_claims(&acc));
+    let of_older = mint("0lder-file-secret", &phone_claims(&acc));
+
+    // The flag.
+    let g = BinGateway::serve(
+        &data("flag"),
+        &["--secret", "current", "--previous-secret-file", o],
+        &[],
+    )
+    .await;
+    let phone = g.phone_with(&acc, &of_old).await;
+    let s = g.pair(&phone, &PairOpts::new().remember(true)).await;
+    assert!(jwt_verifies_key(
+        &s.token,
+        &pairgate::tokens::session_key("current")
+    ));
+    assert!(
+        !g.log_text().contains("secret file can be read"),
+        "{}",
+        g.log_text()
+    );
+    drop(g);
+
+    // The environment, two files (one that others can read: used, with a
+    // warning naming it), beside --previous-secret.
+    set_mode(&older, 0o644);
+    let both = format!("{o},{oo}");
+    let g = BinGateway::serve(
+        &data("env"),
+        &["--previous-secret", "yet-another"],
+        &[
+            ("PAIRGATE_SECRET", "current"),
+            ("PAIRGATE_PREVIOUS_SECRET_FILE", &both),
+        ],
+    )
+    .await;
+    let _phone = g.phone_with(&acc, &of_older).await;
+    let _replaced = g.phone_with(&acc, &of_old).await;
+    let log = g.log_text();
+    assert!(
+        log.contains("previous secret file can be read by other users") && log.contains(oo),
+        "{log}"
+    );
+    drop(g);
+    set_mode(&older, 0o600);
+
+    // The config file's key; `pairgate config` names the file, not the secret.
+    let toml = format!("secret = \"current\"\nprevious-secret-file = [{o:?}]\n");
+    let file = write_private(dir.path(), "prev.toml", &toml);
+    let f = file.to_str().unwrap();
+    let g = BinGateway::serve(&data("file"), &["--config", f], &[]).await;
+    let _phone = g.phone_with(&acc, &of_old).await;
+    drop(g);
+    let (code, out, err) = config(&["--config", f], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        setting(&out, "previous-secret-file"),
+        Some(&*format!("[{o:?}]")),
+        "{out}"
+    );
+    assert!(!out.contains("0ld-file-secret"), "{out}");
+
+    // A missing or empty file is named; more than 8 in all is refused.
+    let missing = dir.path().join("no-such-previous");
+    let empty = write_private(dir.path(), "empty.txt", " \n");
+    for path in [&missing, &empty] {
+        let (code, _, err) = config(&["--previous-secret-file", path.to_str().unwrap()], &[]).await;
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+    }
+    let eight = [o; 8].join(",");
+    let (code, _, err) = config(
+        &[
+            "--previous-secret",
+            "ninth",
+            "--previous-secret-file",
+            &eight,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("at most 8"), "{err}");
+}
+
+/// A config file is `serve`'s: `pairgate phone` never reads it (a broken one
+/// does not stop it); `pairgate token` takes the keys it shares with `serve`
+/// (`data-dir`, `secret`, `secret-file`; below flags and `PAIRGATE_*`) and
+/// leaves the others to `serve`; a file it cannot use is an error naming
+/// the file (and the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_phone_with_a_config_file_meant_for_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_private(dir.path(), "secret.txt", "file-secret-value\n");
+    let s = secret.to_str().unwrap();
+    let data = dir.path().join("data");
+    let acc = account("cfgtoken");
+    // A value `serve` would refuse, in a key `token` has no use for.
+    let text = format!("secret-file = {s:?}\nmax-devices = \"eight\"\ndata-dir = {data:?}\n");
+    let file = write_private(dir.path(), "serve.toml", &text);
+    let f = file.to_str().unwrap();
+    let (st, out, err) = run_cli_env(
+        None,
+        &["token", "--account", &acc],
+        &[("PAIRGATE_CONFIG", f)],
+    )
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), "file-secret-value"), "{out}");
+    assert!(
+        !data.exists(),
+        "the data dir was used despite the secret file"
+    );
+    // --config too; a flag beats the file.
+    let (st, out, err) = run_cli(&[
+        "token",
+        "--config",
+        f,
+        "--account",
+        &acc,
+        "--secret",
+        "flag-secret",
+    ])
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), "flag-secret"), "{out}");
+    // The file's data dir: its secret (created there) signs.
+    let only_dir = write_private(dir.path(), "dir.toml", &format!("data-dir = {data:?}\n"));
+    let (st, out, err) = run_cli(&[
+        "token",
+        "--config",
+        only_dir.to_str().unwrap(),
+        "--account",
+        &acc,
+    ])
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(jwt_verifies(out.trim(), &read_secret_file(&data)));
+
+    // What token cannot use stops it, naming the file (and the key).
+    let broken = write_private(dir.path(), "broken.toml", "not toml [");
+    let b = broken.to_str().unwrap();
+    let typo = write_private(dir.path(), "typo.toml", &format!("secret_file = {s:?}\n"));
+    for (env, named) in [
+        (b, "broken.toml"),
+        (typo.to_str().unwrap(), "`secret_file`"),
+    ] {
+        let (st, _, err) = run_cli_env(
+            None,
+            &["token", "--account", &acc],
+            &[("PAIRGATE_CONFIG", env)],
+        )
+        .await;
+        assert_eq!(st.code(), Some(2), "{err}");
+        assert!(err.contains(named) && err.contains(env), "{err}");
+    }
+
+    // The phone CLI is a client: the file is not its business.
+    let g = TestGateway::start().await;
+    let url = format!("http://{}", g.addr);
+    let token = g.phone_token(&acc);
+    let (st, out, err) = run_cli_env(
+        None,
+        &[
+            "phone", "--url", &url, "--token", &token, "--json", "sessions",
+        ],
+        &[("PAIRGATE_CONFIG", b)],
+    )
+    .await;
+    assert!(st.success(), "{err}");
+    assert!(out.contains("\"sessions\""), "{out}");
+    // Nor is it `pairgate help`'s.
+    let (st, _, err) = run_cli_env(None, &["help"], &[("PAIRGATE_CONFIG", b)]).await;
+    assert!(st.success(), "{err}");
+}
+
 /// `--redis` is satisfied by `--secret-file` (its "needs a secret" rule).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_takes_a_secret_file() {

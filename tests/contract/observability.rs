@@ -1,6 +1,8 @@
 //! What an operator watches: the process's own series and the build in
 //! `/metrics`. Runs the real binary, so the numbers are the gateway's alone.
 
+use std::time::Duration;
+
 use crate::support::*;
 
 fn sample(body: &str, name: &str) -> f64 {
@@ -197,4 +199,67 @@ async fn without_metrics_listen_the_main_listener_serves_metrics() {
     let r = g.http_get("/metrics", &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.text().contains("pairgate_build_info"), "{}", r.text());
+}
+
+/// The `refused=N` counts of the log's `upgrade refused: {why}` lines.
+fn refusal_counts(log: &str, why: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains(&format!("upgrade refused: {why}")))
+        .map(|l| {
+            let n = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("refused="))
+                .unwrap_or_else(|| panic!("no refused= in {l}"));
+            n.parse().unwrap_or_else(|_| panic!("refused={n} in {l}"))
+        })
+        .collect()
+}
+
+/// A flood of upgrades another site's page makes: at most one log line per
+/// reason per second, each carrying how many refusals it stands for, so the
+/// lines add up to every refusal (those held back come with the next line).
+/// A refusal of another reason has its own line meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_lines_are_throttled_and_carry_their_count() {
+    const FLOOD: u64 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let g = BinGateway::serve(dir.path(), &[], &[]).await;
+    let evil = [("Origin", "http://evil.example.test")];
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        assert_eq!(g.http_get("/ws/web", &evil).await.status, 403);
+    }
+    let flooded = started.elapsed();
+    let host = [("Host", "rebind.example.test")];
+    assert_eq!(g.http_get("/ws/web", &host).await.status, 403);
+    // A second after the flood (so after its last line), one more refusal
+    // is logged at once, with what was held back.
+    until_elapsed(started + flooded, Duration::from_millis(1100)).await;
+    assert_eq!(g.http_get("/ws/web", &evil).await.status, 403);
+    // The log is read from the child's stderr by a task of ours: poll it.
+    let deadline = std::time::Instant::now() + LONG;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    let log = loop {
+        poll.tick().await;
+        let log = g.log_text();
+        let logged: u64 = refusal_counts(&log, "origin not allowed").iter().sum();
+        if logged == FLOOD + 1 && log.contains("upgrade refused: host not served here") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusals do not add up in the log:\n{log}"
+        );
+    };
+    let lines = refusal_counts(&log, "origin not allowed");
+    assert_eq!(
+        lines[0], 1,
+        "the first refusal is logged at once: {lines:?}"
+    );
+    assert!(
+        (lines.len() as u64) <= flooded.as_secs() + 2,
+        "{} lines for {FLOOD} refusals in {flooded:?}",
+        lines.len()
+    );
+    assert_eq!(refusal_counts(&log, "host not served here"), [1]);
 }

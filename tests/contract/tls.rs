@@ -3,7 +3,8 @@
 //! the clients trust that CA only. Pages over `https://`, a phone and a web
 //! socket over `wss://` pairing and relaying, the Origin rule with https
 //! Origins, a plain HTTP request on the TLS port, a connection that never
-//! sends a ClientHello, and files that cannot be loaded.
+//! sends a ClientHello, and files that cannot be loaded; the built binary
+//! over TLS, with the operator's `pairgate phone --admin-token --ca-cert`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ use crate::support::*;
 /// a connector that trusts that CA alone.
 struct Pki {
     _dir: tempfile::TempDir,
+    /// The CA's certificate (PEM), for clients told to trust it.
+    ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     connector: TlsConnector,
@@ -51,6 +54,8 @@ fn pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).expect("write CA");
     std::fs::write(&cert, leaf.pem()).expect("write cert");
     std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
 
@@ -64,6 +69,7 @@ fn pki() -> Pki {
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
     Pki {
         _dir: dir,
+        ca: ca_pem,
         cert,
         key,
         connector: TlsConnector::from(Arc::new(client)),
@@ -187,6 +193,67 @@ impl Wss {
     }
 }
 
+/// A phone and a web page paired over `wss://`.
+struct Paired {
+    phone: Wss,
+    web: Wss,
+    /// The web's `linked` frame.
+    linked: Value,
+}
+
+impl Pki {
+    /// A `wss://` phone of `acc` (by address) and a web page with the Origin
+    /// a browser on `https://localhost:PORT` sends, paired by QR; the QR
+    /// link names the TLS listener.
+    async fn pair(&self, addr: SocketAddr, acc: &str, token: &str) -> Paired {
+        let mut phone = self.wss(addr, "127.0.0.1", "/ws/phone", None).await;
+        phone
+            .send(
+                &ClientFrame::Auth {
+                    token: token.to_owned(),
+                },
+                None,
+            )
+            .await;
+        assert_eq!(phone.expect("ready").await["account"], acc);
+
+        let origin = format!("https://localhost:{}", addr.port());
+        let mut web = self.wss(addr, "localhost", "/ws/web", Some(&origin)).await;
+        web.send(
+            &ClientFrame::Pair {
+                remember: true,
+                device_name: Some("tls test".into()),
+            },
+            None,
+        )
+        .await;
+        let qr = web.expect("qr").await;
+        // Without --public-url, the QR link names the TLS listener.
+        let payload = qr["payload"].as_str().expect("payload");
+        assert!(
+            payload.starts_with(&format!("https://127.0.0.1:{}/phone#ref=", addr.port())),
+            "{payload}"
+        );
+        let reference = qr["ref"].as_str().expect("ref").to_owned();
+        phone
+            .send(&ClientFrame::Link(LinkTarget::Ref(reference)), Some("l1"))
+            .await;
+        let lr = phone.expect("link_request").await;
+        phone
+            .send(
+                &ClientFrame::LinkConfirm {
+                    request_id: lr["request_id"].as_str().expect("request_id").into(),
+                },
+                Some("c1"),
+            )
+            .await;
+        phone.expect("device_linked").await;
+        let linked = web.expect("linked").await;
+        assert_eq!(web.expect("phone_status").await["online"], true);
+        Paired { phone, web, linked }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_served_over_https() {
     if in_a_cluster_run() {
@@ -218,51 +285,11 @@ async fn a_phone_and_a_web_socket_pair_and_relay_over_wss() {
     let pki = pki();
     let g = pki.gateway(|_| {}).await;
     let acc = account("wss");
-    let mut phone = pki.wss(g.addr, "127.0.0.1", "/ws/phone", None).await;
-    phone
-        .send(
-            &ClientFrame::Auth {
-                token: g.phone_token(&acc),
-            },
-            None,
-        )
-        .await;
-    assert_eq!(phone.expect("ready").await["account"], acc.as_str());
-
-    let origin = format!("https://localhost:{}", g.port());
-    let mut web = pki.wss(g.addr, "localhost", "/ws/web", Some(&origin)).await;
-    web.send(
-        &ClientFrame::Pair {
-            remember: true,
-            device_name: Some("tls test".into()),
-        },
-        None,
-    )
-    .await;
-    let qr = web.expect("qr").await;
-    // Without --public-url, the QR link names the TLS listener.
-    let payload = qr["payload"].as_str().expect("payload");
-    assert!(
-        payload.starts_with(&format!("https://127.0.0.1:{}/phone#ref=", g.port())),
-        "{payload}"
-    );
-    let reference = qr["ref"].as_str().expect("ref").to_owned();
-    phone
-        .send(&ClientFrame::Link(LinkTarget::Ref(reference)), Some("l1"))
-        .await;
-    let lr = phone.expect("link_request").await;
-    phone
-        .send(
-            &ClientFrame::LinkConfirm {
-                request_id: lr["request_id"].as_str().expect("request_id").into(),
-            },
-            Some("c1"),
-        )
-        .await;
-    phone.expect("device_linked").await;
-    let linked = web.expect("linked").await;
-    assert_eq!(web.expect("phone_status").await["online"], true);
-
+    let Paired {
+        mut phone,
+        mut web,
+        linked,
+    } = pki.pair(g.addr, &acc, &g.phone_token(&acc)).await;
     let body = serde_json::value::to_raw_value(&json!({"over": "tls"})).expect("body");
     web.send(
         &ClientFrame::Send {
@@ -390,4 +417,88 @@ async fn unusable_certificate_or_key_files_stop_the_start_naming_the_file() {
     // One without the other is a usage error.
     let (st, _, err) = run_cli(&["serve", "--tls-cert", &s(&pki.cert)]).await;
     assert!(!st.success() && err.contains("--tls-key"), "{err}");
+}
+
+/// The built binary with `--tls-cert`/`--tls-key`: it says `listening on
+/// https://`, a `wss://` phone pairs a web page, and the operator's `pairgate
+/// phone --admin-token` lists and ends that session over `https://`,
+/// trusting the test's CA through `--ca-cert` (and refusing the gateway
+/// without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_binary_serves_wss_and_the_operator_cli_over_https() {
+    if in_a_cluster_run() {
+        return;
+    }
+    const SECRET: &str = "tls-binary-secret";
+    const ADMIN: &str = "tls-operator-token";
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let s = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (s(&pki.cert), s(&pki.key), s(&pki.ca));
+    let g = BinGateway::serve(
+        data.path(),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--secret",
+            SECRET,
+            "--admin-token",
+            ADMIN,
+        ],
+        &[],
+    )
+    .await;
+    assert!(g.tls, "{}", g.log_text());
+    assert!(g.ws_url("/ws/phone").starts_with("wss://"));
+    let acc = account("tlsbin");
+    let Paired {
+        phone: _phone,
+        mut web,
+        linked,
+    } = pki
+        .pair(g.addr, &acc, &mint(SECRET, &phone_claims(&acc)))
+        .await;
+    let sid = linked["session_id"].as_str().expect("session_id");
+
+    let url = format!("https://127.0.0.1:{}", g.port());
+    let operator = |with_ca: bool, cmd: &[&str]| {
+        let mut args = vec![
+            "phone",
+            "--url",
+            &url,
+            "--admin-token",
+            ADMIN,
+            "--account",
+            &acc,
+            "--json",
+        ];
+        if with_ca {
+            args.extend(["--ca-cert", &ca]);
+        }
+        args.extend_from_slice(cmd);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&args).await
+        }
+    };
+    let (st, out, err) = operator(true, &["sessions"]).await;
+    assert!(st.success(), "{err}");
+    let listed: Value = serde_json::from_str(out.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(listed["sessions"][0]["session_id"], sid, "{listed}");
+
+    // Without --ca-cert the test's CA is not trusted: no connection.
+    let (st, _, err) = operator(false, &["sessions"]).await;
+    assert!(
+        !st.success(),
+        "trusted a certificate of an unknown CA: {err}"
+    );
+
+    let (st, out, err) = operator(true, &["logout", sid]).await;
+    assert!(st.success(), "{err}");
+    assert!(out.contains("\"closed\":1"), "{out}");
+    assert_eq!(web.expect("logged_out").await["reason"], "admin");
 }

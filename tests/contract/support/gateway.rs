@@ -124,6 +124,13 @@ impl Gateway for BinGateway {
         self.addr
     }
 
+    /// `wss://` when the binary serves TLS (the trait's socket helpers
+    /// speak plain `ws://` only; a TLS test brings its own client).
+    fn ws_url(&self, path: &str) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
     /// The secret file of the data dir.
     fn secret(&self) -> String {
         read_secret_file(&self.data_dir)
@@ -308,6 +315,8 @@ pub struct BinGateway {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<String>>,
+    /// Whether it said `listening on https://` (`--tls-cert`).
+    pub tls: bool,
 }
 
 pub fn bin() -> &'static str {
@@ -347,17 +356,21 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The port in a line containing `listening on http://127.0.0.1:PORT`.
-fn parse_listening(line: &str) -> Option<u16> {
+/// In a line containing `listening on http://127.0.0.1:PORT` (or
+/// `https://`, with `--tls-cert`): whether it is TLS, and the port.
+fn parse_listening(line: &str) -> Option<(bool, u16)> {
     let line = strip_ansi(line);
-    let at = line.find("listening on http://")?;
-    let rest = &line[at + "listening on http://".len()..];
+    let (tls, rest) = ["http://", "https://"].iter().find_map(|scheme| {
+        let marker = format!("listening on {scheme}");
+        let at = line.find(&marker)?;
+        Some((*scheme == "https://", &line[at + marker.len()..]))
+    })?;
     let host_port: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
         .collect();
     let port = host_port.rsplit(':').next()?;
-    port.parse().ok()
+    Some((tls, port.parse().ok()?))
 }
 
 impl BinGateway {
@@ -439,7 +452,7 @@ impl BinGateway {
         let mut child = cmd.spawn().expect("spawn pairgate");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
-        let (port_tx, port_rx) = oneshot::channel::<u16>();
+        let (port_tx, port_rx) = oneshot::channel::<(bool, u16)>();
         {
             let log = log.clone();
             tokio::spawn(async move {
@@ -458,13 +471,13 @@ impl BinGateway {
                 }
             });
         }
-        let port = match tokio::time::timeout(Duration::from_secs(20), port_rx).await {
+        let (tls, port) = match tokio::time::timeout(Duration::from_secs(20), port_rx).await {
             Ok(Ok(p)) => p,
             _ => {
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(T, child.wait()).await;
                 panic!(
-                    "pairgate {args:?} logged no `listening on http://127.0.0.1:PORT` line; log:\n{}",
+                    "pairgate {args:?} logged no `listening on http(s)://127.0.0.1:PORT` line; log:\n{}",
                     log.lock().unwrap()
                 );
             }
@@ -474,6 +487,7 @@ impl BinGateway {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             data_dir: data_dir.to_path_buf(),
             log,
+            tls,
         }
     }
 
