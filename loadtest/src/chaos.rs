@@ -223,10 +223,15 @@ pub struct ChaosReport {
     /// Surviving phones: kill → `session_offline` for each web on the killed node.
     pub session_offline: Option<Spread>,
     pub session_offline_missing: usize,
-    /// The killed node's clients: kill → resumed on another node.
+    /// The killed node's clients whose account's home lived on (its phone
+    /// elsewhere): kill → resumed on another node.
     pub resumed: Option<Spread>,
-    /// The killed node's clients: kill → first ack on the new node.
+    /// The same: kill → first ack on the new node.
     pub relaying_again: Option<Spread>,
+    /// The killed node's clients whose account's home was the killed node
+    /// (its phone there): they wait for the death to be known.
+    pub resumed_home_killed: Option<Spread>,
+    pub relaying_again_home_killed: Option<Spread>,
     pub not_resumed: usize,
     pub target_presence_ms: Option<u64>,
     // --kill redis
@@ -1215,9 +1220,16 @@ fn analyse(
                     }
                 }
             }
-            let mut resumed = Vec::new();
-            let mut relaying = Vec::new();
+            let home_killed: HashSet<usize> = logs
+                .iter()
+                .filter(|l| l.role == Role::Phone && on_victim(l))
+                .map(|l| l.acct)
+                .collect();
+            // [home lived on, home killed]
+            let mut resumed = [Vec::new(), Vec::new()];
+            let mut relaying = [Vec::new(), Vec::new()];
             for l in logs.iter().filter(|l| on_victim(l)) {
+                let k = usize::from(home_killed.contains(&l.acct));
                 match l.losses.iter().find(|x| x.lost_ns >= kill_ns) {
                     Some(Loss {
                         resumed_ns: Some(res),
@@ -1226,8 +1238,8 @@ fn analyse(
                     }) => {
                         // The away half came back on purpose later.
                         if !l.away {
-                            resumed.push(res - kill_ns);
-                            relaying.push(rel - kill_ns);
+                            resumed[k].push(res - kill_ns);
+                            relaying[k].push(rel - kill_ns);
                         }
                     }
                     _ => r.not_resumed += 1,
@@ -1263,8 +1275,12 @@ fn analyse(
             }
             r.phone_offline = Some(off);
             r.session_offline = Some(so);
+            let [resumed, resumed_home_killed] = resumed;
+            let [relaying, relaying_home_killed] = relaying;
             r.resumed = Some(spread(resumed));
             r.relaying_again = Some(spread(relaying));
+            r.resumed_home_killed = Some(spread(resumed_home_killed));
+            r.relaying_again_home_killed = Some(spread(relaying_home_killed));
         }
         Kill::Redis => {
             let target = 10_000;
@@ -1473,9 +1489,14 @@ fn print(r: &ChaosReport) {
             s(&r.session_offline)
         );
         println!(
-            "kill -> the killed node's clients resumed elsewhere: {}; acked again: {}; not resumed {}",
+            "kill -> the killed node's clients resumed elsewhere, home alive: {}; acked again: {}",
             s(&r.resumed),
             s(&r.relaying_again),
+        );
+        println!(
+            "kill -> the killed node's clients resumed elsewhere, home killed: {}; acked again: {}; not resumed {}",
+            s(&r.resumed_home_killed),
+            s(&r.relaying_again_home_killed),
             r.not_resumed
         );
     } else {
