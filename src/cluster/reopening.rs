@@ -10,16 +10,21 @@
 //! is up again, since it never goes back to the seeds. Every command it is
 //! given fails with `ClusterConnectionNotFound` ("No connections found").
 //!
-//! So: a command failing that way drops the connection (the last handle
-//! dropped stops its task, and the spin with it) and a new one is opened
-//! from the seeds in the background, the attempts spaced by a backoff
-//! (`RECONNECT_MIN` doubling to `RECONNECT_MAX`, back to the minimum once a
-//! command succeeds) so an outage never makes this loop either. Meanwhile
-//! commands fail at once (callers answer `unavailable`). Each attempt counts
-//! in `pairgate_cluster_redis_reconnects`.
+//! redis-rs may also keep refreshing its slot map at once, over and over,
+//! while every node refuses: then commands fail with refused connections.
+//!
+//! So: a command failing with `ClusterConnectionNotFound`, or a few in a
+//! row failing for want of a node with none going through between them,
+//! drop the connection (the last handle dropped stops its task, and any
+//! spin with it), and a new one is opened from the seeds in the background,
+//! the attempts spaced by a backoff (`RECONNECT_MIN` doubling to
+//! `RECONNECT_MAX`, back to the minimum once a command succeeds) so that an
+//! outage never makes this loop either. Meanwhile commands fail at once
+//! (callers answer `unavailable`). Each attempt counts in
+//! `pairgate_cluster_redis_reconnects`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -36,6 +41,10 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// How long one attempt (every seed, then the slot map) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands failing in a row for want of a node (refused, dropped) before
+/// the connection is given up: one such failure may be a single master
+/// restarting, which redis-rs rides out by itself.
+const FAILURES_IN_A_ROW: u32 = 3;
 
 /// When attempts at a new connection may start: never two closer than the
 /// current delay, which doubles at each attempt and is reset by a success.
@@ -89,6 +98,8 @@ pub struct ReopeningConn {
     reopening: Arc<Mutex<(bool, Backoff)>>,
     /// The backoff's delay is above the minimum: a success resets it.
     raised: Arc<AtomicBool>,
+    /// Commands failed in a row for want of a node (see `outcome`).
+    failures: Arc<AtomicU32>,
     reconnects: Counter,
 }
 
@@ -100,6 +111,7 @@ impl ReopeningConn {
             current: Arc::new(RwLock::new((0, Some(conn)))),
             reopening: Arc::new(Mutex::new((false, Backoff::default()))),
             raised: Arc::new(AtomicBool::new(false)),
+            failures: Arc::new(AtomicU32::new(0)),
             reconnects,
         }
     }
@@ -120,32 +132,47 @@ impl ReopeningConn {
 
     /// Looks at a command's outcome on connection `generation`.
     fn outcome<T>(&self, generation: u64, result: &RedisResult<T>) {
-        match result {
+        let e = match result {
             Ok(_) => {
-                if self.raised.swap(false, Ordering::Relaxed) {
+                // Loads first: the common case writes nothing shared.
+                if self.failures.load(Ordering::Relaxed) != 0 {
+                    self.failures.store(0, Ordering::Relaxed);
+                }
+                if self.raised.load(Ordering::Relaxed) && self.raised.swap(false, Ordering::Relaxed)
+                {
                     self.reopening.lock().1.reset();
                 }
+                return;
             }
-            Err(e) if e.kind() == ErrorKind::ClusterConnectionNotFound => {
-                let dropped = {
-                    let mut current = self.current.write();
-                    if current.0 != generation {
-                        // Already replaced.
-                        return;
-                    }
-                    current.1.take()
-                };
-                if dropped.is_some() {
-                    tracing::warn!(
-                        "Redis Cluster: the connection has no node left; opening a new one \
-                         from the seed nodes"
-                    );
-                }
-                drop(dropped);
-                self.start_reopening();
+            Err(e) => e,
+        };
+        let why = if e.kind() == ErrorKind::ClusterConnectionNotFound {
+            "the connection has no node left"
+        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+            // redis-rs may also be stuck refreshing its slot map against
+            // nodes that all refuse, retrying at once: a few commands in a
+            // row failing so (none going through between them) end that too.
+            if self.failures.fetch_add(1, Ordering::Relaxed) + 1 < FAILURES_IN_A_ROW {
+                return;
             }
-            Err(_) => {}
+            "commands in a row could reach no node"
+        } else {
+            return;
+        };
+        self.failures.store(0, Ordering::Relaxed);
+        let dropped = {
+            let mut current = self.current.write();
+            if current.0 != generation {
+                // Already replaced.
+                return;
+            }
+            current.1.take()
+        };
+        if dropped.is_some() {
+            tracing::warn!("Redis Cluster: {why}; opening a new connection from the seed nodes");
         }
+        drop(dropped);
+        self.start_reopening();
     }
 
     /// Spawns the task opening a new connection, unless one runs.
