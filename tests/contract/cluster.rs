@@ -636,11 +636,17 @@ async fn kill9_and_restart_loses_nothing_acknowledged(mut c: Cluster) {
     let ok = phone.request_frame(&logout(&ended.session_id)).await;
     assert_eq!(ok["type"], "ok", "{ok}");
     // right after the ok
+    let killed = Instant::now();
     c.redis.kill9().await;
     c.redis.restart().await;
+    let back = killed.elapsed();
     for i in 0..3 {
         wait_readyz(c.node_addr(i), 200, LONG).await;
     }
+    eprintln!(
+        "Redis killed and restarted: answering after {back:?}, every node ready after {:?}",
+        killed.elapsed()
+    );
 
     assert_kept_and_ended(&c, &acc, &[&live, &last], &[&ended, &all1, &all2]).await;
 }
