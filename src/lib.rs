@@ -161,7 +161,15 @@ async fn serve<B: store::Backend>(
                 explicit.is_some(),
                 "--redis needs --secret or --secret-file: every node signs and checks tokens with the same key"
             );
-            Some(Cluster::connect(url, node_id.clone(), config.node_lease()).await?)
+            Some(
+                Cluster::connect(
+                    url,
+                    node_id.clone(),
+                    config.node_lease(),
+                    metrics.cluster_redis_reconnects.clone(),
+                )
+                .await?,
+            )
         }
         None => None,
     };

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub cluster_lease_renewals: Counter,
     /// Cluster mode: other nodes handled as dead (lease ran out or left).
     pub cluster_nodes_gone: Counter,
+    /// Cluster mode: attempts at a new connection to Redis after one was lost.
+    pub cluster_redis_reconnects: Counter,
 }
 
 fn family_member<M: Clone + Default + prometheus_client::metrics::TypedMetric>(
@@ -188,6 +190,12 @@ impl Metrics {
             "pairgate_cluster_nodes_gone",
             "Cluster mode: other nodes handled as dead or gone",
         );
+        let cluster_redis_reconnects = counter(
+            &mut registry,
+            "pairgate_cluster_redis_reconnects",
+            "Cluster mode: attempts at a new connection to Redis after one was lost \
+             (the bus subscriber's; on a Redis Cluster, the commands' too)",
+        );
 
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
 
@@ -197,6 +205,7 @@ impl Metrics {
             cluster_resyncs,
             cluster_lease_renewals,
             cluster_nodes_gone,
+            cluster_redis_reconnects,
             sockets_phone: family_member(&sockets, "role", "phone"),
             sockets_web: family_member(&sockets, "role", "web"),
             sessions,

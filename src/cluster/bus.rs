@@ -202,6 +202,9 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         if cluster.stop.is_cancelled() {
             return;
         }
+        if !first {
+            gw.metrics.cluster_redis_reconnects.inc();
+        }
         let subscriber = match cluster.client.subscriber().await {
             Ok(s) => s,
             Err(e) => {

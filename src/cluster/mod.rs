@@ -25,6 +25,8 @@
 //! - `nodes.rs`: leases, the live-node table, node death and the resync after
 //!   a lost lease or a Redis outage.
 //! - `route.rs`: the account API the socket tasks call: here, or at the home.
+//! - `reopening.rs`: a Redis Cluster's command connection, opened anew from
+//!   the seed nodes, with a backoff, when redis-rs's own is lost for good.
 //! - [`redis_conn`]: a single Redis or a Redis Cluster (`redis+cluster://`),
 //!   behind one client and connection type. On a Redis Cluster every
 //!   account's keys share a slot (the `{account}` hash tag), each node's bus
@@ -41,6 +43,7 @@ mod nodes;
 pub mod redis_conn;
 mod refs;
 mod remote;
+mod reopening;
 mod route;
 
 use std::sync::Arc;
@@ -138,10 +141,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to Redis (failing start-up when it cannot be reached), and
-    /// checks its persistence settings.
-    pub async fn connect(url: &str, node_id: String, lease: Duration) -> anyhow::Result<Arc<Self>> {
+    /// checks its persistence settings. `reconnects` counts the attempts at
+    /// a new connection after one was lost.
+    pub async fn connect(
+        url: &str,
+        node_id: String,
+        lease: Duration,
+        reconnects: prometheus_client::metrics::counter::Counter,
+    ) -> anyhow::Result<Arc<Self>> {
         let client = RedisClient::open(url)?;
-        let cmd = tokio::time::timeout(Duration::from_secs(10), client.connect())
+        let cmd = tokio::time::timeout(Duration::from_secs(10), client.connect(reconnects))
             .await
             .map_err(|_| anyhow::anyhow!("--redis {url}: no answer within 10 s"))?
             .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;

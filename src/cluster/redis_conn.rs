@@ -10,7 +10,8 @@
 //!   as on the single Redis's `ConnectionManager`. On a Redis Cluster each
 //!   command goes to the master of its key's slot; a pipeline must keep to
 //!   one slot (redis-rs refuses a cross-slot pipeline), so callers split
-//!   theirs per slot.
+//!   theirs per slot. The cluster's connection is opened anew from the seed
+//!   nodes when redis-rs's own is lost for good (see `reopening.rs`).
 //! - [`Subscriber`], [`Subscription`]: this node's bus channel. On a single Redis,
 //!   SUBSCRIBE; on a Redis Cluster, SSUBSCRIBE (sharded pub/sub, Redis 7),
 //!   so each node's traffic stays on the shard owning its channel's slot
@@ -19,10 +20,13 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionLike;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
+
+use super::reopening::ReopeningConn;
 
 /// How long connecting to one Redis node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,8 +134,9 @@ impl RedisClient {
         matches!(self, RedisClient::Cluster { .. })
     }
 
-    /// The connection commands go over; it reconnects by itself.
-    pub async fn connect(&self) -> RedisResult<RedisConn> {
+    /// The connection commands go over; it reconnects by itself (on a Redis
+    /// Cluster, each attempt at a new connection counts in `reconnects`).
+    pub async fn connect(&self, reconnects: Counter) -> RedisResult<RedisConn> {
         match self {
             RedisClient::Single(client) => {
                 let config = redis::aio::ConnectionManagerConfig::new()
@@ -143,7 +148,12 @@ impl RedisClient {
                 Ok(RedisConn::Single(cm))
             }
             RedisClient::Cluster { client, .. } => {
-                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+                let conn = client.get_async_connection().await?;
+                Ok(RedisConn::Cluster(ReopeningConn::new(
+                    (**client).clone(),
+                    conn,
+                    reconnects,
+                )))
             }
         }
     }
@@ -199,7 +209,7 @@ fn cluster_builder(nodes: &[String]) -> redis::cluster::ClusterClientBuilder {
 #[derive(Clone)]
 pub enum RedisConn {
     Single(redis::aio::ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(ReopeningConn),
 }
 
 impl RedisConn {
@@ -235,7 +245,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => Box::pin(c.command(cmd)),
         }
     }
 
@@ -247,14 +257,15 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => Box::pin(c.pipeline(cmd, offset, count)),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+            // A Redis Cluster has database 0 only.
+            RedisConn::Cluster(_) => 0,
         }
     }
 }

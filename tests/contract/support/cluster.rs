@@ -336,9 +336,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     /// A failing test shows what every node logged (the nodes and Redis are
-    /// killed by their own `Drop`s).
+    /// killed by their own `Drop`s); so does every test with
+    /// `PAIRGATE_TEST_CLUSTER_LOGS=1` (and `--nocapture`).
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("PAIRGATE_TEST_CLUSTER_LOGS").is_some() {
             eprintln!("cluster logs:\n{}", self.logs());
         }
     }
