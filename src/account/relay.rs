@@ -18,6 +18,22 @@ impl Gateway {
         Ok(())
     }
 
+    /// What a web socket that is not its session's live socket here is told.
+    /// On one node: its session ended (`logged_out`; a replaced socket is
+    /// being closed 4009 and never reads the answer). In a cluster the home
+    /// may not know the socket yet although its session lives (the account
+    /// just moved here, or this node is registering its sockets anew after
+    /// an outage): `unavailable`, which a client retries, where `logged_out`
+    /// would make it forget a live session. Only a session the home's loaded
+    /// account does not have (it ended) is `logged_out` there too.
+    fn not_registered(&self, session_may_live: bool) -> ErrorCode {
+        if self.cluster.is_some() && session_may_live {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::LoggedOut
+        }
+    }
+
     /// A web session's `send` through its live socket `web`: to the phone, if
     /// it is online and keeps up.
     pub fn relay_to_phone(
@@ -51,7 +67,7 @@ impl Gateway {
             .with_existing(account, |state| {
                 // A session that ended, or a socket that was replaced, relays nothing.
                 if !state.is_live_socket(session_id, web) {
-                    return Err(ErrorCode::LoggedOut);
+                    return Err(self.not_registered(state.sessions.contains_key(session_id)));
                 }
                 let phone = state.phone.clone().ok_or(ErrorCode::PhoneOffline)?;
                 if !phone.reachable() {
@@ -59,7 +75,8 @@ impl Gateway {
                 }
                 Ok(phone)
             })
-            .unwrap_or(Err(ErrorCode::LoggedOut))?;
+            // Not loaded here: its sockets are not registered yet.
+            .unwrap_or(Err(self.not_registered(true)))?;
         let frame = ServerFrame::Message {
             from: session_id,
             body,
