@@ -34,6 +34,17 @@ impl Gateway {
         }
     }
 
+    /// What a phone socket that is not its account's phone here is told: on
+    /// one node it was replaced (and is being closed 4009); in a cluster the
+    /// home may not know it yet (see `not_registered`): `unavailable`.
+    fn phone_not_registered(&self) -> ErrorCode {
+        if self.cluster.is_some() {
+            ErrorCode::Unavailable
+        } else {
+            SUPERSEDED
+        }
+    }
+
     /// A web session's `send` through its live socket `web`: to the phone, if
     /// it is online and keeps up.
     pub fn relay_to_phone(
@@ -76,7 +87,7 @@ impl Gateway {
                 Ok(phone)
             })
             // Not loaded here: its sockets are not registered yet.
-            .unwrap_or(Err(self.not_registered(true)))?;
+            .unwrap_or_else(|| Err(self.not_registered(true)))?;
         let frame = ServerFrame::Message {
             from: session_id,
             body,
@@ -127,7 +138,7 @@ impl Gateway {
             .hub
             .with_existing(account, |state| {
                 if !state.is_phone(phone) {
-                    return Err(SUPERSEDED);
+                    return Err(self.phone_not_registered());
                 }
                 // Nothing is delivered unless every target can be reached:
                 // a send is never half done for want of the bus.
@@ -158,7 +169,7 @@ impl Gateway {
                     },
                 }
             })
-            .unwrap_or(Err(SUPERSEDED))?;
+            .unwrap_or_else(|| Err(self.phone_not_registered()))?;
         // Counted as sent here; a receipt that says otherwise does not
         // count towards the `ack`'s `delivered`.
         self.metrics

@@ -64,6 +64,7 @@ pub use self::calls::{Call, Reply};
 pub use self::homes::Home;
 pub use self::redis_conn::{RedisClient, RedisConn};
 pub use self::refs::RefRecord;
+pub use self::route::Delivery;
 
 /// How long a call to another node may take before it counts as unanswered.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);

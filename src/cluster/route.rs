@@ -17,6 +17,20 @@ use crate::conn::Leaving;
 use crate::gateway::Gateway;
 use crate::protocol::{DeviceInfo, ErrorCode, LinkTarget, SessionInfo};
 
+/// A phone's `send` relayed: the sockets that took it here, and the
+/// receipts of those on other nodes (`count_delivered` adds them up).
+pub struct Delivery {
+    pub here: usize,
+    pub receipts: Vec<crate::peer::Receipt>,
+}
+
+impl Delivery {
+    /// The `ack`'s `delivered`, once every receipt is in.
+    pub async fn delivered(self) -> usize {
+        self.here + super::bus::count_delivered(self.receipts).await
+    }
+}
+
 /// How often a call is tried again after its home moved.
 const ROUTE_TRIES: usize = 3;
 
@@ -359,22 +373,38 @@ impl Gateway {
         }
     }
 
+    /// The phone's `send` in a cluster: what counts now, and the receipts
+    /// of sockets on other nodes still to come (when this node is the
+    /// account's home; from another home the count is final). The phone's
+    /// socket writes its `ack` once they are in, without waiting for them
+    /// before its next frame.
     pub async fn relay_to_webs_routed(
         self: &Arc<Self>,
         account: &str,
         phone: u64,
         to: Option<&str>,
         body: &RawValue,
-    ) -> Result<usize, ErrorCode> {
+    ) -> Result<Delivery, ErrorCode> {
         self.routed(
             account,
-            || self.relay_to_webs_confirmed(account, phone, to, body),
+            || async {
+                let mut receipts = Vec::new();
+                let here = self.relay_to_webs_receipted(account, phone, to, body, &mut receipts)?;
+                Ok(Delivery { here, receipts })
+            },
             || Call::RelayToWebs {
                 conn: phone,
                 to: to.map(str::to_owned),
                 body: body.to_owned(),
             },
-            Reply::count,
+            |reply| {
+                Reply::count(reply).map(|counted| {
+                    counted.map(|here| Delivery {
+                        here,
+                        receipts: Vec::new(),
+                    })
+                })
+            },
         )
         .await
     }

@@ -10,6 +10,25 @@ use super::{Handler, Stop};
 
 type Conn = super::Conn<Infallible>;
 
+/// Queues the `ack` of a `send` on this socket once its deliveries on other
+/// nodes are known (no `id`: nothing to answer, the send stands). Written in
+/// queue order with everything else for the socket; a socket closed
+/// meanwhile takes nothing.
+fn ack_when_delivered(conn: &Conn, id: Option<&str>, delivery: crate::cluster::Delivery) {
+    let Some(id) = id.map(str::to_owned) else {
+        return;
+    };
+    let peer = conn.peer.clone();
+    conn.gw.tasks.spawn(async move {
+        let delivered = delivery.delivered().await;
+        let ack = ServerFrame::Ack {
+            id: Some(&id),
+            delivered: Some(delivered),
+        };
+        peer.send(&ack.to_utf8_bytes());
+    });
+}
+
 /// Where a phone socket stands.
 #[derive(Default)]
 pub enum Phone {
@@ -143,7 +162,18 @@ impl Handler for Phone {
                 // The hot path stays synchronous on a single node.
                 None => gw.relay_to_webs(&account, me, to.as_deref(), body),
                 Some(_) => {
-                    Box::pin(gw.relay_to_webs_routed(&account, me, to.as_deref(), body)).await
+                    match Box::pin(gw.relay_to_webs_routed(&account, me, to.as_deref(), body))
+                        .await
+                    {
+                        Ok(delivery) if !delivery.receipts.is_empty() => {
+                            // Sockets on other nodes count once their
+                            // receipts are in: the ack waits for them, this
+                            // socket's next frames do not.
+                            ack_when_delivered(conn, id, delivery);
+                            return Ok(());
+                        }
+                        relayed => relayed.map(|delivery| delivery.here),
+                    }
                 }
             }
             .map(|delivered| {
