@@ -229,8 +229,10 @@ impl Cluster {
                     .await,
             ),
             Call::RelayToWebs { conn, to, body } => Reply::Count(
-                gw.relay_to_webs_confirmed(account, remote(conn), to.as_deref(), &body)
-                    .await,
+                match gw.relay_to_webs_here(account, remote(conn), to.as_deref(), &body) {
+                    Ok(delivery) => Ok(delivery.delivered().await),
+                    Err(code) => Err(code),
+                },
             ),
             Call::Resume { conn, session_id } => {
                 let peer: WebPeer = RemotePeer::peer(self, from, conn);

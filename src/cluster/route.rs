@@ -339,19 +339,20 @@ impl Gateway {
         }
     }
 
-    /// `relay_to_webs` at the account's home: a web socket on another node
-    /// counts once its node has the frame (its receipt), so an `ack` never
-    /// counts a message a Redis outage swallowed.
-    pub(super) async fn relay_to_webs_confirmed(
+    /// `relay_to_webs` at the account's home: what counts now, and the
+    /// receipts of web sockets on other nodes, which count once their node
+    /// has the frame (so an `ack` never counts a message a Redis outage
+    /// swallowed).
+    pub(super) fn relay_to_webs_here(
         &self,
         account: &str,
         phone: u64,
         to: Option<&str>,
         body: &RawValue,
-    ) -> Result<usize, ErrorCode> {
+    ) -> Result<Delivery, ErrorCode> {
         let mut receipts = Vec::new();
         let here = self.relay_to_webs_receipted(account, phone, to, body, &mut receipts)?;
-        Ok(here + super::bus::count_delivered(receipts).await)
+        Ok(Delivery { here, receipts })
     }
 
     /// `relay_to_phone` at the account's home: a phone on another node has
@@ -387,11 +388,7 @@ impl Gateway {
     ) -> Result<Delivery, ErrorCode> {
         self.routed(
             account,
-            || async {
-                let mut receipts = Vec::new();
-                let here = self.relay_to_webs_receipted(account, phone, to, body, &mut receipts)?;
-                Ok(Delivery { here, receipts })
-            },
+            || async { self.relay_to_webs_here(account, phone, to, body) },
             || Call::RelayToWebs {
                 conn: phone,
                 to: to.map(str::to_owned),

@@ -162,8 +162,7 @@ impl Handler for Phone {
                 // The hot path stays synchronous on a single node.
                 None => gw.relay_to_webs(&account, me, to.as_deref(), body),
                 Some(_) => {
-                    match Box::pin(gw.relay_to_webs_routed(&account, me, to.as_deref(), body))
-                        .await
+                    match Box::pin(gw.relay_to_webs_routed(&account, me, to.as_deref(), body)).await
                     {
                         Ok(delivery) if !delivery.receipts.is_empty() => {
                             // Sockets on other nodes count once their
