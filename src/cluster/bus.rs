@@ -306,14 +306,14 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
             }
             Msg::Deliver { conn, text } => {
                 let text = Utf8Bytes::from(text);
-                match cluster.locals.get(&conn).map(|l| l.clone()) {
-                    Some(LocalSocket::Phone { peer, .. }) => {
-                        peer.send(&text);
-                    }
-                    Some(LocalSocket::Web { peer, .. }) => {
-                        peer.send(&text);
-                    }
-                    None => {}
+                let taken = match cluster.locals.get(&conn).map(|l| l.clone()) {
+                    Some(LocalSocket::Phone { peer, .. }) => Some(peer.send(&text)),
+                    Some(LocalSocket::Web { peer, .. }) => Some(peer.send(&text)),
+                    None => None,
+                };
+                if taken != Some(true) {
+                    // Counted by its sender: worth a trace when it is lost here.
+                    tracing::debug!(conn, ?taken, from = %from, "bus: a delivery found no socket to take it");
                 }
             }
             Msg::Event { conn, event } => cluster.apply_event(gw, &from, conn, event),
