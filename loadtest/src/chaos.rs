@@ -519,16 +519,7 @@ async fn setup_account(
         let node = (acct + 1 + j) % n;
         let role = Role::Web(j);
         let mut web = Client::connect(&sh.url(node, role), &sh.options).await?;
-        let qr = web
-            .request(ClientFrame::Pair {
-                remember: true,
-                device_name: None,
-            })
-            .await?;
-        let reference = qr["ref"].as_str().context("qr without ref")?;
-        let request = phone.link(reference).await?;
-        phone.confirm(&request.request_id).await?;
-        let linked = web.expect("linked").await?;
+        let linked = phone.pair_web(&mut web).await?;
         let mut log = Log::new(acct, role, acct as u64 * ids + 1 + j as u64, node);
         log.away = is_away(acct, node, n, sh.victim);
         log.phone_away = node != sh.victim && is_away(acct, acct % n, n, sh.victim);
@@ -1110,13 +1101,7 @@ async fn run(opts: ChaosOpts) -> anyhow::Result<ChaosReport> {
     }
 
     for (i, node) in nodes.into_iter().enumerate() {
-        let tail: Vec<String> = node
-            .log_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let tail = crate::gateway::log_lines(&node.log_tail);
         report
             .log_tails
             .push(format!("node {i}:\n{}", tail.join("\n")));

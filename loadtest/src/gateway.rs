@@ -28,6 +28,15 @@ pub struct Spawned {
 /// Log lines kept from the spawned gateway.
 const LOG_TAIL: usize = 50;
 
+/// The lines `tail` holds now, oldest first.
+pub fn log_lines(tail: &Mutex<VecDeque<String>>) -> Vec<String> {
+    tail.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
 impl Spawned {
     /// Starts `bin serve` on 127.0.0.1:0 with a fresh data dir and limits
     /// opened up for a load test, and waits for its `listening on` line.
@@ -127,13 +136,7 @@ impl Spawned {
         let addr = match addr {
             Ok(a) => a,
             Err(e) => {
-                let tail: Vec<String> = log_tail
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                return Err(e.context(tail.join("\n")));
+                return Err(e.context(log_lines(&log_tail).join("\n")));
             }
         };
         // Keep draining its log, or a full pipe would stall the gateway.

@@ -86,13 +86,7 @@ async fn stop_all(spawned: Vec<Spawned>, show_log: bool) -> Option<String> {
     }
     let mut exits = Vec::new();
     for (k, g) in spawned.into_iter().enumerate() {
-        let tail: Vec<String> = g
-            .log_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let tail = crate::gateway::log_lines(&g.log_tail);
         exits.push(g.stop().await);
         if show_log {
             eprintln!("gateway node {k} log (last lines):\n{}", tail.join("\n"));

@@ -212,16 +212,7 @@ async fn setup(base: &str, phone_token: &str) -> anyhow::Result<(Client, Client)
     let opts = ConnectOptions::default();
     let mut phone = Client::phone(&format!("{base}/ws/phone"), phone_token, &opts).await?;
     let mut web = Client::connect(&format!("{base}/ws/web"), &opts).await?;
-    let qr = web
-        .request(ClientFrame::Pair {
-            remember: true,
-            device_name: None,
-        })
-        .await?;
-    let reference = qr["ref"].as_str().context("qr without ref")?;
-    let request = phone.link(reference).await?;
-    phone.confirm(&request.request_id).await?;
-    let linked = web.expect("linked").await?;
+    let linked = phone.pair_web(&mut web).await?;
     let token = linked["token"].as_str().context("linked without token")?;
     web.close().await;
     phone.expect("session_offline").await?;

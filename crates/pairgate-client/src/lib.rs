@@ -363,6 +363,24 @@ impl Client {
         })
     }
 
+    /// Links `web`, a fresh web socket, to this phone the way a person does:
+    /// `web` asks to `pair` (remembered), this phone links its ref and
+    /// confirms. Returns the web's `linked` frame (its session id and token).
+    pub async fn pair_web(&mut self, web: &mut Client) -> Result<Value, ClientError> {
+        let qr = web
+            .request(ClientFrame::Pair {
+                remember: true,
+                device_name: None,
+            })
+            .await?;
+        let Some(reference) = qr["ref"].as_str() else {
+            return Err(ClientError::Unexpected(qr));
+        };
+        let request = self.link(reference).await?;
+        self.confirm(&request.request_id).await?;
+        web.expect("linked").await
+    }
+
     pub async fn confirm(&mut self, request_id: &str) -> Result<SessionInfo, ClientError> {
         let r = self
             .request(ClientFrame::LinkConfirm {
