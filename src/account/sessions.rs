@@ -128,6 +128,26 @@ impl Gateway {
         session_id: &str,
         peer: &WebPeer,
     ) -> Result<Resumed, ErrorCode> {
+        self.make_live(account, session_id, peer, false)
+    }
+
+    /// Cluster mode: a socket that was live already registers again with
+    /// its account's home (after a resync, or its home's death). Like
+    /// `resume`, and the phone's state is queued to the socket in the same
+    /// critical section, so it comes before any later `phone_status` the
+    /// home sends it. (The answer to its node's call travels separately and
+    /// could overtake those.)
+    pub fn rejoin(&self, account: &str, session_id: &str, peer: &WebPeer) -> Result<(), ErrorCode> {
+        self.make_live(account, session_id, peer, true).map(|_| ())
+    }
+
+    fn make_live(
+        &self,
+        account: &str,
+        session_id: &str,
+        peer: &WebPeer,
+        tell_phone_state: bool,
+    ) -> Result<Resumed, ErrorCode> {
         self.hub
             .with_existing(account, |state| {
                 let phone_online = state.phone.is_some();
@@ -136,6 +156,12 @@ impl Gateway {
                 // had a socket, not when it last went offline.
                 touch(&self.store, session);
                 state.session_online(session_id, peer);
+                if tell_phone_state {
+                    let status = ServerFrame::PhoneStatus {
+                        online: phone_online,
+                    };
+                    peer.send(&status.to_utf8_bytes());
+                }
                 Some(Resumed { phone_online })
             })
             .flatten()

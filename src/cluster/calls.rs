@@ -79,6 +79,11 @@ pub enum Call {
     AdminLogout {
         session_id: Option<String>,
     },
+    /// A socket live already registers again (see `Gateway::rejoin`).
+    Rejoin {
+        conn: u64,
+        session_id: String,
+    },
 }
 
 /// The home's answer.
@@ -268,6 +273,10 @@ impl Cluster {
                 gw.logout(account, Actor::Admin, session_id.as_deref())
                     .await,
             ),
+            Call::Rejoin { conn, session_id } => {
+                let peer: WebPeer = RemotePeer::peer(self, from, conn);
+                Reply::Done(gw.rejoin(account, &session_id, &peer))
+            }
         }
     }
 }

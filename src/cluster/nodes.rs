@@ -159,7 +159,9 @@ impl Cluster {
         let (lease, info) = tokio::join!(lease, self.write_info(gw, &name, &mut cmd));
         let (still,) = lease?;
         info?;
-        Ok(still.is_some())
+        // Renamed while this ran (a resync removes the old name's lease): not
+        // a sign that the new name was taken away.
+        Ok(still.is_some() || *self.me() != *name)
     }
 
     /// Looks at every lease: expired ones are removed and handled as dead,
@@ -441,7 +443,10 @@ pub(super) const REATTACH_FOR: Duration = Duration::from_secs(6);
 /// Pause between two tries.
 const REATTACH_PAUSE: Duration = Duration::from_millis(200);
 
-/// Registers one of this node's sockets with its account's home again.
+/// Registers one of this node's sockets with its account's home again. The
+/// socket stays in this node's table of its sockets throughout (the home may
+/// have taken a try whose answer was lost, and sends it deliveries already);
+/// it leaves the table only when it closes.
 async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
     let Some(cluster) = gw.cluster.clone() else {
         return;
@@ -450,28 +455,31 @@ async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
     let until = Instant::now() + REATTACH_FOR;
     loop {
         let registered = match &socket {
-            LocalSocket::Phone { account, peer } => {
-                gw.phone_online_routed(account, peer).await.map(|()| None)
-            }
+            LocalSocket::Phone { account, peer } => gw.phone_online_at_home(account, peer).await,
             LocalSocket::Web {
                 account,
                 session_id,
                 peer,
-            } => gw
-                .resume_routed(account, session_id, peer)
-                .await
-                .map(|resumed| Some(resumed.phone_online)),
+            } => gw.rejoin_at_home(account, session_id, peer).await,
         };
-        let closing = match &socket {
-            LocalSocket::Phone { peer, .. } => peer.is_close_ordered(),
-            LocalSocket::Web { peer, .. } => peer.is_close_ordered(),
+        if *cluster.me() != *name || cluster.stop.is_cancelled() {
+            // Lost again meanwhile: that loss's resync registers it under
+            // the new name (an answer to this one is stale).
+            tracing::debug!(
+                "socket registered under a name given up meanwhile; the next resync takes it"
+            );
+            return;
+        }
+        let (conn, closing) = match &socket {
+            LocalSocket::Phone { peer, .. } => (peer.conn_id(), peer.is_close_ordered()),
+            LocalSocket::Web { peer, .. } => (peer.conn_id(), peer.is_close_ordered()),
         };
+        if closing || !cluster.locals.contains_key(&conn) {
+            // Closed meanwhile: its leaving tells the home.
+            return;
+        }
         let again = registered == Err(crate::protocol::ErrorCode::Unavailable)
-            && Instant::now() + REATTACH_PAUSE < until
-            && !closing
-            // Lost again meanwhile: that loss's resync registers it.
-            && *cluster.me() == *name
-            && !cluster.stop.is_cancelled();
+            && Instant::now() + REATTACH_PAUSE < until;
         if !again {
             return reattached(socket, registered);
         }
@@ -480,14 +488,11 @@ async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
     }
 }
 
-/// Carries out what registering `socket` anew came to: `Some(online)` for a
-/// web socket (the phone's state is sent), `None` for a phone.
-fn reattached(socket: LocalSocket, registered: Result<Option<bool>, crate::protocol::ErrorCode>) {
+/// Carries out what registering `socket` anew came to (a web socket
+/// registered again was sent the phone's state by its home).
+fn reattached(socket: LocalSocket, registered: Result<(), crate::protocol::ErrorCode>) {
     match (socket, registered) {
-        (LocalSocket::Web { peer, .. }, Ok(Some(online))) => {
-            peer.send(&ServerFrame::PhoneStatus { online }.to_utf8_bytes());
-        }
-        (_, Ok(_)) => {}
+        (_, Ok(())) => {}
         (LocalSocket::Web { peer, .. }, Err(crate::protocol::ErrorCode::LoggedOut)) => {
             // Ended on another node meanwhile.
             let farewell: Utf8Bytes = ServerFrame::LoggedOut {

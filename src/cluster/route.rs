@@ -108,24 +108,35 @@ impl Gateway {
                 },
             );
         }
-        let conn = peer.conn_id();
-        let result = self
-            .routed(
-                account,
-                || async {
-                    self.phone_online(account, peer);
-                    Ok(())
-                },
-                || Call::PhoneOnline { conn },
-                Reply::done,
-            )
-            .await;
+        let result = self.phone_online_at_home(account, peer).await;
         if result.is_err()
             && let Some(cluster) = &self.cluster
         {
-            cluster.locals.remove(&conn);
+            cluster.locals.remove(&peer.conn_id());
         }
         result
+    }
+
+    /// Registers the phone socket with its account's home, leaving this
+    /// node's table of its sockets alone: a socket registered anew in a
+    /// resync stays in it while a try fails (deliveries the home already
+    /// sends it must find it), until it leaves.
+    pub(super) async fn phone_online_at_home(
+        self: &Arc<Self>,
+        account: &str,
+        peer: &PhonePeer,
+    ) -> Result<(), ErrorCode> {
+        let conn = peer.conn_id();
+        self.routed(
+            account,
+            || async {
+                self.phone_online(account, peer);
+                Ok(())
+            },
+            || Call::PhoneOnline { conn },
+            Reply::done,
+        )
+        .await
     }
 
     /// The phone socket `conn` leaves. A socket that left by itself waits
@@ -423,26 +434,56 @@ impl Gateway {
                 },
             );
         }
-        let result = self
-            .routed(
-                account,
-                || async { self.resume(account, session_id, peer) },
-                || Call::Resume {
-                    conn,
-                    session_id: session_id.to_owned(),
-                },
-                |r| match r {
-                    Reply::Resumed(r) => Some(r.map(|phone_online| Resumed { phone_online })),
-                    _ => None,
-                },
-            )
-            .await;
+        let result = self.resume_at_home(account, session_id, peer).await;
         if result.is_err()
             && let Some(cluster) = &self.cluster
         {
             cluster.locals.remove(&conn);
         }
         result
+    }
+
+    async fn resume_at_home(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        peer: &WebPeer,
+    ) -> Result<Resumed, ErrorCode> {
+        let conn = peer.conn_id();
+        self.routed(
+            account,
+            || async { self.resume(account, session_id, peer) },
+            || Call::Resume {
+                conn,
+                session_id: session_id.to_owned(),
+            },
+            |r| match r {
+                Reply::Resumed(r) => Some(r.map(|phone_online| Resumed { phone_online })),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Like `phone_online_at_home`, for a session's socket live already: the
+    /// home queues it the phone's state (`Gateway::rejoin`).
+    pub(super) async fn rejoin_at_home(
+        self: &Arc<Self>,
+        account: &str,
+        session_id: &str,
+        peer: &WebPeer,
+    ) -> Result<(), ErrorCode> {
+        let conn = peer.conn_id();
+        self.routed(
+            account,
+            || async { self.rejoin(account, session_id, peer) },
+            || Call::Rejoin {
+                conn,
+                session_id: session_id.to_owned(),
+            },
+            Reply::done,
+        )
+        .await
     }
 
     pub fn web_offline_told(self: &Arc<Self>, account: &str, session_id: &str, conn: u64) {

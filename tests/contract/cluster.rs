@@ -756,6 +756,81 @@ async fn redis_restart_while_relaying_loses_no_acknowledged_delivery() {
     }
 }
 
+/// Redis stopped and started again four times in a row, the phone on one
+/// node and webs on all three: after each outage every node starts over
+/// under a new name at once, so the account's home moves while sockets
+/// register with it anew from every side. After each, a send reaches every
+/// web, each web's last `phone_status` says online, and every send reached
+/// exactly the webs its `ack` counted. It caught a socket dropped from its
+/// node's table when one try to register failed (the home's deliveries to it
+/// then counted and lost) and a web told `online: false` after `true` (its
+/// node sent the state from the call's answer after the home's later event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_again_and_again_every_socket_registers_anew() {
+    let mut c = three_nodes().await;
+    let acc = account("cl-redis-again");
+    let phone = c.on(0).phone(&acc).await;
+    let webs = [
+        c.on(0).pair(&phone, &PairOpts::new()).await,
+        c.on(1).pair(&phone, &PairOpts::new()).await,
+        c.on(2).pair(&phone, &PairOpts::new()).await,
+        c.on(1).pair(&phone, &PairOpts::new()).await,
+    ];
+    let mut acked = Vec::new();
+    for round in 0..4 {
+        c.redis.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..3 {
+            wait_readyz(c.node_addr(i), 503, left(deadline)).await;
+        }
+        c.redis.restart().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..3 {
+            wait_readyz(c.node_addr(i), 200, left(deadline)).await;
+        }
+        // Ready does not mean every other node has registered its sockets
+        // with their new homes yet: sent again until all four count.
+        let mut attempt = 0;
+        let body = loop {
+            let body = json!(format!("round {round} try {attempt}"));
+            let ack = send_until_acked(&phone, &body, None, deadline).await;
+            let delivered = ack["delivered"].as_u64().unwrap_or(0);
+            acked.push((body.clone(), delivered));
+            if delivered == webs.len() as u64 {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "round {round}: {ack}");
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for s in &webs {
+            s.web
+                .expect_where("this round's message", LONG, |m| {
+                    m["type"] == "message" && m["body"] == body
+                })
+                .await;
+            let last = s.web.all_of("phone_status").last().cloned();
+            assert_eq!(
+                last.as_ref().map(|m| m["online"].clone()),
+                Some(json!(true)),
+                "round {round}: {} last heard {last:?}",
+                s.web.name
+            );
+            assert!(!s.web.is_closed(), "{} was closed", s.web.name);
+        }
+    }
+    for (body, delivered) in acked {
+        let got = webs
+            .iter()
+            .filter(|s| s.web.all_of("message").iter().any(|m| m["body"] == body))
+            .count() as u64;
+        assert_eq!(
+            got, delivered,
+            "{body}: acked delivered {delivered}, received by {got}"
+        );
+    }
+}
+
 /// Redis stopped: every node's `/readyz` is 503 within 5 s; upgrades are
 /// still accepted; `auth` (phone and web), `pair`, `link` by code and a cross-node `send`
 /// (both ways) answer `error` `unavailable`, never a false `ack`, and nothing
