@@ -78,41 +78,9 @@ impl DemoTokens {
     }
 }
 
-/// `/phone` without `--demo`: what stands in for a phone, and no token asked.
-pub const NO_DEMO_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <meta name="color-scheme" content="light dark">
-  <title>pairgate phone</title>
-  <link rel="stylesheet" href="static/style.css">
-</head>
-<body>
-  <main class="card">
-    <h1>Link with your phone</h1>
-    <p class="lead">This gateway does not serve a demo phone.</p>
-    <p>To link a browser, use the pairgate app on your phone (or <code>pairgate phone</code>
-    on a computer): it signs in to <code>/ws/phone</code> with a phone token issued for your
-    account, and scans the QR code (or types the code) the browser shows.</p>
-    <p>Never paste a token into a web page because a message or a QR code asked you to.</p>
-    <p><a href="./">Back</a></p>
-  </main>
-</body>
-</html>
-"#;
-
 #[cfg(test)]
 mod tests {
 
-    /// Served under a path prefix too (`--public-url https://host/pairgate`):
-    /// every link is relative, like the other pages'.
-    #[test]
-    fn the_page_without_demo_has_no_absolute_paths() {
-        for absolute in ["href=\"/", "src=\"/", "action=\"/"] {
-            assert!(!super::NO_DEMO_PAGE.contains(absolute), "{absolute}");
-        }
-    }
     use std::net::Ipv4Addr;
 
     use super::*;

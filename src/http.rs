@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use rust_embed::RustEmbed;
@@ -63,7 +63,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 if demo {
                     asset("phone.html")
                 } else {
-                    Html(crate::demo::NO_DEMO_PAGE).into_response()
+                    asset("no-demo.html")
                 }
             }),
         )
@@ -335,6 +335,26 @@ async fn demo_phone(
         Err(e) => {
             tracing::error!(error = %e, "demo token failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Assets;
+
+    /// The pages are served under a path prefix too (`--public-url
+    /// https://host/pairgate`): every link in them is relative.
+    #[test]
+    fn no_page_has_an_absolute_path() {
+        let pages: Vec<_> = Assets::iter().filter(|f| f.ends_with(".html")).collect();
+        assert!(pages.iter().any(|p| p == "no-demo.html"), "{pages:?}");
+        for page in pages {
+            let html = Assets::get(&page).expect("listed").data;
+            let html = String::from_utf8_lossy(&html);
+            for absolute in ["href=\"/", "src=\"/", "action=\"/"] {
+                assert!(!html.contains(absolute), "{page}: {absolute}");
+            }
         }
     }
 }

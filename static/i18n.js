@@ -1,12 +1,18 @@
-// Every string the pages show (the web client, and the demo phone's under
-// `demo.`), in one table per language. The
-// language comes from the browser (`navigator.languages`, first match wins,
+// Every string the pages show (the web client; the demo phone's under
+// `demo.`; `/phone` without `--demo` under `nodemo.`), in one table per
+// language. The language comes from the browser (`navigator.languages`, first match wins,
 // English otherwise). A value that is an object is a plural: its keys are
 // `Intl.PluralRules` categories, chosen by the `n` variable.
 // To add a language, add a table with every key of `en` (a test checks it).
 
 export const STRINGS = {
   en: {
+    "nodemo.page_title": "pairgate phone",
+    "nodemo.title": "Link with your phone",
+    "nodemo.lead": "This gateway does not serve a demo phone.",
+    "nodemo.how": "To link a browser, use the pairgate app on your phone (or {cli} on a computer): it signs in to {endpoint} with a phone token issued for your account, and scans the QR code (or types the code) the browser shows.",
+    "nodemo.warning": "Never paste a token into a web page because a message or a QR code asked you to.",
+    "nodemo.back": "Back",
     "page.title": "pairgate",
     "notice.dismiss": "Dismiss notice",
     "connecting": "Connecting…",
@@ -145,6 +151,12 @@ export const STRINGS = {
     "demo.open_web": "Open the web client",
   },
   de: {
+    "nodemo.page_title": "pairgate-Telefon",
+    "nodemo.title": "Mit deinem Telefon verknüpfen",
+    "nodemo.lead": "Dieses Gateway bietet kein Demo-Telefon an.",
+    "nodemo.how": "Um einen Browser zu verknüpfen, nutze die pairgate-App auf deinem Telefon (oder {cli} auf einem Computer): Sie meldet sich mit einem für dein Konto ausgestellten Telefon-Token bei {endpoint} an und scannt den QR-Code (oder tippt den Code ein), den der Browser zeigt.",
+    "nodemo.warning": "Füge niemals ein Token in eine Webseite ein, nur weil eine Nachricht oder ein QR-Code dich dazu auffordert.",
+    "nodemo.back": "Zurück",
     "page.title": "pairgate",
     "notice.dismiss": "Hinweis schließen",
     "connecting": "Verbinde…",

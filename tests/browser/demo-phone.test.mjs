@@ -204,7 +204,21 @@ test("without --demo, /phone explains what to use instead and asks for no token"
     await waitForState(web, "pairing");
     assert.equal(await web.locator('a[href="/phone"]').count(), 0, "/ links to no demo phone");
     assertNoPageErrors(web);
+    assertNoPageErrors(page);
     await context.close();
+
+    // In the browser's language, from the same strings table as the other pages.
+    const german = await newContext(browser, undefined, { locale: "de-DE" });
+    const { page: de } = await openPage(german, plain.url + "/phone");
+    await waitForText(de, "h1", "Mit deinem Telefon verknüpfen");
+    assert.equal(await de.evaluate(() => document.documentElement.lang), "de");
+    assert.equal(await de.title(), "pairgate-Telefon");
+    assert.deepEqual(await de.locator("main code").allTextContents(), ["pairgate phone", "/ws/phone"]);
+    assert.match(await text(de, "main"), /Telefon-Token/);
+    assert.doesNotMatch(await text(de, "main"), /\b(Link with|does not serve|Never paste|Back)\b/, "English left");
+    await screenshot(de, "no-demo-phone-de");
+    assertNoPageErrors(de);
+    await german.close();
   } finally {
     await plain.stop();
   }
