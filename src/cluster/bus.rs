@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -39,10 +39,14 @@ pub enum Msg {
         id: u64,
         reply: Reply,
     },
-    /// A frame for a socket of the receiving node.
+    /// A frame for a socket of the receiving node. `counted`: its sender
+    /// counts it as delivered if the socket takes it, and waits to hear
+    /// (the packet's `Taken`).
     Deliver {
         conn: u64,
         text: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        counted: bool,
     },
     /// What the phone did to a pairing socket's attempt.
     Event {
@@ -60,6 +64,14 @@ pub enum Msg {
     Closed {
         ack: u64,
     },
+    /// The answer to a packet's counted deliveries (its `receipt`): which of
+    /// them, by position among the counted ones, no socket took (it was
+    /// gone, or its queue was full and it is being closed 4030).
+    Taken {
+        receipt: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused: Vec<u32>,
+    },
     /// Node `node` (the sender, or its previous generation) is leaving
     /// (shutdown or resync): its sockets are gone as of now.
     Gone {
@@ -68,9 +80,13 @@ pub enum Msg {
 }
 
 /// What goes over the wire: every message for one node from one flush.
+/// `receipt`: the packet has counted deliveries, to be answered by a
+/// `Taken` with this id.
 #[derive(Serialize, Deserialize)]
 struct Packet {
     from: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receipt: Option<u64>,
     msgs: Vec<Msg>,
 }
 
@@ -106,19 +122,32 @@ pub(super) async fn publish_loop(
             per_node[i].2.extend(receipt);
         }
         let mut packets: Vec<(String, String)> = Vec::with_capacity(per_node.len());
-        let mut receipts: Vec<Vec<oneshot::Sender<bool>>> = Vec::with_capacity(per_node.len());
+        let mut receipts: Vec<Option<u64>> = Vec::with_capacity(per_node.len());
         for (node, msgs, waiting) in per_node {
+            // Waiting before the publish: the answer may come back before
+            // the publish returns.
+            let receipt = (!waiting.is_empty()).then(|| {
+                let id = cluster.next_id();
+                cluster
+                    .receipts
+                    .insert(id, (node.clone(), waiting, Instant::now()));
+                id
+            });
             let packet = Packet {
                 from: from.clone(),
+                receipt,
                 msgs,
             };
             match serde_json::to_string(&packet) {
                 Ok(json) => {
                     packets.push((keys::bus(&node), json));
-                    receipts.push(waiting);
+                    receipts.push(receipt);
                 }
-                // Its receipts are dropped: not delivered.
-                Err(e) => tracing::error!(error = %e, "bus packet not encodable"),
+                Err(e) => {
+                    tracing::error!(error = %e, "bus packet not encodable");
+                    // Its receipts dropped: not delivered.
+                    forget_receipt(&cluster, receipt);
+                }
             }
         }
         // Bounded, so every receipt is answered: a Redis that hangs
@@ -134,22 +163,45 @@ pub(super) async fn publish_loop(
             // `unavailable`; the health check notices the outage.
             tracing::warn!("bus publish failed");
         }
-        for (subscribers, waiting) in taken.into_iter().zip(receipts) {
-            // Taken by Redis and handed to the node's subscription; none
-            // subscribed means the node is gone or has started over.
-            let delivered = subscribers.is_some_and(|n| n > 0);
-            for receipt in waiting {
-                let _ = receipt.send(delivered);
+        for (subscribers, receipt) in taken.into_iter().zip(receipts) {
+            // Not taken by Redis, or nobody subscribed (the node is gone or
+            // has started over): nobody will answer, so not delivered.
+            // Otherwise the node answers with a `Taken`.
+            if subscribers.is_none_or(|n| n <= 0) {
+                forget_receipt(&cluster, receipt);
             }
         }
     }
 }
 
+/// Drops a packet's receipts unanswered: each reads as not delivered.
+fn forget_receipt(cluster: &Cluster, receipt: Option<u64>) {
+    if let Some(id) = receipt {
+        cluster.receipts.remove(&id);
+    }
+}
+
+/// Answers a packet's receipts from its node's `Taken`: delivered unless
+/// its position is among the `refused` (ascending).
+fn answer_receipts(cluster: &Cluster, receipt: u64, refused: &[u32]) {
+    let Some((_, (_, waiting, _))) = cluster.receipts.remove(&receipt) else {
+        // Given up on meanwhile (its node was declared gone, or too late).
+        return;
+    };
+    let mut refused = refused.iter().copied().peekable();
+    for (position, waiter) in (0u32..).zip(waiting) {
+        let taken = refused.next_if_eq(&position).is_none();
+        let _ = waiter.send(taken);
+    }
+}
+
 /// How many of `receipts` say delivered. Each is answered within about
-/// `CALL_TIMEOUT`: the publisher bounds every publish by it, and answers
-/// `false` for what it could not publish (or drops the receipt, which counts
-/// the same). Awaited one by one: they are answered together, flush by flush,
-/// so this costs no timer and no allocation per `ack`.
+/// `CALL_TIMEOUT` and a lease tick: the publisher bounds every publish by it
+/// and drops what it could not publish; the receiving node answers what its
+/// sockets took; one unanswered is dropped by the lease loop, or when its
+/// node is declared gone (a dropped receipt counts as not delivered).
+/// Awaited one by one: they are answered together, packet by packet, so
+/// this costs no timer and no allocation per `ack`.
 pub async fn count_delivered(receipts: Vec<Receipt>) -> usize {
     let mut delivered = 0;
     for receipt in receipts {
@@ -275,6 +327,8 @@ async fn retry_pause(cluster: &Cluster) {
 /// Acts on one packet's messages, in order.
 fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
     let from = packet.from;
+    // The counted deliveries no socket took, by position among them.
+    let (mut counted, mut refused) = (0u32, Vec::new());
     // A node heard from is one whose death must be noticed, even if it
     // joined and died between two looks at the leases (the next look finds
     // it gone and handles it).
@@ -304,16 +358,22 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
                     let _ = waiter.send(reply);
                 }
             }
-            Msg::Deliver { conn, text } => {
+            Msg::Deliver {
+                conn,
+                text,
+                counted: is_counted,
+            } => {
                 let text = Utf8Bytes::from(text);
                 let taken = match cluster.locals.get(&conn).map(|l| l.clone()) {
-                    Some(LocalSocket::Phone { peer, .. }) => Some(peer.send(&text)),
-                    Some(LocalSocket::Web { peer, .. }) => Some(peer.send(&text)),
-                    None => None,
+                    Some(LocalSocket::Phone { peer, .. }) => peer.send(&text),
+                    Some(LocalSocket::Web { peer, .. }) => peer.send(&text),
+                    None => false,
                 };
-                if taken != Some(true) {
-                    // Counted by its sender: worth a trace when it is lost here.
-                    tracing::debug!(conn, ?taken, from = %from, "bus: a delivery found no socket to take it");
+                if is_counted {
+                    if !taken {
+                        refused.push(counted);
+                    }
+                    counted += 1;
                 }
             }
             Msg::Event { conn, event } => cluster.apply_event(gw, &from, conn, event),
@@ -346,7 +406,14 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
                     let _ = done.send(());
                 }
             }
+            Msg::Taken { receipt, refused } => answer_receipts(cluster, receipt, &refused),
             Msg::Gone { node } => cluster.node_gone(gw, &Arc::from(node)),
         }
+    }
+    if let Some(receipt) = packet.receipt {
+        if !refused.is_empty() {
+            tracing::debug!(refused = refused.len(), from = %from, "bus: counted deliveries no socket took");
+        }
+        cluster.post(&from, Msg::Taken { receipt, refused });
     }
 }

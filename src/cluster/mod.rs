@@ -74,6 +74,9 @@ pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// know whether Redis handed it to that node (see [`Cluster::post_receipted`]).
 type Outgoing = (Arc<str>, Msg, Option<oneshot::Sender<bool>>);
 
+/// A packet's receipts, in the order of its counted deliveries.
+type PacketReceipts = (Arc<str>, Vec<oneshot::Sender<bool>>, std::time::Instant);
+
 /// Messages waiting to be published; past that a send is refused.
 const BUS_QUEUE: usize = 1 << 16;
 
@@ -117,6 +120,9 @@ pub struct Cluster {
     replies: DashMap<u64, (Arc<str>, oneshot::Sender<Reply>)>,
     /// Close orders waiting for the other node's confirmation.
     acks: DashMap<u64, (Arc<str>, oneshot::Sender<()>, std::time::Instant)>,
+    /// Published packets' counted deliveries waiting for their node's
+    /// `Taken`, with the node and when they went out.
+    receipts: DashMap<u64, PacketReceipts>,
     /// Nodes alive at the last look, by bus name, with their lease expiry.
     nodes: DashMap<Arc<str>, i64>,
     /// Where each account this node has dealt with lives.
@@ -176,6 +182,7 @@ impl Cluster {
             next_id: AtomicU64::new(1),
             replies: DashMap::new(),
             acks: DashMap::new(),
+            receipts: DashMap::new(),
             nodes: DashMap::new(),
             homes: DashMap::new(),
             locals: DashMap::new(),
@@ -226,13 +233,14 @@ impl Cluster {
         self.is_up() && self.bus_tx.try_send((node.clone(), msg, None)).is_ok()
     }
 
-    /// Queues `msg` for `node`, with a receipt: `true` once Redis has taken
-    /// the packet carrying it and handed it to a subscriber of the node's
-    /// channel; `false` (or dropped) when the publish failed or nobody was
-    /// subscribed (the node is gone, or it started over under a new name).
-    /// `None` when the bus is down or full. What a socket's `ack` counts as
-    /// delivered on another node waits for this, so no `ack` counts a
-    /// message that a Redis outage swallowed.
+    /// Queues `msg` (a counted `Deliver`) for `node`, with a receipt: `true`
+    /// once that node has answered that a socket took it; `false` (or
+    /// dropped) when the publish failed, nobody was subscribed (the node is
+    /// gone, or it started over under a new name), the socket was gone or
+    /// its queue full (closed 4030), or no answer came in time. `None` when
+    /// the bus is down or full. What a socket's `ack` counts as delivered on
+    /// another node waits for this, so no `ack` counts a message that a Redis
+    /// outage swallowed or a slow socket refused.
     pub fn post_receipted(&self, node: &Arc<str>, msg: Msg) -> Option<Receipt> {
         if !self.is_up() {
             return None;

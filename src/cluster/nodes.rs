@@ -228,6 +228,7 @@ impl Cluster {
             // Dropped waiters read as unanswered (calls) or done (teardowns).
             self.replies.retain(|_, (n, _)| n != node);
             self.acks.retain(|_, (n, _, _)| n != node);
+            self.receipts.retain(|_, (n, _, _)| n != node);
             // Its sockets of the accounts homed here go offline.
             gw.sockets_gone_on(node);
         }
@@ -338,6 +339,7 @@ impl Cluster {
         self.homes.clear();
         self.replies.clear();
         self.acks.clear();
+        self.receipts.clear();
         gw.hub.clear();
         // Counted again as accounts are loaded anew.
         gw.metrics.sessions.set(0);
@@ -552,5 +554,9 @@ async fn lease_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         cluster.gone.retain(|_, at| *at > stale);
         let old = Instant::now() - 3 * super::TEARDOWN_TIMEOUT;
         cluster.acks.retain(|_, (_, _, at)| *at > old);
+        // Unanswered: the node took too long (or lost the packet); not
+        // counted as delivered.
+        let late = Instant::now() - super::CALL_TIMEOUT;
+        cluster.receipts.retain(|_, (_, _, at)| *at > late);
     }
 }

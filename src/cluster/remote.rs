@@ -79,6 +79,7 @@ impl RemotePeer {
                 Msg::Deliver {
                     conn: self.conn,
                     text: text.as_str().to_owned(),
+                    counted: false,
                 },
             )
     }
@@ -92,6 +93,7 @@ impl RemotePeer {
             Msg::Deliver {
                 conn: self.conn,
                 text: text.as_str().to_owned(),
+                counted: true,
             },
         )
     }

@@ -367,8 +367,10 @@ impl Gateway {
     }
 
     /// `relay_to_phone` at the account's home: a phone on another node has
-    /// the message once its receipt says so; until then the web's `send` is
-    /// not acknowledged, and without it the answer is `unavailable`.
+    /// the message once its node says its queue took it; until then the
+    /// web's `send` is not acknowledged. Refused there (the phone left, or
+    /// its queue was full and it is being closed 4030): `phone_offline`, as
+    /// on one node; no answer: `unavailable`.
     pub(super) async fn relay_to_phone_confirmed(
         &self,
         account: &str,
@@ -378,11 +380,14 @@ impl Gateway {
     ) -> Result<(), ErrorCode> {
         let mut receipts = Vec::new();
         self.relay_to_phone_receipted(account, session_id, web, body, &mut receipts)?;
-        if receipts.is_empty() || super::bus::count_delivered(receipts).await == 1 {
-            Ok(())
-        } else {
-            Err(ErrorCode::Unavailable)
+        for receipt in receipts {
+            match receipt.await {
+                Ok(true) => {}
+                Ok(false) => return Err(ErrorCode::PhoneOffline),
+                Err(_) => return Err(ErrorCode::Unavailable),
+            }
         }
+        Ok(())
     }
 
     /// The phone's `send` in a cluster: what counts now, and the receipts

@@ -31,11 +31,8 @@ fn kernel_allowance() -> usize {
 /// again, gets exactly the messages counted for it, in order, then its 4030.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_web_that_stops_reading_stays_bounded_and_gets_what_was_counted() {
-    const MAX_QUEUE: usize = 65_536;
-    const IN_FLIGHT: usize = 8;
-    const FAST_LAG: u64 = 2;
     let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = MAX_QUEUE as u64;
+        c.max_queue_bytes = FLOOD_MAX_QUEUE as u64;
         c.max_frames_per_sec = 100_000;
     })
     .await;
@@ -44,8 +41,22 @@ async fn a_flooded_web_that_stops_reading_stays_bounded_and_gets_what_was_counte
     let fast = gw.pair(&phone, &PairOpts::new()).await;
     let slow = gw.pair(&phone, &PairOpts::new()).await;
     slow.web.close().await;
-    let mut raw = raw_resume(gw.addr, &slow.token, Some(4096)).await;
+    let raw = raw_resume(gw.addr, &slow.token, Some(4096)).await;
+    flood_while_one_web_stops_reading(&phone, &fast, raw).await;
+}
 
+/// The `--max-queue-bytes` of the flood tests.
+pub const FLOOD_MAX_QUEUE: usize = 65_536;
+
+/// The phone floods (see the test above) while `raw`, a web socket of the
+/// account opened with a small receive buffer, does not read and `fast`
+/// does; checks the bounds, the 4030, and that what was counted for the slow
+/// socket is exactly what it gets. The gateway runs with `--max-queue-bytes`
+/// [`FLOOD_MAX_QUEUE`].
+pub async fn flood_while_one_web_stops_reading(phone: &Client, fast: &Session, mut raw: RawWs) {
+    const MAX_QUEUE: usize = FLOOD_MAX_QUEUE;
+    const IN_FLIGHT: usize = 8;
+    const FAST_LAG: u64 = 2;
     let pad = "z".repeat(20_000);
     let frame_bytes = pad.len() + 100;
     let (excluded_tx, excluded_rx) = oneshot::channel::<()>();
@@ -149,10 +160,8 @@ async fn a_flooded_web_that_stops_reading_stays_bounded_and_gets_what_was_counte
 /// messages, in order, then 4030.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acked() {
-    const MAX_QUEUE: usize = 65_536;
-    const IN_FLIGHT: usize = 8;
     let gw = TestGateway::spawn(|c| {
-        c.max_queue_bytes = MAX_QUEUE as u64;
+        c.max_queue_bytes = FLOOD_MAX_QUEUE as u64;
         c.max_frames_per_sec = 100_000;
         c.max_errors_per_sec = 100_000;
     })
@@ -162,9 +171,19 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
     let s = gw.pair(&phone, &PairOpts::new()).await;
     phone.close().await;
     assert_eq!(s.web.expect("phone_status").await["online"], false);
-    let mut raw = raw_phone(gw.addr, &gw.phone_token(&acc), Some(4096)).await;
+    let raw = raw_phone(gw.addr, &gw.phone_token(&acc), Some(4096)).await;
     assert_eq!(s.web.expect("phone_status").await["online"], true);
+    flood_a_phone_that_stops_reading(&s.web, raw).await;
+}
 
+/// `web` floods (see the test above) its account's phone `raw`, which was
+/// opened with a small receive buffer and does not read; checks the bounds,
+/// `phone_offline` and `phone_status` false, and that the phone gets
+/// exactly what was acknowledged, then 4030. The gateway runs with
+/// `--max-queue-bytes` [`FLOOD_MAX_QUEUE`].
+pub async fn flood_a_phone_that_stops_reading(web: &Client, mut raw: RawWs) {
+    const MAX_QUEUE: usize = FLOOD_MAX_QUEUE;
+    const IN_FLIGHT: usize = 8;
     let pad = "z".repeat(20_000);
     let frame_bytes = pad.len() + 100;
     let mut in_flight = VecDeque::new();
@@ -174,8 +193,7 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
     while offline < IN_FLIGHT {
         while in_flight.len() < IN_FLIGHT && next_seq < 3_000 {
             let id = format!("w{next_seq}");
-            s.web
-                .send_json(json!({"type": "send", "id": id, "body": {"seq": next_seq, "pad": pad}}))
+            web.send_json(json!({"type": "send", "id": id, "body": {"seq": next_seq, "pad": pad}}))
                 .await;
             in_flight.push_back((id, next_seq));
             next_seq += 1;
@@ -183,7 +201,7 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
         let Some((id, seq)) = in_flight.pop_front() else {
             panic!("3,000 messages and the phone that does not read never overflowed");
         };
-        let reply = s.web.expect_id(&id).await;
+        let reply = web.expect_id(&id).await;
         match (reply["type"].as_str(), reply["code"].as_str()) {
             (Some("ack"), _) => {
                 assert_eq!(offline, 0, "ack after phone_offline: {reply}");
@@ -199,7 +217,7 @@ async fn a_flooded_phone_that_stops_reading_stays_bounded_and_gets_what_was_acke
         "{} messages ({accepted} bytes) acknowledged for a phone that does not read",
         acked.len()
     );
-    assert_eq!(s.web.expect("phone_status").await["online"], false);
+    assert_eq!(web.expect("phone_status").await["online"], false);
 
     let mut received = Vec::new();
     let code = loop {

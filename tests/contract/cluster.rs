@@ -756,6 +756,66 @@ async fn redis_restart_while_relaying_loses_no_acknowledged_delivery() {
     }
 }
 
+/// A web socket that stops reading on another node than its phone's (and
+/// its account's home): what is held for it stays bounded, it is closed
+/// 4030, and the phone's `delivered` counts it only for what its node's
+/// queue took: a delivery its full queue refused is not counted because
+/// Redis handed the packet to its node. Once it reads again it gets exactly
+/// what was counted for it, in order, then the 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_that_stops_reading_on_another_node_is_counted_only_for_what_it_took() {
+    let max_queue = crate::backpressure::FLOOD_MAX_QUEUE.to_string();
+    let c = Cluster::start(
+        3,
+        LEASE_MS,
+        &[
+            "--max-queue-bytes",
+            &max_queue,
+            "--max-frames-per-sec",
+            "100000",
+        ],
+    )
+    .await;
+    let acc = account("cl-flood");
+    let phone = c.on(0).phone(&acc).await;
+    let fast = c.on(1).pair(&phone, &PairOpts::new()).await;
+    let slow = c.on(2).pair(&phone, &PairOpts::new()).await;
+    slow.web.close().await;
+    let raw = raw_resume(c.node_addr(2), &slow.token, Some(4096)).await;
+    crate::backpressure::flood_while_one_web_stops_reading(&phone, &fast, raw).await;
+}
+
+/// A phone that stops reading on a third node, flooded by a web on another
+/// (the account's home is the first node): the web's sends are acknowledged
+/// only while the phone's node says its queue took them, then answered
+/// `phone_offline` (its queue was full, so it is closed 4030), as on one
+/// node; the phone gets exactly what was acknowledged, then its 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_stops_reading_on_a_third_node_is_acked_only_for_what_it_took() {
+    let max_queue = crate::backpressure::FLOOD_MAX_QUEUE.to_string();
+    let c = Cluster::start(
+        3,
+        LEASE_MS,
+        &[
+            "--max-queue-bytes",
+            &max_queue,
+            "--max-frames-per-sec",
+            "100000",
+            "--max-errors-per-sec",
+            "100000",
+        ],
+    )
+    .await;
+    let acc = account("cl-floodphone");
+    let phone = c.on(0).phone(&acc).await;
+    let s = c.on(1).pair(&phone, &PairOpts::new()).await;
+    phone.close().await;
+    assert_eq!(s.web.expect("phone_status").await["online"], false);
+    let raw = raw_phone(c.node_addr(2), &c.phone_token(&acc), Some(4096)).await;
+    assert_eq!(s.web.expect("phone_status").await["online"], true);
+    crate::backpressure::flood_a_phone_that_stops_reading(&s.web, raw).await;
+}
+
 /// Redis stopped and started again four times in a row, the phone on one
 /// node and webs on all three: after each outage every node starts over
 /// under a new name at once, so the account's home moves while sockets
