@@ -251,6 +251,9 @@ async fn publish(conn: &mut RedisConn, packets: Vec<(String, String)>) -> Vec<Op
 /// reconnect (messages may have been missed) the node resyncs.
 pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
     let mut first = true;
+    // The name given up at the last loss, until the new one is subscribed:
+    // failed tries in between keep the one new name.
+    let mut given_up: Option<Arc<str>> = None;
     loop {
         if cluster.stop.is_cancelled() {
             return;
@@ -269,10 +272,10 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         };
         // After a loss, messages may have been missed: start over under a
         // new name, so nothing meant for the old one is taken for ours.
-        let old = (!first).then(|| {
+        if !first && given_up.is_none() {
             cluster.resyncing.store(true, Ordering::Release);
-            cluster.rename()
-        });
+            given_up = Some(cluster.rename());
+        }
         // The channel of this node's current name (renamed after a loss or
         // when its lease was taken away).
         let channel = keys::bus(&cluster.me());
@@ -286,7 +289,7 @@ pub(super) async fn subscribe_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         };
         first = false;
         cluster.subscribed.store(true, Ordering::Release);
-        if let Some(old) = old {
+        if let Some(old) = given_up.take() {
             // In a task of its own: its calls' replies come through this loop.
             let (gw, cluster) = (gw.clone(), cluster.clone());
             let name = cluster.me();
