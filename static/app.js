@@ -88,11 +88,39 @@ import { t, errorText, translatePage } from "./i18n.js";
   const client = new PairgateClient({ url: webSocketUrl("ws/web"), token: stored && stored.token });
   const log = new MessageLog($("messages"), t("messages.empty"));
 
+  // Where focus goes when the screen that held it is replaced ("Reload QR
+  // code", "Use here", "Log out" hide the button just pressed): the new
+  // screen's heading or its one action, never <body>.
+  const FOCUS_TARGET = {
+    "screen-connecting": "retry-now",
+    "screen-pair": "pair-title",
+    "screen-scanned": "scanned-title",
+    "screen-expired": "reload-qr",
+    "screen-replaced": "use-here",
+    "screen-linked": "account",
+  };
+  let focusPending = false; // focus was on a screen since hidden
+
+  /** Focus is nowhere a person would look: <body>, or inside a hidden screen. */
+  function focusLost() {
+    const active = document.activeElement;
+    if (!active || active === document.body) return true;
+    const screen = active.closest(".screen");
+    return screen !== null && screen.hidden;
+  }
+
   /** Switch the visible screen and the test-facing state. */
   function enter(state, screen, announcement) {
+    const from = document.activeElement && document.activeElement.closest(".screen");
+    if (from && from.id !== screen) focusPending = true;
     document.body.dataset.state = state;
     showOnly(SCREENS, screen);
     if (announcement) $("live").textContent = announcement;
+    // The connecting screen is a moment long: focus waits for the next one.
+    if (focusPending && state !== "connecting") {
+      focusPending = false;
+      if (focusLost()) $(FOCUS_TARGET[screen]).focus();
+    }
   }
 
   function notice(text) {
@@ -169,8 +197,12 @@ import { t, errorText, translatePage } from "./i18n.js";
     stopCountdown();
     stopReconnectTicker();
     $("account").textContent = client.account;
-    $("connection-banner").hidden = true;
+    const banner = $("connection-banner");
+    const retryHadFocus = banner.contains(document.activeElement);
+    banner.hidden = true;
     enter("linked", "screen-linked", t("linked.announce", { account: client.account }));
+    // "Retry now" went with its banner.
+    if (retryHadFocus) $("account").focus();
   }
 
   function onLoggedOut(reason) {
@@ -407,12 +439,19 @@ import { t, errorText, translatePage } from "./i18n.js";
       return connectFresh();
     }
     loggingOut = true;
+    // Disabling blurs the button: the next screen takes focus (see enter).
+    const hadFocus = document.activeElement === $("logout");
+    if (hadFocus) focusPending = true;
     $("logout").disabled = true;
     client.logout().then((reply) => {
       // Success is `logged_out` + close 4001, handled by the client.
       if (reply.type !== "error") return;
       loggingOut = false;
       $("logout").disabled = false;
+      if (hadFocus) {
+        focusPending = false;
+        if (focusLost()) $("logout").focus();
+      }
       if (!reply.local) notice(t("logout.failed", { reason: describe(reply.code, reply.message) }));
     });
   }

@@ -141,6 +141,11 @@ export class MessageLog {
       item.dataset.state = state;
       status.textContent = label;
       const old = item.querySelector(".msg-error");
+      if (old && old.contains(document.activeElement)) {
+        // Retry was pressed and goes away: focus stays on its message.
+        item.tabIndex = -1;
+        item.focus();
+      }
       if (old) old.remove();
     };
     this.append(item);

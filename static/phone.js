@@ -61,6 +61,16 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
     $("phone-notice-box").classList.remove("shown");
   }
 
+  /**
+   * Hides `box`; if focus was in it (the button just pressed: `had`, when
+   * that button was disabled meanwhile, which blurs it), it goes to the
+   * element with id `to` (a heading with tabindex=-1), never <body>.
+   */
+  function hideKeepingFocus(box, to, had = box.contains(document.activeElement)) {
+    box.hidden = true;
+    if (had) $(to).focus();
+  }
+
   function errorText(reply) {
     return translatedError(reply.code, describeError(reply.code, reply.message));
   }
@@ -168,7 +178,7 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
     document.body.dataset.state = "connecting";
     $("screen-signin").hidden = true;
     $("screen-phone").hidden = false;
-    $("phone-replaced").hidden = true;
+    hideKeepingFocus($("phone-replaced"), "phone-account");
     setConnection("connecting");
     channel = new Channel(webSocketUrl("ws/phone"), {
       idPrefix: "p",
@@ -260,7 +270,7 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
   function dismissRef() {
     pendingRef = null;
     clearHash();
-    $("ref-prompt").hidden = true;
+    hideKeepingFocus($("ref-prompt"), "link-title");
   }
 
   function linkByRef() {
@@ -268,7 +278,7 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
     if (!ref) return;
     pendingRef = null;
     clearHash();
-    $("ref-prompt").hidden = true;
+    hideKeepingFocus($("ref-prompt"), "link-title");
     requestLink({ ref }, () => {
       pendingRef = ref; // not sent: try again once connected
     });
@@ -326,9 +336,9 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
     $("link-request-title").focus();
   }
 
-  function hideLinkRequest() {
+  function hideLinkRequest(hadFocus) {
     linkRequest = null;
-    $("link-request").hidden = true;
+    hideKeepingFocus($("link-request"), "link-title", hadFocus);
   }
 
   function setLinkButtonsDisabled(disabled) {
@@ -344,24 +354,26 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
       return;
     }
     const request = linkRequest;
+    const hadFocus = $("link-request").contains(document.activeElement);
     setLinkButtonsDisabled(true);
     const type = confirm ? "link_confirm" : "link_reject";
     channel.request({ type, request_id: request.request_id }).then((reply) => {
       setLinkButtonsDisabled(false);
       if (reply.type === "device_linked") {
-        hideLinkRequest();
+        hideLinkRequest(hadFocus);
         const name = (reply.session && reply.session.device_name) || request.device.name || t("demo.the_device");
         notice(t("demo.request.linked", { name }));
         refreshSessions();
       } else if (reply.type === "ok") {
-        hideLinkRequest();
+        hideLinkRequest(hadFocus);
         notice(t("demo.request.rejected"));
       } else if (reply.code === "unknown_request") {
-        hideLinkRequest();
+        hideLinkRequest(hadFocus);
         notice(errorText(reply));
       } else {
         // too_many_devices leaves the request pending: keep the card.
         notice(errorText(reply));
+        if (hadFocus && document.activeElement === document.body) $("link-request-title").focus();
       }
     });
   }
@@ -467,8 +479,11 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
       notice(t("demo.not_connected"));
       return;
     }
+    const hadFocus = document.activeElement === button;
     button.disabled = true;
     channel.request({ type: "logout", session_id: s.session_id }).then((reply) => {
+      // The disabled button lost focus, and its row may go: the list's heading.
+      if (hadFocus && document.activeElement === document.body) $("sessions-title").focus();
       const name = s.device_name || t("demo.the_device");
       if (reply.type === "ok") notice(t("demo.sessions.logged_out", { name }));
       else notice(t("demo.sessions.logout_failed", { name, reason: errorText(reply) }));
@@ -496,7 +511,7 @@ import { t, tNodes, errorText as translatedError, translatePage } from "./i18n.j
   }
 
   function logoutAll() {
-    $("logout-all-box").hidden = true;
+    hideKeepingFocus($("logout-all-box"), "sessions-title");
     if (!channel || !channel.isOpen) {
       $("logout-all-result").textContent = t("demo.not_connected");
       return;

@@ -1,12 +1,14 @@
 // Shared plumbing for the real-browser tests: the real gateway as a child
 // process, headless Chromium through playwright-core, a phone client that
 // speaks the wire contract over `ws`, and a QR decoder (jsQR) that reads the
-// code off a screenshot. Every wait here has a timeout; nothing sleeps.
+// code off a screenshot, and axe-core's accessibility checks. Every wait here
+// has a timeout; nothing sleeps.
 
 import { spawn, execFile } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -495,5 +497,54 @@ export async function linkPage(page, frames, phone) {
 export function assertNoPageErrors(page) {
   if (page.errors && page.errors.length) {
     throw new Error(`uncaught errors on ${page.url()}: ${page.errors.map((e) => e.stack || e.message).join("\n")}`);
+  }
+}
+
+// ---- Accessibility ------------------------------------------------------------
+
+/** The WCAG 2.0, 2.1 and 2.2 level A and AA rules of axe-core. */
+export const WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"];
+
+let axeSource = null;
+
+/**
+ * Runs axe-core's WCAG A/AA rules (WCAG_TAGS) on `page` as it is now and
+ * throws listing every violation: rule, impact, the nodes' selectors and, for
+ * color-contrast, the measured ratio and colours. No rule is disabled.
+ *
+ * The pages' Content-Security-Policy allows no inline script, so
+ * `page.addScriptTag({ content })` would be refused; `page.evaluate` runs
+ * axe's source through the DevTools protocol, which the policy does not
+ * govern, so the pages are checked under their real CSP.
+ */
+export async function assertAccessible(page, label) {
+  axeSource ??= readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+  if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.evaluate(axeSource);
+  const violations = await page.evaluate(async (tags) => {
+    const results = await window.axe.run(document, {
+      runOnly: { type: "tag", values: tags },
+      resultTypes: ["violations"],
+    });
+    return results.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => {
+        const contrast = [...n.any, ...n.all, ...n.none].map((c) => c.data).find((d) => d && d.contrastRatio);
+        return {
+          target: n.target.join(" "),
+          contrast: contrast
+            ? `${contrast.contrastRatio}:1 (${contrast.fgColor} on ${contrast.bgColor}, needs ${contrast.expectedContrastRatio})`
+            : null,
+        };
+      }),
+    }));
+  }, WCAG_TAGS);
+  if (violations.length) {
+    const lines = violations.flatMap((v) => [
+      `${v.id} (${v.impact}): ${v.help}`,
+      ...v.nodes.map((n) => `    ${n.target}${n.contrast ? ": " + n.contrast : ""}`),
+    ]);
+    throw new Error(`${label}: ${violations.length} accessibility violation(s) on ${page.url()}:\n  ${lines.join("\n  ")}`);
   }
 }

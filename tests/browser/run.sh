@@ -34,7 +34,12 @@ if [ -z "${PAIRGATE_BIN:-}" ]; then
 fi
 export PAIRGATE_BIN
 
-if [ ! -d tests/browser/node_modules ]; then
+# npm ci also when the lock file changed since the last install (npm writes
+# node_modules/.package-lock.json) or a package is missing, so a checkout
+# that installed before picks up a new one (axe-core).
+if [ ! -d tests/browser/node_modules ] \
+  || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ] \
+  || [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
   if [ -f tests/browser/package-lock.json ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)
   else
