@@ -101,16 +101,27 @@ impl ConfigFile {
         Ok(cmd)
     }
 
-    /// The option's values as clap takes them from a command line.
+    /// The option's values as clap takes them from a command line. The
+    /// TOML type must fit: a number for a numeric option, a string for any
+    /// other (`data-dir = 5` is a mistake, not the directory `5`).
     fn values(&self, arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
         let many = matches!(arg.get_action(), ArgAction::Append);
         let flag = matches!(arg.get_action(), ArgAction::SetTrue);
+        let numeric = takes_a_number(arg);
+        let one = |v: &toml::Value| match v {
+            toml::Value::Integer(_) | toml::Value::Float(_) if !numeric => {
+                Err("expected a string (in quotes), not a number".to_owned())
+            }
+            toml::Value::String(_) if numeric => Err("expected a number, not a string".to_owned()),
+            toml::Value::Boolean(_) => Err("expected a value, not true or false".to_owned()),
+            v => scalar(v),
+        };
         match value {
-            toml::Value::Boolean(b) => Ok(vec![b.to_string()]),
+            toml::Value::Boolean(b) if flag => Ok(vec![b.to_string()]),
             _ if flag => Err("expected true or false".into()),
-            toml::Value::Array(items) if many => items.iter().map(scalar).collect(),
+            toml::Value::Array(items) if many => items.iter().map(one).collect(),
             toml::Value::Array(_) => Err("expected one value, not a list".into()),
-            v => Ok(vec![scalar(v)?]),
+            v => Ok(vec![one(v)?]),
         }
     }
 
@@ -154,6 +165,25 @@ fn scalar(v: &toml::Value) -> Result<String, String> {
         toml::Value::Array(_) => Err("expected a value, not a nested list".into()),
         toml::Value::Table(_) => Err("expected a value, not a table".into()),
     }
+}
+
+/// Whether the option's value parser yields a number.
+fn takes_a_number(arg: &Arg) -> bool {
+    use std::any::TypeId;
+    let parsed = arg.get_value_parser().type_id();
+    [
+        TypeId::of::<u8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<f32>(),
+        TypeId::of::<f64>(),
+    ]
+    .into_iter()
+    .any(|number| parsed == number)
 }
 
 /// `--config`, `--help`, `--version`: options that are no setting.
@@ -313,8 +343,18 @@ mod tests {
                 "{text}: {err}"
             );
         }
+        // The TOML type must fit the option.
+        for (text, why) in [
+            ("data-dir = 5", "expected a string"),
+            ("listen = 8080", "expected a string"),
+            ("max-devices = \"8\"", "expected a number"),
+            ("max-devices = true", "not true or false"),
+            ("trust-proxy = [\"10.0.0.0/8\", 7]", "expected a string"),
+        ] {
+            let err = file(text).apply(Serve::command()).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
         // The value's own parser still judges it.
-        assert!(parse(&file("max-devices = \"eight\""), &[]).is_err());
         assert!(parse(&file("qr-ttl-ms = 0"), &[]).is_err());
     }
 

@@ -125,7 +125,7 @@ fn parse(args: &[OsString]) -> (Cli, ArgMatches) {
     let reads_file = TAKES_SERVE_OPTIONS.contains(&sub) || shares;
     let file = config_file::path_from(args)
         .filter(|_| reads_file)
-        .map(|path| ConfigFile::load(&path).unwrap_or_else(|e| usage_error(&mut cmd.clone(), e)));
+        .map(|path| ConfigFile::load(&path).unwrap_or_else(|e| usage_error(&cmd, sub, e)));
     if let Some(f) = &file {
         let serve = Cli::command();
         let mut failed = None;
@@ -141,7 +141,7 @@ fn parse(args: &[OsString]) -> (Cli, ArgMatches) {
             })
         });
         if let Some(e) = failed {
-            usage_error(&mut cmd, e);
+            usage_error(&cmd, sub, e);
         }
     }
     let matches = cmd
@@ -165,10 +165,17 @@ fn on_command(
     }
 }
 
-fn usage_error(cmd: &mut clap::Command, message: String) -> ! {
-    clap::Error::raw(clap::error::ErrorKind::ValueValidation, message)
-        .format(cmd)
-        .exit()
+/// Exits 2 with `message` and the usage of the command that read the file
+/// (`sub`; `""`: `serve`'s top level), as clap does for a bad flag.
+fn usage_error(cmd: &clap::Command, sub: &str, message: String) -> ! {
+    let mut cmd = cmd.clone();
+    // Built, so a subcommand's usage names the binary (`pairgate token`).
+    cmd.build();
+    let error = clap::Error::raw(clap::error::ErrorKind::ValueValidation, message);
+    match cmd.find_subcommand_mut(sub) {
+        Some(command) if !sub.is_empty() => error.format(command).exit(),
+        _ => error.format(&mut cmd).exit(),
+    }
 }
 
 /// `--secret` and `--secret-file` given at once: clap refuses it on the

@@ -423,6 +423,8 @@ async fn token_and_phone_with_a_config_file_meant_for_serve() {
         .await;
         assert_eq!(st.code(), Some(2), "{err}");
         assert!(err.contains(named) && err.contains(env), "{err}");
+        // With `token`'s usage, not the top level's.
+        assert!(err.contains("Usage: pairgate token"), "{err}");
     }
 
     // The phone CLI is a client: the file is not its business.
