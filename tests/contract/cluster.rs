@@ -756,26 +756,35 @@ async fn redis_restart_while_relaying_loses_no_acknowledged_delivery() {
     }
 }
 
-/// A web socket that stops reading on another node than its phone's (and
-/// its account's home): what is held for it stays bounded, it is closed
-/// 4030, and the phone's `delivered` counts it only for what its node's
-/// queue took: a delivery its full queue refused is not counted because
-/// Redis handed the packet to its node. Once it reads again it gets exactly
-/// what was counted for it, in order, then the 4030.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_web_that_stops_reading_on_another_node_is_counted_only_for_what_it_took() {
+/// Three nodes as the flood tests of backpressure.rs need them: their
+/// queue bound, and rates high enough that only the queue limits a flood.
+async fn flood_nodes() -> Cluster {
     let max_queue = crate::backpressure::FLOOD_MAX_QUEUE.to_string();
-    let c = Cluster::start(
+    let high = "100000";
+    Cluster::start(
         3,
         LEASE_MS,
         &[
             "--max-queue-bytes",
             &max_queue,
             "--max-frames-per-sec",
-            "100000",
+            high,
+            "--max-errors-per-sec",
+            high,
         ],
     )
-    .await;
+    .await
+}
+
+/// A web socket that stops reading on another node than its phone's (and
+/// its account's home): what is held for it stays bounded, it is closed
+/// 4030, and the phone's `delivered` counts it only for what its node's
+/// queue took: a delivery its full queue refused is not counted merely
+/// because Redis handed the packet to its node. Once it reads again it gets exactly
+/// what was counted for it, in order, then the 4030.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_that_stops_reading_on_another_node_is_counted_only_for_what_it_took() {
+    let c = flood_nodes().await;
     let acc = account("cl-flood");
     let phone = c.on(0).phone(&acc).await;
     let fast = c.on(1).pair(&phone, &PairOpts::new()).await;
@@ -792,20 +801,7 @@ async fn a_web_that_stops_reading_on_another_node_is_counted_only_for_what_it_to
 /// node; the phone gets exactly what was acknowledged, then its 4030.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_that_stops_reading_on_a_third_node_is_acked_only_for_what_it_took() {
-    let max_queue = crate::backpressure::FLOOD_MAX_QUEUE.to_string();
-    let c = Cluster::start(
-        3,
-        LEASE_MS,
-        &[
-            "--max-queue-bytes",
-            &max_queue,
-            "--max-frames-per-sec",
-            "100000",
-            "--max-errors-per-sec",
-            "100000",
-        ],
-    )
-    .await;
+    let c = flood_nodes().await;
     let acc = account("cl-floodphone");
     let phone = c.on(0).phone(&acc).await;
     let s = c.on(1).pair(&phone, &PairOpts::new()).await;
