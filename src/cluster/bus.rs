@@ -331,7 +331,7 @@ async fn retry_pause(cluster: &Cluster) {
 fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
     let from = packet.from;
     // The counted deliveries no socket took, by position among them.
-    let (mut counted, mut refused) = (0u32, Vec::new());
+    let (mut position, mut not_taken) = (0u32, Vec::new());
     // A node heard from is one whose death must be noticed, even if it
     // joined and died between two looks at the leases (the next look finds
     // it gone and handles it).
@@ -364,7 +364,7 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
             Msg::Deliver {
                 conn,
                 text,
-                counted: is_counted,
+                counted,
             } => {
                 let text = Utf8Bytes::from(text);
                 let taken = match cluster.locals.get(&conn).map(|l| l.clone()) {
@@ -372,11 +372,11 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
                     Some(LocalSocket::Web { peer, .. }) => peer.send(&text),
                     None => false,
                 };
-                if is_counted {
+                if counted {
                     if !taken {
-                        refused.push(counted);
+                        not_taken.push(position);
                     }
-                    counted += 1;
+                    position += 1;
                 }
             }
             Msg::Event { conn, event } => cluster.apply_event(gw, &from, conn, event),
@@ -414,9 +414,15 @@ fn dispatch(gw: &Arc<Gateway>, cluster: &Arc<Cluster>, packet: Packet) {
         }
     }
     if let Some(receipt) = packet.receipt {
-        if !refused.is_empty() {
-            tracing::debug!(refused = refused.len(), from = %from, "bus: counted deliveries no socket took");
+        if !not_taken.is_empty() {
+            tracing::debug!(refused = not_taken.len(), from = %from, "bus: counted deliveries no socket took");
         }
-        cluster.post(&from, Msg::Taken { receipt, refused });
+        cluster.post(
+            &from,
+            Msg::Taken {
+                receipt,
+                refused: not_taken,
+            },
+        );
     }
 }

@@ -524,6 +524,11 @@ async fn lease_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
             _ = tokio::time::sleep(tick) => {}
             _ = cluster.stop.cancelled() => return,
         }
+        // Unanswered receipts: the node took too long or lost the packet
+        // (not counted as delivered). Also while Redis is unreachable, so
+        // no `ack` waits on them longer.
+        let late = Instant::now() - super::CALL_TIMEOUT;
+        cluster.receipts.retain(|_, (_, _, at)| *at > late);
         match cluster.renew(&gw).await {
             Ok(true) => {
                 cluster.up.store(true, Ordering::Release);
@@ -554,9 +559,5 @@ async fn lease_loop(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         cluster.gone.retain(|_, at| *at > stale);
         let old = Instant::now() - 3 * super::TEARDOWN_TIMEOUT;
         cluster.acks.retain(|_, (_, _, at)| *at > old);
-        // Unanswered: the node took too long (or lost the packet); not
-        // counted as delivered.
-        let late = Instant::now() - super::CALL_TIMEOUT;
-        cluster.receipts.retain(|_, (_, _, at)| *at > late);
     }
 }
