@@ -99,20 +99,34 @@ impl Gateway {
         account: &str,
         peer: &PhonePeer,
     ) -> Result<(), ErrorCode> {
-        if let Some(cluster) = &self.cluster {
-            cluster.locals.insert(
-                peer.conn_id(),
-                LocalSocket::Phone {
-                    account: account.to_owned(),
-                    peer: peer.clone(),
-                },
-            );
-        }
-        let result = self.phone_online_at_home(account, peer).await;
-        if result.is_err()
-            && let Some(cluster) = &self.cluster
-        {
-            cluster.locals.remove(&peer.conn_id());
+        let local = || LocalSocket::Phone {
+            account: account.to_owned(),
+            peer: peer.clone(),
+        };
+        self.registering(
+            peer.conn_id(),
+            local,
+            self.phone_online_at_home(account, peer),
+        )
+        .await
+    }
+
+    /// Runs `register` (a socket of this node registering with its home)
+    /// with the socket in this node's table of its sockets, as the home may
+    /// send it frames before answering; takes it out again if refused.
+    async fn registering<T>(
+        &self,
+        conn: u64,
+        local: impl FnOnce() -> LocalSocket,
+        register: impl Future<Output = Result<T, ErrorCode>>,
+    ) -> Result<T, ErrorCode> {
+        let Some(cluster) = &self.cluster else {
+            return register.await;
+        };
+        cluster.locals.insert(conn, local());
+        let result = register.await;
+        if result.is_err() {
+            cluster.locals.remove(&conn);
         }
         result
     }
@@ -428,24 +442,13 @@ impl Gateway {
         session_id: &str,
         peer: &WebPeer,
     ) -> Result<Resumed, ErrorCode> {
-        let conn = peer.conn_id();
-        if let Some(cluster) = &self.cluster {
-            cluster.locals.insert(
-                conn,
-                LocalSocket::Web {
-                    account: account.to_owned(),
-                    session_id: session_id.to_owned(),
-                    peer: peer.clone(),
-                },
-            );
-        }
-        let result = self.resume_at_home(account, session_id, peer).await;
-        if result.is_err()
-            && let Some(cluster) = &self.cluster
-        {
-            cluster.locals.remove(&conn);
-        }
-        result
+        let local = || LocalSocket::Web {
+            account: account.to_owned(),
+            session_id: session_id.to_owned(),
+            peer: peer.clone(),
+        };
+        let register = self.resume_at_home(account, session_id, peer);
+        self.registering(peer.conn_id(), local, register).await
     }
 
     async fn resume_at_home(
