@@ -477,7 +477,19 @@ async fn reattach_one(gw: &Arc<Gateway>, socket: LocalSocket) {
             LocalSocket::Web { peer, .. } => (peer.conn_id(), peer.is_close_ordered()),
         };
         if closing || !cluster.locals.contains_key(&conn) {
-            // Closed meanwhile: its leaving tells the home.
+            // Closed meanwhile: its leaving told the home, perhaps before
+            // the home took this try (calls are served side by side), so
+            // a try that registered it is taken back.
+            if registered.is_ok() {
+                match &socket {
+                    LocalSocket::Phone { account, .. } => gw.phone_offline_routed(account, conn),
+                    LocalSocket::Web {
+                        account,
+                        session_id,
+                        ..
+                    } => gw.web_offline_told(account, session_id, conn),
+                }
+            }
             return;
         }
         let again = registered == Err(crate::protocol::ErrorCode::Unavailable)
